@@ -1,0 +1,107 @@
+//! `staticlet doctor`: checks what running containers needs on this host and says what to fix.
+
+use crate::cli::{base_config, DoctorCmd, Failure};
+use crate::host::{self, CgroupMode};
+use std::path::Path;
+
+struct Report {
+    failures: usize,
+}
+
+impl Report {
+    fn ok(&self, what: &str, detail: &str) {
+        println!("ok    {what}: {detail}");
+    }
+    fn warn(&self, what: &str, detail: &str) {
+        println!("warn  {what}: {detail}");
+    }
+    fn fail(&mut self, what: &str, detail: &str) {
+        self.failures += 1;
+        println!("FAIL  {what}: {detail}");
+    }
+}
+
+pub fn run(cmd: &DoctorCmd) -> Result<(), Failure> {
+    let mut config = base_config(cmd.config.as_ref())?;
+    if let Some(d) = &cmd.root_dir {
+        config.root_dir = d.clone();
+    }
+    if let Some(r) = &cmd.runtime {
+        config.runtime_path = r.clone();
+    }
+    let mut r = Report { failures: 0 };
+    if host::is_root() {
+        r.ok("user", "running as root");
+    } else {
+        r.fail("user", "not root: staticlet creates containers, mounts and cgroups; run it as root");
+    }
+    match host::which(&config.runtime_path) {
+        Some(path) => match host::runtime_version(&path) {
+            Some(v) => r.ok("runtime", &format!("{} version {v}", path.display())),
+            None => r.fail("runtime", &format!("{} does not answer --version", path.display())),
+        },
+        None => r.fail(
+            "runtime",
+            &format!("{} not found on PATH: install crun (apt-get install crun; Buildroot: BR2_PACKAGE_CRUN=y) or set runtimePath", config.runtime_path.display()),
+        ),
+    }
+    check_cgroups(&mut r);
+    if host::overlay_supported() {
+        r.ok("overlayfs", "supported: containers get a copy-on-write rootfs");
+    } else {
+        r.warn("overlayfs", "not in /proc/filesystems (modprobe overlay, or CONFIG_OVERLAY_FS=y); staticlet falls back to copying each image's rootfs, which is slower and uses more disk");
+    }
+    let missing: Vec<&str> = ["net", "ipc", "uts", "pid", "mnt"].into_iter().filter(|ns| !Path::new("/proc/self/ns").join(ns).exists()).collect();
+    if missing.is_empty() {
+        r.ok("namespaces", "net, ipc, uts, pid and mnt are available");
+    } else {
+        r.fail("namespaces", &format!("missing {}: enable CONFIG_NAMESPACES and the *_NS options in the kernel", missing.join(", ")));
+    }
+    check_dir(&mut r, "root dir", &config.root_dir);
+    check_dir(&mut r, "pod logs dir", &config.pod_logs_dir);
+    match &config.static_pod_path {
+        Some(p) if p.exists() => r.ok("manifests", &format!("{} exists", p.display())),
+        Some(p) => r.warn("manifests", &format!("{} does not exist yet; staticlet waits for it", p.display())),
+        None => r.ok("manifests", "no staticPodPath configured"),
+    }
+    if r.failures > 0 {
+        return Err(Failure::Failed(format!("{} problem(s) to fix before running pods", r.failures)));
+    }
+    println!("this host can run staticlet");
+    Ok(())
+}
+
+fn check_cgroups(r: &mut Report) {
+    match host::cgroup_mode() {
+        CgroupMode::V2 => {
+            let controllers = std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers").unwrap_or_default();
+            let missing: Vec<&str> = ["cpu", "memory", "pids"].into_iter().filter(|c| !controllers.split_whitespace().any(|x| x == *c)).collect();
+            if missing.is_empty() {
+                r.ok("cgroups", "cgroup v2 with cpu, memory and pids controllers");
+            } else {
+                r.warn("cgroups", &format!("cgroup v2 without the {} controller(s): limits on those resources are not enforced (kernel: CONFIG_MEMCG, CONFIG_CGROUP_SCHED, CONFIG_CGROUP_PIDS)", missing.join(", ")));
+            }
+        }
+        CgroupMode::V1 => r.ok("cgroups", "cgroup v1: works; cgroup v2 is recommended (Buildroot: BR2_PACKAGE_CGROUPFS_V2_MOUNT=y)"),
+        CgroupMode::Hybrid { stuck } if stuck.is_empty() => r.ok("cgroups", "hybrid v1/v2 with no controller on the v2 side: works"),
+        CgroupMode::Hybrid { stuck } => r.fail(
+            "cgroups",
+            &format!(
+                "hybrid v1/v2 with the {} controller(s) left on the v2 tree: crun refuses every container (\"cgroups in hybrid mode not supported\"). Fix: bind them to v1, e.g. {}; or boot with systemd.unified_cgroup_hierarchy=1 for pure v2",
+                stuck.join(", "),
+                stuck.iter().map(|c| format!("mkdir -p /sys/fs/cgroup/{c} && mount -t cgroup -o {c} cgroup /sys/fs/cgroup/{c}")).collect::<Vec<_>>().join("; ")
+            ),
+        ),
+        CgroupMode::None => r.fail("cgroups", "no cgroup filesystem at /sys/fs/cgroup: mount cgroup2 there (mount -t cgroup2 none /sys/fs/cgroup; Buildroot: BR2_PACKAGE_CGROUPFS_V2_MOUNT=y)"),
+    }
+}
+
+fn check_dir(r: &mut Report, what: &str, dir: &Path) {
+    match std::fs::create_dir_all(dir).and_then(|_| crate::fsutil::write_atomic(&dir.join(".doctor"), b"ok")) {
+        Ok(()) => {
+            let _ = std::fs::remove_file(dir.join(".doctor"));
+            r.ok(what, &format!("{} is writable", dir.display()));
+        }
+        Err(e) => r.fail(what, &format!("{}: {e}", dir.display())),
+    }
+}

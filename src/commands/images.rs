@@ -1,0 +1,54 @@
+//! `staticlet images import|list|rm`: the local image store, offline.
+
+use crate::cli::{base_config, Failure, ImagesAction, ImagesCmd};
+use crate::image::{import, ImageStore, Reference};
+
+pub fn run(cmd: &ImagesCmd) -> Result<(), Failure> {
+    let mut config = base_config(cmd.config.as_ref())?;
+    if let Some(d) = &cmd.root_dir {
+        config.root_dir = d.clone();
+    }
+    let store = ImageStore::open(&config.root_dir).map_err(|e| Failure::Failed(e.to_string()))?;
+    let failed = |e: crate::image::ImageError| Failure::Failed(e.to_string());
+    match &cmd.action {
+        ImagesAction::Import(i) => {
+            let name = match &i.name {
+                Some(n) => Some(Reference::parse(n).map_err(|e| Failure::Usage(format!("--name {n:?}: {e}")))?),
+                None => None,
+            };
+            let refs = import::import(&store, &i.path, name.as_ref(), &crate::timefmt::now_rfc3339()).map_err(failed)?;
+            for r in refs {
+                // Unpack now, so the first pod start does not pay for it.
+                if let Some(image) = store.resolve(&Reference::parse(&r).map_err(|e| Failure::Failed(e.to_string()))?).map_err(failed)? {
+                    store.rootfs(&image).map_err(failed)?;
+                }
+                println!("imported {r}");
+            }
+            Ok(())
+        }
+        ImagesAction::List(_) => {
+            let refs = store.refs().map_err(failed)?;
+            println!("{:<50} {:<20} {:>10}  IMPORTED", "IMAGE", "DIGEST", "SIZE");
+            for (r, rec) in refs {
+                let short = rec.manifest.trim_start_matches("sha256:").get(..12).unwrap_or("").to_string();
+                println!("{r:<50} {short:<20} {:>10}  {}", human_size(rec.size), rec.imported);
+            }
+            Ok(())
+        }
+        ImagesAction::Rm(r) => {
+            let reference = Reference::parse(&r.reference).map_err(|e| Failure::Usage(format!("{:?}: {e}", r.reference)))?;
+            let removed = store.remove(&reference).map_err(failed)?;
+            println!("removed {removed}");
+            Ok(())
+        }
+    }
+}
+
+fn human_size(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 30 => format!("{:.1}GiB", b as f64 / (1u64 << 30) as f64),
+        b if b >= 1 << 20 => format!("{:.1}MiB", b as f64 / (1u64 << 20) as f64),
+        b if b >= 1 << 10 => format!("{:.1}KiB", b as f64 / 1024.0),
+        b => format!("{b}B"),
+    }
+}

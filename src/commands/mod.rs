@@ -1,0 +1,36 @@
+//! The subcommands. Each returns the process exit code; errors are printed here, once.
+
+mod doctor;
+mod images;
+mod validate;
+
+use crate::cli::{Cli, Command, Failure};
+
+pub fn dispatch(cli: Cli) -> i32 {
+    let result = match cli.command {
+        Command::Run(_) => Err(Failure::Failed("this command needs the running agent, which lands with part 2".into())),
+        Command::Validate(cmd) => validate::run(&cmd),
+        Command::Images(cmd) => images::run(&cmd),
+        Command::Doctor(cmd) => doctor::run(&cmd),
+        Command::Version(_) => {
+            println!("staticlet {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Command::Get(_) => Err(Failure::Failed("this command needs the running agent, which lands with part 2".into())),
+        Command::Logs(_) => Err(Failure::Failed("this command needs the running agent, which lands with part 2".into())),
+        Command::Monitor(_) => Err(Failure::Failed("this command needs the running agent, which lands with part 2".into())),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(Failure::Usage(m)) => {
+            eprintln!("staticlet: {m}");
+            2
+        }
+        Err(Failure::Failed(m)) => {
+            if !m.is_empty() {
+                eprintln!("staticlet: {m}");
+            }
+            1
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! Configuration: a `StaticletConfiguration` file (or a kubelet `KubeletConfiguration`),
+//! then command-line flags on top. The result is one validated [`Config`].
+//!
+//! Our own kind is strict (an unknown key is an error naming it, so typos don't silently
+//! change behaviour); a kubelet file is read for the fields we share and every other field is
+//! named once in the log, so an existing kubelet config can be reused as it is.
+
+use crate::manifest::pod::QuantityValue;
+use crate::manifest::quantity::Quantity;
+use crate::timefmt::parse_duration;
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const API_VERSION: &str = "staticlet.dev/v1alpha1";
+pub const KIND: &str = "StaticletConfiguration";
+const KUBELET_API_VERSION: &str = "kubelet.config.k8s.io/v1beta1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{}: {message}", path.display())]
+    Parse { path: PathBuf, message: String },
+    #[error("{origin}: {field}: {message}")]
+    Invalid { origin: String, field: String, message: String },
+}
+
+/// The resolved configuration the agent and the commands run with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub node_name: String,
+    pub static_pod_path: Option<PathBuf>,
+    pub static_pod_url: Option<String>,
+    pub static_pod_url_header: BTreeMap<String, Vec<String>>,
+    pub manifest_url_ca_file: Option<PathBuf>,
+    pub file_check_frequency: Duration,
+    pub http_check_frequency: Duration,
+    pub root_dir: PathBuf,
+    pub pod_logs_dir: PathBuf,
+    pub runtime_path: PathBuf,
+    pub status_address: Option<SocketAddr>,
+    pub kubeconfig: Option<PathBuf>,
+    pub kubeconfig_context: Option<String>,
+    pub container_log_max_size: u64,
+    pub container_log_max_files: u32,
+    pub node_labels: BTreeMap<String, String>,
+    pub system_reserved: BTreeMap<String, String>,
+    pub config_dir: PathBuf,
+    pub insecure_registries: Vec<String>,
+    pub image_credentials: Option<PathBuf>,
+    /// KubeletConfiguration fields that staticlet does not use, to be logged once.
+    pub ignored_fields: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            node_name: default_node_name(),
+            static_pod_path: None,
+            static_pod_url: None,
+            static_pod_url_header: BTreeMap::new(),
+            manifest_url_ca_file: None,
+            file_check_frequency: Duration::from_secs(20),
+            http_check_frequency: Duration::from_secs(20),
+            root_dir: PathBuf::from("/var/lib/staticlet"),
+            pod_logs_dir: PathBuf::from("/var/log/pods"),
+            runtime_path: PathBuf::from("crun"),
+            status_address: Some(SocketAddr::from(([127, 0, 0, 1], 10255))),
+            kubeconfig: None,
+            kubeconfig_context: None,
+            container_log_max_size: 10 * 1024 * 1024,
+            container_log_max_files: 5,
+            node_labels: BTreeMap::new(),
+            system_reserved: BTreeMap::new(),
+            config_dir: PathBuf::from("/etc/staticlet"),
+            insecure_registries: Vec::new(),
+            image_credentials: None,
+            ignored_fields: Vec::new(),
+        }
+    }
+}
+
+/// The host name, lower-cased, as the kubelet names its node.
+pub fn default_node_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: buf is valid for its length; gethostname NUL-terminates within it on success.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let name = if ok {
+        let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).to_string()
+    } else {
+        std::fs::read_to_string("/etc/hostname").unwrap_or_default()
+    };
+    let name = name.trim().to_ascii_lowercase();
+    if name.is_empty() { "localhost".into() } else { name }
+}
+
+/// Our own kind. Every field is optional; unknown keys are refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct StaticletFile {
+    api_version: String,
+    #[serde(rename = "kind")]
+    _kind: String,
+    node_name: Option<String>,
+    static_pod_path: Option<String>,
+    #[serde(rename = "staticPodURL")]
+    static_pod_url: Option<String>,
+    #[serde(rename = "staticPodURLHeader")]
+    static_pod_url_header: Option<BTreeMap<String, Vec<String>>>,
+    #[serde(rename = "staticPodURLCAFile")]
+    static_pod_url_ca_file: Option<String>,
+    file_check_frequency: Option<String>,
+    http_check_frequency: Option<String>,
+    root_dir: Option<String>,
+    pod_logs_dir: Option<String>,
+    runtime_path: Option<String>,
+    status_address: Option<String>,
+    kubeconfig: Option<String>,
+    kubeconfig_context: Option<String>,
+    container_log_max_size: Option<QuantityValue>,
+    container_log_max_files: Option<u32>,
+    node_labels: Option<BTreeMap<String, String>>,
+    system_reserved: Option<BTreeMap<String, QuantityValue>>,
+    config_dir: Option<String>,
+    insecure_registries: Option<Vec<String>>,
+    image_credentials: Option<String>,
+}
+
+/// The KubeletConfiguration fields staticlet uses; all others are reported as ignored.
+const KUBELET_FIELDS: &[&str] = &[
+    "apiVersion",
+    "kind",
+    "staticPodPath",
+    "staticPodURL",
+    "staticPodURLHeader",
+    "fileCheckFrequency",
+    "httpCheckFrequency",
+    "containerLogMaxSize",
+    "containerLogMaxFiles",
+    "systemReserved",
+];
+
+pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
+    let bytes = std::fs::read(path).map_err(|source| ConfigError::Io { path: path.into(), source })?;
+    let parse_err = |message: String| ConfigError::Parse { path: path.into(), message };
+    let value: Value = serde_yaml::from_slice(&bytes).map_err(|e| parse_err(format!("cannot parse: {e}")))?;
+    let api_version = value.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string();
+    let kind = value.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
+    let mut file: StaticletFile = match (api_version.as_str(), kind.as_str()) {
+        (API_VERSION, KIND) => serde_json::from_value(value).map_err(|e| parse_err(e.to_string()))?,
+        (KUBELET_API_VERSION, "KubeletConfiguration") => {
+            let Value::Object(mut map) = value else { unreachable!("apiVersion was read from a mapping") };
+            let mut ignored: Vec<String> = map.keys().filter(|k| !KUBELET_FIELDS.contains(&k.as_str())).cloned().collect();
+            ignored.sort();
+            map.retain(|k, _| KUBELET_FIELDS.contains(&k.as_str()));
+            let mut f: StaticletFile = serde_json::from_value(Value::Object(map)).map_err(|e| parse_err(e.to_string()))?;
+            f.api_version = API_VERSION.into();
+            let mut config = resolve(f, path)?;
+            config.ignored_fields = ignored;
+            return Ok(config);
+        }
+        _ => {
+            return Err(parse_err(format!(
+                "apiVersion {api_version:?} kind {kind:?}: expected apiVersion {API_VERSION} kind {KIND}, or {KUBELET_API_VERSION} KubeletConfiguration"
+            )))
+        }
+    };
+    file.api_version = API_VERSION.into();
+    resolve(file, path)
+}
+
+fn resolve(f: StaticletFile, path: &Path) -> Result<Config, ConfigError> {
+    let origin = path.display().to_string();
+    let invalid = |field: &str, message: String| ConfigError::Invalid { origin: origin.clone(), field: field.into(), message };
+    let mut c = Config::default();
+    let non_empty = |s: Option<String>| s.filter(|s| !s.is_empty());
+    if let Some(n) = non_empty(f.node_name) {
+        c.node_name = n;
+    }
+    c.static_pod_path = non_empty(f.static_pod_path).map(PathBuf::from);
+    c.static_pod_url = non_empty(f.static_pod_url);
+    c.static_pod_url_header = f.static_pod_url_header.unwrap_or_default();
+    c.manifest_url_ca_file = non_empty(f.static_pod_url_ca_file).map(PathBuf::from);
+    for (field, text, slot) in [
+        ("fileCheckFrequency", f.file_check_frequency, &mut c.file_check_frequency),
+        ("httpCheckFrequency", f.http_check_frequency, &mut c.http_check_frequency),
+    ] {
+        if let Some(t) = non_empty(text) {
+            *slot = parse_duration(&t).filter(|d| !d.is_zero()).ok_or_else(|| invalid(field, format!("{t:?} is not a duration such as 20s or 1m")))?;
+        }
+    }
+    if let Some(d) = non_empty(f.root_dir) {
+        c.root_dir = d.into();
+    }
+    if let Some(d) = non_empty(f.pod_logs_dir) {
+        c.pod_logs_dir = d.into();
+    }
+    if let Some(d) = non_empty(f.runtime_path) {
+        c.runtime_path = d.into();
+    }
+    if let Some(a) = non_empty(f.status_address) {
+        c.status_address = parse_status_address(&a).map_err(|m| invalid("statusAddress", m))?;
+    }
+    c.kubeconfig = non_empty(f.kubeconfig).map(PathBuf::from);
+    c.kubeconfig_context = non_empty(f.kubeconfig_context);
+    if let Some(q) = f.container_log_max_size {
+        c.container_log_max_size = Quantity::parse(&q.as_text())
+            .map(|q| q.value() as u64)
+            .filter(|v| *v >= 1024)
+            .ok_or_else(|| invalid("containerLogMaxSize", format!("{:?} must be a quantity of at least 1Ki, such as 10Mi", q.as_text())))?;
+    }
+    if let Some(n) = f.container_log_max_files {
+        if n < 1 {
+            return Err(invalid("containerLogMaxFiles", "must be at least 1".into()));
+        }
+        c.container_log_max_files = n;
+    }
+    c.node_labels = f.node_labels.unwrap_or_default();
+    for (res, q) in f.system_reserved.unwrap_or_default() {
+        if Quantity::parse(&q.as_text()).is_none() {
+            return Err(invalid(&format!("systemReserved[{res}]"), format!("{:?} must be a quantity", q.as_text())));
+        }
+        c.system_reserved.insert(res, q.as_text());
+    }
+    if let Some(d) = non_empty(f.config_dir) {
+        c.config_dir = d.into();
+    }
+    c.insecure_registries = f.insecure_registries.unwrap_or_default();
+    c.image_credentials = non_empty(f.image_credentials).map(PathBuf::from);
+    Ok(c)
+}
+
+/// `host:port`, or `none` to turn the status endpoint off.
+pub fn parse_status_address(text: &str) -> Result<Option<SocketAddr>, String> {
+    if text == "none" {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|_| format!("{text:?} is not an address such as 127.0.0.1:10255, or none"))
+}
+
+/// Parses kubelet-style `--manifest-url-header 'a:x,b:y'` into the header map.
+pub fn parse_header_flag(text: &str, into: &mut BTreeMap<String, Vec<String>>) -> Result<(), String> {
+    for pair in text.split(',').filter(|p| !p.trim().is_empty()) {
+        let (k, v) = pair.split_once(':').ok_or_else(|| format!("{pair:?} is not name:value"))?;
+        into.entry(k.trim().to_string()).or_default().push(v.trim().to_string());
+    }
+    Ok(())
+}
+
+/// Parses `--node-labels a=b,c=d`.
+pub fn parse_labels_flag(text: &str, into: &mut BTreeMap<String, String>) -> Result<(), String> {
+    for pair in text.split(',').filter(|p| !p.trim().is_empty()) {
+        let (k, v) = pair.split_once('=').ok_or_else(|| format!("{pair:?} is not key=value"))?;
+        into.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

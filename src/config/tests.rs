@@ -1,0 +1,86 @@
+use super::*;
+
+fn write(name: &str, body: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("staticlet-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, body).unwrap();
+    p
+}
+
+#[test]
+fn staticlet_configuration_is_read() {
+    let p = write(
+        "full.yaml",
+        "apiVersion: staticlet.dev/v1alpha1\nkind: StaticletConfiguration\nnodeName: gw-7\nstaticPodPath: /etc/m\n\
+         staticPodURL: https://pods.example/gw\nstaticPodURLHeader: {Authorization: [Bearer x]}\nfileCheckFrequency: 5s\n\
+         httpCheckFrequency: 1m\nrootDir: /data/staticlet\npodLogsDir: /data/logs\nruntimePath: /usr/bin/crun\n\
+         statusAddress: none\ncontainerLogMaxSize: 1Mi\ncontainerLogMaxFiles: 3\nnodeLabels: {board: rpi4}\n\
+         systemReserved: {memory: 64Mi}\ninsecureRegistries: [\"127.0.0.1:5000\"]\n",
+    );
+    let c = load_file(&p).unwrap();
+    assert_eq!(c.node_name, "gw-7");
+    assert_eq!(c.static_pod_path, Some(PathBuf::from("/etc/m")));
+    assert_eq!(c.static_pod_url.as_deref(), Some("https://pods.example/gw"));
+    assert_eq!(c.static_pod_url_header["Authorization"], vec!["Bearer x"]);
+    assert_eq!(c.file_check_frequency, Duration::from_secs(5));
+    assert_eq!(c.http_check_frequency, Duration::from_secs(60));
+    assert_eq!(c.root_dir, PathBuf::from("/data/staticlet"));
+    assert_eq!(c.status_address, None);
+    assert_eq!(c.container_log_max_size, 1024 * 1024);
+    assert_eq!(c.container_log_max_files, 3);
+    assert_eq!(c.node_labels["board"], "rpi4");
+    assert_eq!(c.system_reserved["memory"], "64Mi");
+}
+
+#[test]
+fn unknown_key_is_an_error_naming_it() {
+    let p = write("typo.yaml", "apiVersion: staticlet.dev/v1alpha1\nkind: StaticletConfiguration\nstaticPodPth: /etc/m\n");
+    let err = load_file(&p).unwrap_err().to_string();
+    assert!(err.contains("staticPodPth"), "{err}");
+    assert!(err.contains("typo.yaml"), "{err}");
+}
+
+#[test]
+fn bad_values_name_the_field() {
+    let p = write("bad.yaml", "apiVersion: staticlet.dev/v1alpha1\nkind: StaticletConfiguration\nfileCheckFrequency: often\n");
+    let err = load_file(&p).unwrap_err().to_string();
+    assert!(err.contains("fileCheckFrequency") && err.contains("often"), "{err}");
+    let p = write("addr.yaml", "apiVersion: staticlet.dev/v1alpha1\nkind: StaticletConfiguration\nstatusAddress: localhost\n");
+    assert!(load_file(&p).unwrap_err().to_string().contains("statusAddress"));
+}
+
+#[test]
+fn kubelet_configuration_uses_shared_fields_and_names_the_rest() {
+    let p = write(
+        "kubelet.yaml",
+        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nstaticPodPath: /etc/kubernetes/manifests\n\
+         fileCheckFrequency: 10s\ncontainerLogMaxSize: 5Mi\ncontainerLogMaxFiles: 2\nclusterDNS: [10.0.0.10]\n\
+         authentication: {anonymous: {enabled: false}}\n",
+    );
+    let c = load_file(&p).unwrap();
+    assert_eq!(c.static_pod_path, Some(PathBuf::from("/etc/kubernetes/manifests")));
+    assert_eq!(c.file_check_frequency, Duration::from_secs(10));
+    assert_eq!(c.container_log_max_size, 5 * 1024 * 1024);
+    assert_eq!(c.container_log_max_files, 2);
+    assert_eq!(c.ignored_fields, vec!["authentication".to_string(), "clusterDNS".to_string()]);
+}
+
+#[test]
+fn wrong_kind_is_refused() {
+    let p = write("pod.yaml", "apiVersion: v1\nkind: Pod\n");
+    assert!(load_file(&p).unwrap_err().to_string().contains("expected apiVersion"));
+}
+
+#[test]
+fn flag_helpers() {
+    let mut h = BTreeMap::new();
+    parse_header_flag("a:x,b:y", &mut h).unwrap();
+    parse_header_flag("a:z", &mut h).unwrap();
+    assert_eq!(h["a"], vec!["x", "z"]);
+    assert!(parse_header_flag("nocolon", &mut h).is_err());
+    let mut l = BTreeMap::new();
+    parse_labels_flag("x=1,y=2", &mut l).unwrap();
+    assert_eq!(l.len(), 2);
+    assert_eq!(parse_status_address("none"), Ok(None));
+}

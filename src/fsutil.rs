@@ -1,0 +1,76 @@
+//! Small filesystem helpers shared by every stage: atomic writes and mount lookups.
+//!
+//! Files that must survive power loss (state, caches, the image reference table) are written
+//! to a temporary file in the same directory, fsynced, renamed over the target, and the
+//! directory is fsynced, so a reader sees the old or the new content, never half of either.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Creates a new, exclusive temporary file in `dir`.
+pub fn temp_file(dir: &Path) -> io::Result<(PathBuf, File)> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    loop {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path = dir.join(format!(".tmp-{}-{n}", std::process::id()));
+        match OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path) {
+            Ok(f) => return Ok((path, f)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Writes `content` to `path` atomically (temp file, fsync, rename, fsync of the directory).
+pub fn write_atomic(path: &Path, content: &[u8]) -> io::Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let (tmp, mut f) = temp_file(dir)?;
+    let result = f.write_all(content).and_then(|_| f.sync_all()).and_then(|_| fs::rename(&tmp, path));
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result?;
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Removes temporary files a crash may have left behind in `dir`.
+pub fn remove_stale_temps(dir: &Path) {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(".tmp-") {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+/// The mount points listed in /proc/self/mounts, with their options.
+pub fn mounts() -> Vec<(PathBuf, String)> {
+    let text = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split(' ');
+            let _src = f.next()?;
+            let target = unescape_mount(f.next()?);
+            let _fstype = f.next()?;
+            let opts = f.next()?.to_string();
+            Some((PathBuf::from(target), opts))
+        })
+        .collect()
+}
+
+fn unescape_mount(s: &str) -> String {
+    s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+}
+
+/// True when a mounted filesystem is at `path` or uses it (an overlay lowerdir, say).
+pub fn mounts_mentioning(path: &Path) -> bool {
+    let p = path.to_string_lossy();
+    mounts().iter().any(|(target, opts)| target == path || opts.contains(p.as_ref()))
+}

@@ -1,0 +1,94 @@
+//! Facts about the host that decide how containers can run: the cgroup layout, overlayfs,
+//! namespaces, the runtime's version. Read by `doctor` and by the runtime.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CgroupMode {
+    /// Pure cgroup v2 (the unified hierarchy at /sys/fs/cgroup).
+    V2,
+    /// Pure v1: one hierarchy per controller.
+    V1,
+    /// v1 hierarchies plus a v2 tree at /sys/fs/cgroup/unified. `stuck` lists controllers
+    /// left on the v2 side, which makes crun refuse every container.
+    Hybrid { stuck: Vec<String> },
+    /// No cgroup filesystem mounted at all.
+    None,
+}
+
+fn statfs_type(path: &str) -> Option<i64> {
+    let c = std::ffi::CString::new(path).ok()?;
+    let mut s: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: c is NUL-terminated and s is a valid out-pointer.
+    (unsafe { libc::statfs(c.as_ptr(), &mut s) } == 0).then_some(s.f_type as i64)
+}
+
+const CGROUP2_MAGIC: i64 = 0x6367_7270;
+const TMPFS_MAGIC: i64 = 0x0102_1994;
+
+pub fn cgroup_mode() -> CgroupMode {
+    match statfs_type(CGROUP_ROOT) {
+        Some(CGROUP2_MAGIC) => CgroupMode::V2,
+        Some(TMPFS_MAGIC) => {
+            let unified = Path::new(CGROUP_ROOT).join("unified");
+            if statfs_type(&unified.to_string_lossy()) == Some(CGROUP2_MAGIC) {
+                let stuck = fs::read_to_string(unified.join("cgroup.controllers"))
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .map(String::from)
+                    .collect();
+                CgroupMode::Hybrid { stuck }
+            } else {
+                CgroupMode::V1
+            }
+        }
+        _ => CgroupMode::None,
+    }
+}
+
+/// Every cgroup directory a pod's cgroup path maps to (one per v1 hierarchy, or one on v2).
+pub fn cgroup_dirs(relative: &str) -> Vec<PathBuf> {
+    let rel = relative.trim_start_matches('/');
+    match cgroup_mode() {
+        CgroupMode::V2 => vec![Path::new(CGROUP_ROOT).join(rel)],
+        CgroupMode::None => Vec::new(),
+        _ => fs::read_dir(CGROUP_ROOT)
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+                    .map(|e| e.path().join(rel))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+pub fn overlay_supported() -> bool {
+    fs::read_to_string("/proc/filesystems").map(|s| s.lines().any(|l| l.ends_with("\toverlay"))).unwrap_or(false)
+}
+
+/// Finds `program` on PATH (or takes it as a path when it has a slash).
+pub fn which(program: &Path) -> Option<PathBuf> {
+    if program.components().count() > 1 {
+        return program.is_file().then(|| program.to_path_buf());
+    }
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).map(|d| d.join(program)).find(|c| c.is_file()))
+        .unwrap_or(None)
+}
+
+/// `crun --version`'s first line's version, e.g. `1.8.1`.
+pub fn runtime_version(runtime: &Path) -> Option<String> {
+    let out = Command::new(runtime).arg("--version").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines().next().and_then(|l| l.split_whitespace().last()).map(String::from)
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}

@@ -1,0 +1,18 @@
+//! staticlet: the kubelet's static-pod half for edge gateways.
+//!
+//! The pipeline runs one way, and the module list follows it:
+//! manifest sources ([`source`]) -> desired pod set ([`desired`]) -> reconciler -> runtime
+//! (crun) -> observed status -> status endpoint and mirror sync. [`manifest`] turns bytes into
+//! validated pods, [`image`] keeps images offline, [`config`] and [`cli`] are the front door.
+
+pub mod cli;
+pub mod config;
+pub mod fsutil;
+pub mod image;
+pub mod logging;
+pub mod manifest;
+pub mod timefmt;
+pub mod desired;
+pub mod source;
+pub mod commands;
+pub mod host;
