@@ -16,3 +16,5 @@ pub mod desired;
 pub mod source;
 pub mod commands;
 pub mod host;
+pub mod reconcile;
+pub mod runtime;

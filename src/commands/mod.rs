@@ -18,7 +18,7 @@ pub fn dispatch(cli: Cli) -> i32 {
         }
         Command::Get(_) => Err(Failure::Failed("this command needs the running agent, which lands with part 2".into())),
         Command::Logs(_) => Err(Failure::Failed("this command needs the running agent, which lands with part 2".into())),
-        Command::Monitor(_) => Err(Failure::Failed("this command needs the running agent, which lands with part 2".into())),
+        Command::Monitor(cmd) => crate::runtime::monitor::main(&cmd.dir),
     };
     match result {
         Ok(()) => 0,

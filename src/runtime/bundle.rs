@@ -1,0 +1,320 @@
+//! OCI runtime spec generation: one container of a static pod becomes a `config.json`.
+//!
+//! Pure: everything the spec needs (resolved user, namespace paths, volume paths, IPs) is
+//! passed in, and the result is checked by parsing it as an `oci_spec::runtime::Spec`.
+//! Defaults follow containerd's for Kubernetes: the same default capabilities, masked and
+//! read-only paths, and device rules, so a pod behaves as it would on a kubelet node.
+
+use crate::manifest::pod::Container;
+use crate::manifest::quantity::Quantity;
+use crate::manifest::validate::capability_name;
+use crate::manifest::StaticPod;
+use oci_spec::runtime::Spec;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// containerd's default capability set for Kubernetes containers.
+pub const DEFAULT_CAPS: &[&str] = &[
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID",
+    "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+];
+
+const MASKED: &[&str] = &[
+    "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+    "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap",
+];
+const READONLY: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+
+/// The image's runtime defaults (OCI image config `config` section).
+#[derive(Debug, Clone, Default)]
+pub struct ImageDefaults {
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    pub env: Vec<String>,
+    pub working_dir: Option<String>,
+}
+
+/// Paths of the pod's shared namespaces; `None` means the host's.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PodNamespaces {
+    pub net: Option<PathBuf>,
+    pub ipc: Option<PathBuf>,
+    pub uts: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct BundleInput<'a> {
+    pub pod: &'a StaticPod,
+    pub container: &'a Container,
+    pub image: &'a ImageDefaults,
+    pub rootfs: PathBuf,
+    pub namespaces: PodNamespaces,
+    /// `/etc/hosts`, `/etc/resolv.conf`, `/etc/hostname` files for the pod.
+    pub etc_files: Vec<(String, PathBuf)>,
+    /// Shared `/dev/shm` of the pod, when it has its own IPC namespace.
+    pub shm: Option<PathBuf>,
+    /// Host directory of each volume, by volume name.
+    pub volumes: BTreeMap<String, PathBuf>,
+    pub cgroups_path: String,
+    pub hostname: String,
+    pub host_ip: String,
+    pub pod_ip: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+}
+
+/// The process arguments, by the Kubernetes rules for `command`/`args` over Entrypoint/Cmd.
+pub fn process_args(c: &Container, image: &ImageDefaults) -> Vec<String> {
+    match (&c.command, &c.args) {
+        (Some(cmd), Some(args)) => cmd.iter().chain(args).cloned().collect(),
+        (Some(cmd), None) => cmd.clone(),
+        (None, Some(args)) => image.entrypoint.iter().chain(args).cloned().collect(),
+        (None, None) => image.entrypoint.iter().chain(&image.cmd).cloned().collect(),
+    }
+}
+
+/// Resolves a downward-API field path for this pod.
+pub fn field_value(pod: &StaticPod, path: &str, host_ip: &str, pod_ip: &str) -> String {
+    let m = &pod.pod.metadata;
+    let quoted = |p: &str| p.strip_suffix("']").map(|k| k.to_string());
+    match path {
+        "metadata.name" => m.name.clone(),
+        "metadata.namespace" => m.namespace.clone(),
+        "metadata.uid" => m.uid.clone(),
+        "spec.nodeName" => pod.pod.spec.node_name.clone().unwrap_or_default(),
+        "spec.serviceAccountName" => pod.pod.spec.service_account_name.clone().unwrap_or_default(),
+        "status.hostIP" => host_ip.to_string(),
+        "status.podIP" | "status.podIPs" => pod_ip.to_string(),
+        p => {
+            if let Some(k) = p.strip_prefix("metadata.labels['").and_then(quoted) {
+                m.labels.get(&k).cloned().unwrap_or_default()
+            } else if let Some(k) = p.strip_prefix("metadata.annotations['").and_then(quoted) {
+                m.annotations.get(&k).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
+        }
+    }
+}
+
+/// Image env first, then the pod's (later entries win, as in Kubernetes), with `$(VAR)`
+/// references to earlier variables expanded.
+pub fn environment(input: &BundleInput) -> Vec<String> {
+    let mut vars: Vec<(String, String)> = Vec::new();
+    let set = |vars: &mut Vec<(String, String)>, k: String, v: String| match vars.iter_mut().find(|(n, _)| *n == k) {
+        Some(slot) => slot.1 = v,
+        None => vars.push((k, v)),
+    };
+    for kv in &input.image.env {
+        if let Some((k, v)) = kv.split_once('=') {
+            set(&mut vars, k.into(), v.into());
+        }
+    }
+    if !vars.iter().any(|(k, _)| k == "PATH") {
+        set(&mut vars, "PATH".into(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    }
+    set(&mut vars, "HOSTNAME".into(), input.hostname.clone());
+    for e in &input.container.env {
+        let value = match (&e.value, e.value_from.as_ref().and_then(|v| v.field_ref.as_ref())) {
+            (_, Some(fr)) => field_value(input.pod, &fr.field_path, &input.host_ip, &input.pod_ip),
+            (Some(v), None) => expand(v, &vars),
+            (None, None) => String::new(),
+        };
+        set(&mut vars, e.name.clone(), value);
+    }
+    vars.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+/// Kubernetes' `$(VAR)` expansion; `$$(VAR)` escapes; unknown references stay as written.
+fn expand(value: &str, vars: &[(String, String)]) -> String {
+    let mut out = String::new();
+    let mut rest = value;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(stripped) = after.strip_prefix("$(") {
+            out.push_str("$(");
+            rest = stripped;
+        } else if let Some(body) = after.strip_prefix('(') {
+            match body.find(')') {
+                Some(end) => {
+                    let name = &body[..end];
+                    match vars.iter().find(|(k, _)| k == name) {
+                        Some((_, v)) => out.push_str(v),
+                        None => out.push_str(&format!("$({name})")),
+                    }
+                    rest = &body[end + 1..];
+                }
+                None => {
+                    out.push_str("$(");
+                    rest = body;
+                }
+            }
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn capabilities(c: &Container, privileged: bool) -> Vec<String> {
+    if privileged {
+        return ALL_CAPS.iter().map(|s| s.to_string()).collect();
+    }
+    let mut caps: Vec<String> = DEFAULT_CAPS.iter().map(|s| s.to_string()).collect();
+    if let Some(sc) = c.security_context.as_ref().and_then(|s| s.capabilities.as_ref()) {
+        if sc.drop.iter().any(|d| d == "ALL") {
+            caps.clear();
+        }
+        for d in &sc.drop {
+            if let Some(name) = capability_name(d) {
+                caps.retain(|c| *c != name);
+            }
+        }
+        for a in &sc.add {
+            if a == "ALL" {
+                caps = ALL_CAPS.iter().map(|s| s.to_string()).collect();
+            } else if let Some(name) = capability_name(a) {
+                if !caps.contains(&name) {
+                    caps.push(name);
+                }
+            }
+        }
+    }
+    caps
+}
+
+const ALL_CAPS: &[&str] = &[
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_SETGID",
+    "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN",
+    "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE", "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE", "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+];
+
+fn namespace(kind: &str, path: &Option<PathBuf>) -> Option<Value> {
+    path.as_ref().map(|p| json!({"type": kind, "path": p}))
+}
+
+/// CPU and memory limits the kubelet's way: limit -> CFS quota over a 100 ms period,
+/// request -> shares (crun maps shares to cpu.weight on cgroup v2).
+pub fn resources(c: &Container) -> Value {
+    let get = |m: &BTreeMap<String, crate::manifest::pod::QuantityValue>, k: &str| m.get(k).and_then(|q| Quantity::parse(&q.as_text()));
+    let mut r = json!({"devices": [{"allow": false, "access": "rwm"}]});
+    let cpu_limit = get(&c.resources.limits, "cpu");
+    let cpu_request = get(&c.resources.requests, "cpu").or(cpu_limit);
+    let mut cpu = serde_json::Map::new();
+    if let Some(l) = cpu_limit {
+        cpu.insert("period".into(), json!(100_000u64));
+        cpu.insert("quota".into(), json!(((l.milli() * 100).max(1000)) as i64));
+    }
+    if let Some(r) = cpu_request {
+        cpu.insert("shares".into(), json!(((r.milli() * 1024) / 1000).max(2) as u64));
+    }
+    if !cpu.is_empty() {
+        r["cpu"] = Value::Object(cpu);
+    }
+    if let Some(m) = get(&c.resources.limits, "memory") {
+        r["memory"] = json!({"limit": m.value() as i64});
+    }
+    r
+}
+
+pub fn generate(input: &BundleInput) -> Result<Spec, String> {
+    let c = input.container;
+    let sc = c.security_context.clone().unwrap_or_default();
+    let privileged = sc.privileged.unwrap_or(false);
+    let caps = capabilities(c, privileged);
+    let args = process_args(c, input.image);
+    if args.is_empty() {
+        return Err("no command: the container sets no command and the image has no Entrypoint or Cmd".into());
+    }
+    let cwd = c.working_dir.clone().or_else(|| input.image.working_dir.clone().filter(|w| !w.is_empty())).unwrap_or_else(|| "/".into());
+    let mut mounts = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", if privileged { "rw" } else { "ro" }]}),
+        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}),
+    ];
+    match &input.shm {
+        Some(shm) => mounts.push(json!({"destination": "/dev/shm", "type": "bind", "source": shm, "options": ["rbind", "nosuid", "nodev", "noexec"]})),
+        None => mounts.push(json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]})),
+    }
+    for (dest, src) in &input.etc_files {
+        mounts.push(json!({"destination": dest, "type": "bind", "source": src, "options": ["rbind", "rprivate", if input.container.security_context.as_ref().and_then(|s| s.read_only_root_filesystem).unwrap_or(false) { "ro" } else { "rw" }]}));
+    }
+    for m in &c.volume_mounts {
+        let Some(host) = input.volumes.get(&m.name) else {
+            return Err(format!("volume {:?} has no host path", m.name));
+        };
+        let source = match &m.sub_path {
+            Some(sp) if !sp.is_empty() => host.join(sp),
+            _ => host.clone(),
+        };
+        mounts.push(json!({"destination": m.mount_path, "type": "bind", "source": source, "options": ["rbind", "rprivate", if m.read_only { "ro" } else { "rw" }]}));
+    }
+    let mut namespaces = vec![json!({"type": "pid"}), json!({"type": "mount"})];
+    namespaces.extend(namespace("network", &input.namespaces.net));
+    namespaces.extend(namespace("ipc", &input.namespaces.ipc));
+    namespaces.extend(namespace("uts", &input.namespaces.uts));
+    let mut linux = json!({
+        "namespaces": namespaces,
+        "cgroupsPath": input.cgroups_path,
+        "resources": resources(c),
+    });
+    if privileged {
+        linux["resources"]["devices"] = json!([{"allow": true, "access": "rwm"}]);
+    } else {
+        linux["maskedPaths"] = json!(MASKED);
+        linux["readonlyPaths"] = json!(READONLY);
+        let allow = [("c", 1, 3), ("c", 1, 5), ("c", 1, 7), ("c", 1, 8), ("c", 1, 9), ("c", 5, 0), ("c", 5, 2), ("c", 136, -1)];
+        let devs = linux["resources"]["devices"].as_array_mut().expect("devices was set above");
+        for (t, maj, min) in allow {
+            let mut rule = json!({"allow": true, "type": t, "major": maj, "access": "rwm"});
+            if min >= 0 {
+                rule["minor"] = json!(min);
+            }
+            devs.push(rule);
+        }
+    }
+    let mut process = json!({
+        "terminal": false,
+        "user": {"uid": input.uid, "gid": input.gid},
+        "args": args,
+        "env": environment(input),
+        "cwd": cwd,
+        "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+        "noNewPrivileges": !sc.allow_privilege_escalation.unwrap_or(true) && !privileged,
+    });
+    if !input.additional_gids.is_empty() {
+        process["user"]["additionalGids"] = json!(input.additional_gids);
+    }
+    let mut spec = json!({
+        "ociVersion": "1.0.2",
+        "process": process,
+        "root": {"path": input.rootfs, "readonly": sc.read_only_root_filesystem.unwrap_or(false)},
+        "mounts": mounts,
+        "linux": linux,
+        "annotations": {
+            "io.kubernetes.pod.name": input.pod.name(),
+            "io.kubernetes.pod.namespace": input.pod.namespace(),
+            "io.kubernetes.pod.uid": input.pod.uid(),
+            "io.kubernetes.container.name": c.name,
+        },
+    });
+    if input.namespaces.uts.is_some() {
+        spec["hostname"] = json!(input.hostname);
+    }
+    serde_json::from_value(spec).map_err(|e| format!("internal error: generated spec does not parse: {e}"))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,173 @@
+use super::*;
+use crate::manifest::{self, Source};
+
+fn pod(yaml_containers: &str, spec_extra: &str) -> StaticPod {
+    let yaml = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: web, namespace: ops, labels: {{app: w}}}}\nspec:\n{spec_extra}  containers:\n{yaml_containers}"
+    );
+    manifest::load(yaml.as_bytes(), &Source::File("/m/web.yaml".into()), "gw1").unwrap()
+}
+
+fn input<'a>(pod: &'a StaticPod, image: &'a ImageDefaults) -> BundleInput<'a> {
+    BundleInput {
+        pod,
+        container: &pod.pod.spec.containers[0],
+        image,
+        rootfs: "/r/rootfs".into(),
+        namespaces: PodNamespaces { net: Some("/p/ns/net".into()), ipc: Some("/p/ns/ipc".into()), uts: Some("/p/ns/uts".into()) },
+        etc_files: vec![("/etc/hosts".into(), "/p/etc/hosts".into())],
+        shm: Some("/p/shm".into()),
+        volumes: [("data".to_string(), PathBuf::from("/host/data"))].into_iter().collect(),
+        cgroups_path: "/staticlet/podX/c-0".into(),
+        hostname: "web-gw1".into(),
+        host_ip: "10.1.2.3".into(),
+        pod_ip: String::new(),
+        uid: 0,
+        gid: 0,
+        additional_gids: vec![],
+    }
+}
+
+fn image() -> ImageDefaults {
+    ImageDefaults {
+        entrypoint: vec!["/entry".into()],
+        cmd: vec!["serve".into()],
+        env: vec!["PATH=/bin".into(), "FROM_IMAGE=1".into(), "OVERRIDE=image".into()],
+        working_dir: Some("/srv".into()),
+    }
+}
+
+fn json_of(spec: &Spec) -> serde_json::Value {
+    serde_json::to_value(spec).unwrap()
+}
+
+#[test]
+fn args_follow_command_and_args_rules() {
+    let img = image();
+    let c = |cmd: Option<Vec<&str>>, args: Option<Vec<&str>>| Container {
+        command: cmd.map(|v| v.into_iter().map(String::from).collect()),
+        args: args.map(|v| v.into_iter().map(String::from).collect()),
+        ..Default::default()
+    };
+    assert_eq!(process_args(&c(None, None), &img), vec!["/entry", "serve"]);
+    assert_eq!(process_args(&c(None, Some(vec!["x"])), &img), vec!["/entry", "x"]);
+    assert_eq!(process_args(&c(Some(vec!["sh"]), None), &img), vec!["sh"]);
+    assert_eq!(process_args(&c(Some(vec!["sh"]), Some(vec!["-c", "y"])), &img), vec!["sh", "-c", "y"]);
+}
+
+#[test]
+fn env_merges_image_pod_and_downward_api() {
+    let p = pod(
+        "  - name: c\n    image: busybox\n    env:\n    - {name: OVERRIDE, value: pod}\n    - {name: REF, value: 'x-$(OVERRIDE)-$$(KEEP)'}\n    - {name: POD, valueFrom: {fieldRef: {fieldPath: metadata.name}}}\n    - {name: NS, valueFrom: {fieldRef: {fieldPath: metadata.namespace}}}\n    - {name: UID, valueFrom: {fieldRef: {fieldPath: metadata.uid}}}\n    - {name: NODE, valueFrom: {fieldRef: {fieldPath: spec.nodeName}}}\n    - {name: HOSTIP, valueFrom: {fieldRef: {fieldPath: status.hostIP}}}\n    - {name: APP, valueFrom: {fieldRef: {fieldPath: \"metadata.labels['app']\"}}}\n",
+        "",
+    );
+    let img = image();
+    let env = environment(&input(&p, &img));
+    let get = |k: &str| env.iter().find_map(|e| e.strip_prefix(&format!("{k}="))).map(String::from);
+    assert_eq!(get("PATH").as_deref(), Some("/bin"));
+    assert_eq!(get("FROM_IMAGE").as_deref(), Some("1"));
+    assert_eq!(get("OVERRIDE").as_deref(), Some("pod"));
+    assert_eq!(get("REF").as_deref(), Some("x-pod-$(KEEP)"));
+    assert_eq!(get("POD").as_deref(), Some("web-gw1"));
+    assert_eq!(get("NS").as_deref(), Some("ops"));
+    assert_eq!(get("UID").as_deref(), Some(p.uid()));
+    assert_eq!(get("NODE").as_deref(), Some("gw1"));
+    assert_eq!(get("HOSTIP").as_deref(), Some("10.1.2.3"));
+    assert_eq!(get("APP").as_deref(), Some("w"));
+    assert_eq!(get("HOSTNAME").as_deref(), Some("web-gw1"));
+}
+
+#[test]
+fn security_context_and_user() {
+    let p = pod(
+        "  - name: c\n    image: busybox\n    securityContext:\n      readOnlyRootFilesystem: true\n      allowPrivilegeEscalation: false\n      capabilities: {add: [NET_ADMIN], drop: [NET_RAW, CAP_KILL]}\n",
+        "",
+    );
+    let img = image();
+    let mut i = input(&p, &img);
+    i.uid = 1000;
+    i.gid = 2000;
+    i.additional_gids = vec![3000];
+    let v = json_of(&generate(&i).unwrap());
+    assert_eq!(v["root"]["readonly"], true);
+    assert_eq!(v["process"]["user"]["uid"], 1000);
+    assert_eq!(v["process"]["user"]["gid"], 2000);
+    assert_eq!(v["process"]["user"]["additionalGids"][0], 3000);
+    assert_eq!(v["process"]["noNewPrivileges"], true);
+    assert_eq!(v["process"]["cwd"], "/srv");
+    let caps: Vec<String> = serde_json::from_value(v["process"]["capabilities"]["bounding"].clone()).unwrap();
+    assert!(caps.contains(&"CAP_NET_ADMIN".to_string()));
+    assert!(!caps.contains(&"CAP_NET_RAW".to_string()));
+    assert!(!caps.contains(&"CAP_KILL".to_string()));
+    assert!(caps.contains(&"CAP_CHOWN".to_string()));
+    assert!(v["linux"]["maskedPaths"].as_array().unwrap().len() > 3);
+}
+
+#[test]
+fn privileged_gets_everything() {
+    let p = pod("  - name: c\n    image: busybox\n    securityContext: {privileged: true, capabilities: {drop: [ALL]}}\n", "");
+    let img = image();
+    let v = json_of(&generate(&input(&p, &img)).unwrap());
+    assert_eq!(v["process"]["capabilities"]["bounding"].as_array().unwrap().len(), ALL_CAPS.len());
+    assert!(v["linux"].get("maskedPaths").is_none());
+    assert_eq!(v["linux"]["resources"]["devices"], json!([{"allow": true, "access": "rwm"}]));
+}
+
+#[test]
+fn namespaces_hostname_and_mounts() {
+    let p = pod(
+        "  - name: c\n    image: busybox\n    volumeMounts:\n    - {name: data, mountPath: /data, readOnly: true}\n    - {name: data, mountPath: /sub, subPath: a/b}\n",
+        "  volumes:\n  - {name: data, hostPath: {path: /host/data}}\n",
+    );
+    let img = image();
+    let v = json_of(&generate(&input(&p, &img)).unwrap());
+    let ns = v["linux"]["namespaces"].as_array().unwrap();
+    assert!(ns.contains(&json!({"type": "network", "path": "/p/ns/net"})));
+    assert!(ns.contains(&json!({"type": "ipc", "path": "/p/ns/ipc"})));
+    assert!(ns.contains(&json!({"type": "uts", "path": "/p/ns/uts"})));
+    assert!(ns.contains(&json!({"type": "pid"})));
+    assert_eq!(v["hostname"], "web-gw1");
+    let mounts = v["mounts"].as_array().unwrap();
+    let find = |d: &str| mounts.iter().find(|m| m["destination"] == d).cloned().unwrap();
+    assert_eq!(find("/data")["source"], "/host/data");
+    assert!(find("/data")["options"].as_array().unwrap().contains(&json!("ro")));
+    assert_eq!(find("/sub")["source"], "/host/data/a/b");
+    assert_eq!(find("/etc/hosts")["source"], "/p/etc/hosts");
+    assert_eq!(find("/dev/shm")["source"], "/p/shm");
+    assert_eq!(v["linux"]["cgroupsPath"], "/staticlet/podX/c-0");
+}
+
+#[test]
+fn host_network_uses_host_namespaces() {
+    let p = pod("  - name: c\n    image: busybox\n", "  hostNetwork: true\n");
+    let img = image();
+    let mut i = input(&p, &img);
+    i.namespaces = PodNamespaces { net: None, uts: None, ipc: Some("/p/ns/ipc".into()) };
+    let v = json_of(&generate(&i).unwrap());
+    let ns = v["linux"]["namespaces"].as_array().unwrap();
+    assert!(!ns.iter().any(|n| n["type"] == "network" || n["type"] == "uts"));
+    assert!(v.get("hostname").is_none());
+}
+
+#[test]
+fn resources_map_to_cgroup_limits() {
+    let p = pod(
+        "  - name: c\n    image: busybox\n    resources:\n      limits: {cpu: 500m, memory: 64Mi}\n      requests: {cpu: 250m}\n",
+        "",
+    );
+    let r = resources(&p.pod.spec.containers[0]);
+    assert_eq!(r["cpu"]["quota"], 50_000);
+    assert_eq!(r["cpu"]["period"], 100_000);
+    assert_eq!(r["cpu"]["shares"], 256);
+    assert_eq!(r["memory"]["limit"], 64 * 1024 * 1024);
+    let none = pod("  - name: c\n    image: busybox\n", "");
+    let r = resources(&none.pod.spec.containers[0]);
+    assert!(r.get("cpu").is_none() && r.get("memory").is_none());
+}
+
+#[test]
+fn no_command_at_all_is_an_error() {
+    let p = pod("  - name: c\n    image: busybox\n", "");
+    let img = ImageDefaults::default();
+    assert!(generate(&input(&p, &img)).unwrap_err().contains("no command"));
+}
