@@ -286,6 +286,11 @@ pub fn run_config(cmd: &RunCmd) -> Result<Config, Failure> {
             c.node_name
         )));
     }
+    // The manifest path is part of every pod's UID: make it absolute, so starting the agent
+    // from another directory does not replace every pod.
+    if let Some(p) = c.static_pod_path.take() {
+        c.static_pod_path = Some(std::path::absolute(&p).map_err(|e| usage("pod-manifest-path", e.to_string()))?);
+    }
     if c.static_pod_path.is_none() && c.static_pod_url.is_none() {
         return Err(Failure::Usage(
             "no pod source: give --pod-manifest-path (or staticPodPath) and/or --manifest-url (or staticPodURL)".into(),

@@ -18,3 +18,7 @@ pub mod commands;
 pub mod host;
 pub mod reconcile;
 pub mod runtime;
+pub mod agent;
+pub mod client;
+pub mod probe;
+pub mod status;

@@ -8,7 +8,7 @@ use crate::cli::{Cli, Command, Failure};
 
 pub fn dispatch(cli: Cli) -> i32 {
     let result = match cli.command {
-        Command::Run(_) => Err(Failure::Failed("this command needs the running agent, which lands with part 2".into())),
+        Command::Run(cmd) => crate::agent::main(&cmd),
         Command::Validate(cmd) => validate::run(&cmd),
         Command::Images(cmd) => images::run(&cmd),
         Command::Doctor(cmd) => doctor::run(&cmd),
@@ -16,8 +16,8 @@ pub fn dispatch(cli: Cli) -> i32 {
             println!("staticlet {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
-        Command::Get(_) => Err(Failure::Failed("this command needs the running agent, which lands with part 2".into())),
-        Command::Logs(_) => Err(Failure::Failed("this command needs the running agent, which lands with part 2".into())),
+        Command::Get(cmd) => crate::client::get(&cmd),
+        Command::Logs(cmd) => crate::client::logs(&cmd),
         Command::Monitor(cmd) => crate::runtime::monitor::main(&cmd.dir),
     };
     match result {

@@ -28,7 +28,8 @@ pub struct Running {
     pub since: Tick,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Terminated {
     pub attempt: u32,
     pub exit_code: i32,
@@ -316,7 +317,8 @@ impl PodState {
         c.starting = true;
     }
 
-    pub fn on_started(&mut self, index: usize, running: Running, now: Tick) {
+    pub fn on_started(&mut self, index: usize, mut running: Running, now: Tick) {
+        running.since = now;
         let spec = self.spec_of(index).clone();
         let c = &mut self.containers[index];
         if c.ever_started {

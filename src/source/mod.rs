@@ -31,7 +31,7 @@ pub struct Snapshot {
 }
 
 /// Watches the manifest directory and sends a snapshot after every change.
-pub async fn run_dir(mut source: dir::DirSource, relist_every: Duration, tx: smol::channel::Sender<Snapshot>) {
+pub async fn run_dir<T>(mut source: dir::DirSource, relist_every: Duration, tx: smol::channel::Sender<T>, wrap: fn(Snapshot) -> T) {
     let mut watcher = match dir::Watcher::new(source.path()) {
         Ok(w) => Some(w),
         Err(e) => {
@@ -40,7 +40,7 @@ pub async fn run_dir(mut source: dir::DirSource, relist_every: Duration, tx: smo
         }
     };
     source.relist(SystemTime::now());
-    if tx.send(source.snapshot()).await.is_err() {
+    if tx.send(wrap(source.snapshot())).await.is_err() {
         return;
     }
     loop {
@@ -68,7 +68,7 @@ pub async fn run_dir(mut source: dir::DirSource, relist_every: Duration, tx: smo
             }
             dir::Wake::Relist => source.relist(SystemTime::now()),
         };
-        if changed && tx.send(source.snapshot()).await.is_err() {
+        if changed && tx.send(wrap(source.snapshot())).await.is_err() {
             return;
         }
     }
