@@ -15,7 +15,7 @@ pub struct Cli {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand)]
 pub enum Command {
-    Run(RunCmd),
+    Run(Box<RunCmd>),
     Get(GetCmd),
     Logs(LogsCmd),
     Validate(ValidateCmd),
@@ -247,7 +247,8 @@ pub fn run_config(cmd: &RunCmd) -> Result<Config, Failure> {
     if !cmd.manifest_url_header.is_empty() {
         c.static_pod_url_header.clear();
         for h in &cmd.manifest_url_header {
-            config::parse_header_flag(h, &mut c.static_pod_url_header).map_err(|m| usage("manifest-url-header", m))?;
+            config::parse_header_flag(h, &mut c.static_pod_url_header)
+                .map_err(|m| usage("manifest-url-header", m))?;
         }
     }
     if let Some(p) = &cmd.manifest_url_ca_file {
@@ -266,7 +267,8 @@ pub fn run_config(cmd: &RunCmd) -> Result<Config, Failure> {
         c.runtime_path = r.clone();
     }
     if let Some(a) = &cmd.status_address {
-        c.status_address = config::parse_status_address(a).map_err(|m| usage("status-address", m))?;
+        c.status_address =
+            config::parse_status_address(a).map_err(|m| usage("status-address", m))?;
     }
     if let Some(k) = &cmd.kubeconfig {
         c.kubeconfig = Some(k.clone());
@@ -289,7 +291,8 @@ pub fn run_config(cmd: &RunCmd) -> Result<Config, Failure> {
     // The manifest path is part of every pod's UID: make it absolute, so starting the agent
     // from another directory does not replace every pod.
     if let Some(p) = c.static_pod_path.take() {
-        c.static_pod_path = Some(std::path::absolute(&p).map_err(|e| usage("pod-manifest-path", e.to_string()))?);
+        c.static_pod_path =
+            Some(std::path::absolute(&p).map_err(|e| usage("pod-manifest-path", e.to_string()))?);
     }
     if c.static_pod_path.is_none() && c.static_pod_url.is_none() {
         return Err(Failure::Usage(
@@ -300,20 +303,31 @@ pub fn run_config(cmd: &RunCmd) -> Result<Config, Failure> {
 }
 
 /// The status endpoint a client command talks to: flag, then config file, then default.
-pub fn client_address(config: Option<&PathBuf>, flag: Option<&String>) -> Result<std::net::SocketAddr, Failure> {
+pub fn client_address(
+    config: Option<&PathBuf>,
+    flag: Option<&String>,
+) -> Result<std::net::SocketAddr, Failure> {
     let c = base_config(config)?;
     let addr = match flag {
-        Some(a) => config::parse_status_address(a).map_err(|m| Failure::Usage(format!("--status-address: {m}")))?,
+        Some(a) => config::parse_status_address(a)
+            .map_err(|m| Failure::Usage(format!("--status-address: {m}")))?,
         None => c.status_address,
     };
-    addr.ok_or_else(|| Failure::Usage("the status endpoint is turned off (statusAddress: none); nothing to talk to".into()))
+    addr.ok_or_else(|| {
+        Failure::Usage(
+            "the status endpoint is turned off (statusAddress: none); nothing to talk to".into(),
+        )
+    })
 }
 
 /// Parses the process arguments; prints help or usage errors and exits as argh would, but
 /// with exit code 2 for usage errors.
 pub fn parse_args() -> Cli {
     let args: Vec<String> = std::env::args().collect();
-    let cmd = args.first().map(|a| a.rsplit('/').next().unwrap_or(a).to_string()).unwrap_or_else(|| "staticlet".into());
+    let cmd = args
+        .first()
+        .map(|a| a.rsplit('/').next().unwrap_or(a).to_string())
+        .unwrap_or_else(|| "staticlet".into());
     let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
     match Cli::from_args(&[&cmd], &rest) {
         Ok(cli) => cli,

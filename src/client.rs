@@ -7,7 +7,11 @@ use std::io::Read;
 use std::time::Duration;
 
 fn agent(timeout: Option<Duration>) -> ureq::Agent {
-    ureq::Agent::config_builder().timeout_global(timeout).http_status_as_error(false).build().into()
+    ureq::Agent::config_builder()
+        .timeout_global(timeout)
+        .http_status_as_error(false)
+        .build()
+        .into()
 }
 
 fn fetch(addr: std::net::SocketAddr, path: &str) -> Result<Value, Failure> {
@@ -16,7 +20,10 @@ fn fetch(addr: std::net::SocketAddr, path: &str) -> Result<Value, Failure> {
         .get(&url)
         .call()
         .map_err(|e| Failure::Failed(format!("cannot reach the agent at {addr} ({e}); is `staticlet run` running, with this --status-address?")))?;
-    let body = resp.body_mut().read_to_string().map_err(|e| Failure::Failed(format!("{url}: {e}")))?;
+    let body = resp
+        .body_mut()
+        .read_to_string()
+        .map_err(|e| Failure::Failed(format!("{url}: {e}")))?;
     serde_json::from_str(&body).map_err(|e| Failure::Failed(format!("{url}: not JSON: {e}")))
 }
 
@@ -26,12 +33,21 @@ pub fn display_status(pod: &Value) -> String {
         return "Terminating".into();
     }
     let status = &pod["status"];
-    let inits = status["initContainerStatuses"].as_array().cloned().unwrap_or_default();
+    let inits = status["initContainerStatuses"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     for (i, c) in inits.iter().enumerate() {
-        if c["state"].get("terminated").is_some_and(|t| t["exitCode"] == 0) {
+        if c["state"]
+            .get("terminated")
+            .is_some_and(|t| t["exitCode"] == 0)
+        {
             continue;
         }
-        if let Some(r) = c["state"]["waiting"]["reason"].as_str().filter(|r| *r != "PodInitializing") {
+        if let Some(r) = c["state"]["waiting"]["reason"]
+            .as_str()
+            .filter(|r| *r != "PodInitializing")
+        {
             return format!("Init:{r}");
         }
         if let Some(r) = c["state"]["terminated"]["reason"].as_str() {
@@ -61,12 +77,18 @@ fn age(pod: &Value) -> String {
 
 pub fn get(cmd: &GetCmd) -> Result<(), Failure> {
     if !matches!(cmd.resource.as_str(), "pods" | "pod" | "po") {
-        return Err(Failure::Usage(format!("get {:?}: only `get pods` is supported", cmd.resource)));
+        return Err(Failure::Usage(format!(
+            "get {:?}: only `get pods` is supported",
+            cmd.resource
+        )));
     }
     let addr = client_address(cmd.config.as_ref(), cmd.status_address.as_ref())?;
     let list = fetch(addr, "/pods")?;
     match cmd.output.as_deref() {
-        Some("json") => println!("{}", serde_json::to_string_pretty(&list).unwrap_or_default()),
+        Some("json") => println!(
+            "{}",
+            serde_json::to_string_pretty(&list).unwrap_or_default()
+        ),
         Some("yaml") => print!("{}", serde_yaml::to_string(&list).unwrap_or_default()),
         None | Some("wide") => {
             let wide = cmd.output.as_deref() == Some("wide");
@@ -79,22 +101,49 @@ pub fn get(cmd: &GetCmd) -> Result<(), Failure> {
                 h.into_iter().map(String::from).collect::<Vec<_>>()
             }];
             for p in &items {
-                let cs = p["status"]["containerStatuses"].as_array().cloned().unwrap_or_default();
+                let cs = p["status"]["containerStatuses"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
                 let ready = cs.iter().filter(|c| c["ready"] == true).count();
-                let restarts: u64 = cs.iter().map(|c| c["restartCount"].as_u64().unwrap_or(0)).sum();
-                let manifest_error = p["status"]["conditions"].as_array().into_iter().flatten().any(|c| c["type"] == "staticlet.dev/ManifestValid");
+                let restarts: u64 = cs
+                    .iter()
+                    .map(|c| c["restartCount"].as_u64().unwrap_or(0))
+                    .sum();
+                let manifest_error = p["status"]["conditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c["type"] == "staticlet.dev/ManifestValid");
                 let mut row = vec![
-                    p["metadata"]["namespace"].as_str().unwrap_or("").to_string(),
+                    p["metadata"]["namespace"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string(),
                     p["metadata"]["name"].as_str().unwrap_or("").to_string(),
                     format!("{ready}/{}", cs.len()),
-                    display_status(p) + if manifest_error { " (manifest error)" } else { "" },
+                    display_status(p)
+                        + if manifest_error {
+                            " (manifest error)"
+                        } else {
+                            ""
+                        },
                     restarts.to_string(),
                     age(p),
                 ];
                 if wide {
-                    row.push(p["status"]["podIP"].as_str().unwrap_or("<none>").to_string());
+                    row.push(
+                        p["status"]["podIP"]
+                            .as_str()
+                            .unwrap_or("<none>")
+                            .to_string(),
+                    );
                     row.push(p["spec"]["nodeName"].as_str().unwrap_or("").to_string());
-                    row.push(if manifest_error { "invalid (last good version runs)".into() } else { "ok".into() });
+                    row.push(if manifest_error {
+                        "invalid (last good version runs)".into()
+                    } else {
+                        "ok".into()
+                    });
                 }
                 rows.push(row);
             }
@@ -104,20 +153,39 @@ pub fn get(cmd: &GetCmd) -> Result<(), Failure> {
             if !problems.is_empty() {
                 println!("\nManifest problems:");
                 for p in problems {
-                    println!("  {}", p["message"].as_str().unwrap_or("").replace('\n', "\n  "));
+                    println!(
+                        "  {}",
+                        p["message"].as_str().unwrap_or("").replace('\n', "\n  ")
+                    );
                 }
             }
         }
-        Some(other) => return Err(Failure::Usage(format!("-o {other:?}: use wide, json or yaml"))),
+        Some(other) => {
+            return Err(Failure::Usage(format!(
+                "-o {other:?}: use wide, json or yaml"
+            )))
+        }
     }
     Ok(())
 }
 
 fn print_table(rows: &[Vec<String>]) {
     let cols = rows.first().map_or(0, Vec::len);
-    let widths: Vec<usize> = (0..cols).map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..cols)
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
     for r in rows {
-        let line: Vec<String> = r.iter().enumerate().map(|(i, c)| if i + 1 == cols { c.clone() } else { format!("{c:<w$}", w = widths[i]) }).collect();
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if i + 1 == cols {
+                    c.clone()
+                } else {
+                    format!("{c:<w$}", w = widths[i])
+                }
+            })
+            .collect();
         println!("{}", line.join("   ").trim_end());
     }
 }
@@ -131,20 +199,38 @@ pub fn logs(cmd: &LogsCmd) -> Result<(), Failure> {
         .filter(|p| {
             let name = p["metadata"]["name"].as_str().unwrap_or("");
             let node = p["spec"]["nodeName"].as_str().unwrap_or("");
-            let ns_ok = cmd.namespace.as_deref().is_none_or(|n| p["metadata"]["namespace"] == n);
+            let ns_ok = cmd
+                .namespace
+                .as_deref()
+                .is_none_or(|n| p["metadata"]["namespace"] == n);
             ns_ok && (name == cmd.pod || name == format!("{}-{node}", cmd.pod))
         })
         .collect();
     let pod = match matches.as_slice() {
         [one] => *one,
         [] => return Err(Failure::Failed(format!("pod {:?} not found", cmd.pod))),
-        _ => return Err(Failure::Failed(format!("pod {:?} exists in several namespaces; give -n", cmd.pod))),
+        _ => {
+            return Err(Failure::Failed(format!(
+                "pod {:?} exists in several namespaces; give -n",
+                cmd.pod
+            )))
+        }
     };
-    let names: Vec<String> = pod["spec"]["containers"].as_array().into_iter().flatten().filter_map(|c| c["name"].as_str().map(String::from)).collect();
+    let names: Vec<String> = pod["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str().map(String::from))
+        .collect();
     let container = match (&cmd.container, names.as_slice()) {
         (Some(c), _) => c.clone(),
         (None, [one]) => one.clone(),
-        (None, _) => return Err(Failure::Usage(format!("pod has several containers ({}); choose one with -c", names.join(", ")))),
+        (None, _) => {
+            return Err(Failure::Usage(format!(
+                "pod has several containers ({}); choose one with -c",
+                names.join(", ")
+            )))
+        }
     };
     let mut url = format!(
         "http://{addr}/containerLogs/{}/{}/{container}",
@@ -161,8 +247,15 @@ pub fn logs(cmd: &LogsCmd) -> Result<(), Failure> {
     if !q.is_empty() {
         url = format!("{url}?{}", q.join("&"));
     }
-    let timeout = if cmd.follow { None } else { Some(Duration::from_secs(30)) };
-    let mut resp = agent(timeout).get(&url).call().map_err(|e| Failure::Failed(format!("{url}: {e}")))?;
+    let timeout = if cmd.follow {
+        None
+    } else {
+        Some(Duration::from_secs(30))
+    };
+    let mut resp = agent(timeout)
+        .get(&url)
+        .call()
+        .map_err(|e| Failure::Failed(format!("{url}: {e}")))?;
     if resp.status().as_u16() != 200 {
         let msg = resp.body_mut().read_to_string().unwrap_or_default();
         return Err(Failure::Failed(msg.trim().to_string()));
@@ -171,7 +264,9 @@ pub fn logs(cmd: &LogsCmd) -> Result<(), Failure> {
     let mut buf = [0u8; 8192];
     let mut out = std::io::stdout();
     loop {
-        let n = reader.read(&mut buf).map_err(|e| Failure::Failed(e.to_string()))?;
+        let n = reader
+            .read(&mut buf)
+            .map_err(|e| Failure::Failed(e.to_string()))?;
         if n == 0 {
             break;
         }

@@ -22,11 +22,18 @@ const KUBELET_API_VERSION: &str = "kubelet.config.k8s.io/v1beta1";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{}: {message}", path.display())]
     Parse { path: PathBuf, message: String },
     #[error("{origin}: {field}: {message}")]
-    Invalid { origin: String, field: String, message: String },
+    Invalid {
+        origin: String,
+        field: String,
+        message: String,
+    },
 }
 
 /// The resolved configuration the agent and the commands run with.
@@ -96,7 +103,11 @@ pub fn default_node_name() -> String {
         std::fs::read_to_string("/etc/hostname").unwrap_or_default()
     };
     let name = name.trim().to_ascii_lowercase();
-    if name.is_empty() { "localhost".into() } else { name }
+    if name.is_empty() {
+        "localhost".into()
+    } else {
+        name
+    }
 }
 
 /// Our own kind. Every field is optional; unknown keys are refused.
@@ -146,11 +157,26 @@ const KUBELET_FIELDS: &[&str] = &[
 ];
 
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
-    let bytes = std::fs::read(path).map_err(|source| ConfigError::Io { path: path.into(), source })?;
-    let parse_err = |message: String| ConfigError::Parse { path: path.into(), message };
-    let value: Value = serde_yaml::from_slice(&bytes).map_err(|e| parse_err(format!("cannot parse: {e}")))?;
-    let api_version = value.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string();
-    let kind = value.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
+    let bytes = std::fs::read(path).map_err(|source| ConfigError::Io {
+        path: path.into(),
+        source,
+    })?;
+    let parse_err = |message: String| ConfigError::Parse {
+        path: path.into(),
+        message,
+    };
+    let value: Value =
+        serde_yaml::from_slice(&bytes).map_err(|e| parse_err(format!("cannot parse: {e}")))?;
+    let api_version = value
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let kind = value
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     let mut file: StaticletFile = match (api_version.as_str(), kind.as_str()) {
         (API_VERSION, KIND) => serde_json::from_value(value).map_err(|e| parse_err(e.to_string()))?,
         (KUBELET_API_VERSION, "KubeletConfiguration") => {
@@ -176,7 +202,11 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
 
 fn resolve(f: StaticletFile, path: &Path) -> Result<Config, ConfigError> {
     let origin = path.display().to_string();
-    let invalid = |field: &str, message: String| ConfigError::Invalid { origin: origin.clone(), field: field.into(), message };
+    let invalid = |field: &str, message: String| ConfigError::Invalid {
+        origin: origin.clone(),
+        field: field.into(),
+        message,
+    };
     let mut c = Config::default();
     let non_empty = |s: Option<String>| s.filter(|s| !s.is_empty());
     if let Some(n) = non_empty(f.node_name) {
@@ -187,11 +217,21 @@ fn resolve(f: StaticletFile, path: &Path) -> Result<Config, ConfigError> {
     c.static_pod_url_header = f.static_pod_url_header.unwrap_or_default();
     c.manifest_url_ca_file = non_empty(f.static_pod_url_ca_file).map(PathBuf::from);
     for (field, text, slot) in [
-        ("fileCheckFrequency", f.file_check_frequency, &mut c.file_check_frequency),
-        ("httpCheckFrequency", f.http_check_frequency, &mut c.http_check_frequency),
+        (
+            "fileCheckFrequency",
+            f.file_check_frequency,
+            &mut c.file_check_frequency,
+        ),
+        (
+            "httpCheckFrequency",
+            f.http_check_frequency,
+            &mut c.http_check_frequency,
+        ),
     ] {
         if let Some(t) = non_empty(text) {
-            *slot = parse_duration(&t).filter(|d| !d.is_zero()).ok_or_else(|| invalid(field, format!("{t:?} is not a duration such as 20s or 1m")))?;
+            *slot = parse_duration(&t).filter(|d| !d.is_zero()).ok_or_else(|| {
+                invalid(field, format!("{t:?} is not a duration such as 20s or 1m"))
+            })?;
         }
     }
     if let Some(d) = non_empty(f.root_dir) {
@@ -212,7 +252,15 @@ fn resolve(f: StaticletFile, path: &Path) -> Result<Config, ConfigError> {
         c.container_log_max_size = Quantity::parse(&q.as_text())
             .map(|q| q.value() as u64)
             .filter(|v| *v >= 1024)
-            .ok_or_else(|| invalid("containerLogMaxSize", format!("{:?} must be a quantity of at least 1Ki, such as 10Mi", q.as_text())))?;
+            .ok_or_else(|| {
+                invalid(
+                    "containerLogMaxSize",
+                    format!(
+                        "{:?} must be a quantity of at least 1Ki, such as 10Mi",
+                        q.as_text()
+                    ),
+                )
+            })?;
     }
     if let Some(n) = f.container_log_max_files {
         if n < 1 {
@@ -223,7 +271,10 @@ fn resolve(f: StaticletFile, path: &Path) -> Result<Config, ConfigError> {
     c.node_labels = f.node_labels.unwrap_or_default();
     for (res, q) in f.system_reserved.unwrap_or_default() {
         if Quantity::parse(&q.as_text()).is_none() {
-            return Err(invalid(&format!("systemReserved[{res}]"), format!("{:?} must be a quantity", q.as_text())));
+            return Err(invalid(
+                &format!("systemReserved[{res}]"),
+                format!("{:?} must be a quantity", q.as_text()),
+            ));
         }
         c.system_reserved.insert(res, q.as_text());
     }
@@ -240,14 +291,23 @@ pub fn parse_status_address(text: &str) -> Result<Option<SocketAddr>, String> {
     if text == "none" {
         return Ok(None);
     }
-    text.parse().map(Some).map_err(|_| format!("{text:?} is not an address such as 127.0.0.1:10255, or none"))
+    text.parse()
+        .map(Some)
+        .map_err(|_| format!("{text:?} is not an address such as 127.0.0.1:10255, or none"))
 }
 
 /// Parses kubelet-style `--manifest-url-header 'a:x,b:y'` into the header map.
-pub fn parse_header_flag(text: &str, into: &mut BTreeMap<String, Vec<String>>) -> Result<(), String> {
+pub fn parse_header_flag(
+    text: &str,
+    into: &mut BTreeMap<String, Vec<String>>,
+) -> Result<(), String> {
     for pair in text.split(',').filter(|p| !p.trim().is_empty()) {
-        let (k, v) = pair.split_once(':').ok_or_else(|| format!("{pair:?} is not name:value"))?;
-        into.entry(k.trim().to_string()).or_default().push(v.trim().to_string());
+        let (k, v) = pair
+            .split_once(':')
+            .ok_or_else(|| format!("{pair:?} is not name:value"))?;
+        into.entry(k.trim().to_string())
+            .or_default()
+            .push(v.trim().to_string());
     }
     Ok(())
 }
@@ -255,7 +315,9 @@ pub fn parse_header_flag(text: &str, into: &mut BTreeMap<String, Vec<String>>) -
 /// Parses `--node-labels a=b,c=d`.
 pub fn parse_labels_flag(text: &str, into: &mut BTreeMap<String, String>) -> Result<(), String> {
     for pair in text.split(',').filter(|p| !p.trim().is_empty()) {
-        let (k, v) = pair.split_once('=').ok_or_else(|| format!("{pair:?} is not key=value"))?;
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("{pair:?} is not key=value"))?;
         into.insert(k.trim().to_string(), v.trim().to_string());
     }
     Ok(())

@@ -50,7 +50,10 @@ pub struct DesiredSet {
 impl DesiredSet {
     /// `expected` lists the configured sources; the set is complete once each has reported.
     pub fn new(expected: Vec<SourceKey>) -> Self {
-        DesiredSet { expected, ..Default::default() }
+        DesiredSet {
+            expected,
+            ..Default::default()
+        }
     }
 
     /// Seeds the last good version of a manifest (from the agent's saved state), so an
@@ -76,11 +79,20 @@ impl DesiredSet {
             let previous = state.origins.remove(&entry.origin).unwrap_or_default();
             let new_state = match entry.result {
                 Ok(mut pod) => {
-                    let seen = self.seen.entry(pod.uid().to_string()).or_insert_with(|| now.to_string());
+                    let seen = self
+                        .seen
+                        .entry(pod.uid().to_string())
+                        .or_insert_with(|| now.to_string());
                     pod.set_seen(seen);
-                    OriginState { good: Some(pod), error: None }
+                    OriginState {
+                        good: Some(pod),
+                        error: None,
+                    }
                 }
-                Err(err) => OriginState { good: previous.good, error: Some(err.to_string()) },
+                Err(err) => OriginState {
+                    good: previous.good,
+                    error: Some(err.to_string()),
+                },
             };
             next.insert(entry.origin, new_state);
         }
@@ -96,7 +108,10 @@ impl DesiredSet {
 
     pub fn desired(&self) -> Desired {
         let mut out = Desired {
-            complete: self.expected.iter().all(|k| self.sources.get(k).is_some_and(|s| s.complete)),
+            complete: self
+                .expected
+                .iter()
+                .all(|k| self.sources.get(k).is_some_and(|s| s.complete)),
             ..Default::default()
         };
         let mut first_origin: HashMap<String, String> = HashMap::new();
@@ -135,11 +150,17 @@ impl DesiredSet {
 pub fn log_problem_changes(before: &[Problem], after: &[Problem]) {
     for p in after.iter().filter(|p| !before.contains(p)) {
         match &p.pod {
-            Some(pod) => log::warn!("invalid manifest, keeping the last good version of {pod} running: {}", p.message),
+            Some(pod) => log::warn!(
+                "invalid manifest, keeping the last good version of {pod} running: {}",
+                p.message
+            ),
             None => log::warn!("invalid manifest, no pod started from it: {}", p.message),
         }
     }
-    for p in before.iter().filter(|p| !after.iter().any(|a| a.origin == p.origin)) {
+    for p in before
+        .iter()
+        .filter(|p| !after.iter().any(|a| a.origin == p.origin))
+    {
         log::info!("manifest {} is fine again", p.origin);
     }
 }

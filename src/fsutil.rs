@@ -16,7 +16,12 @@ pub fn temp_file(dir: &Path) -> io::Result<(PathBuf, File)> {
     loop {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let path = dir.join(format!(".tmp-{}-{n}", std::process::id()));
-        match OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path) {
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+        {
             Ok(f) => return Ok((path, f)),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e),
@@ -26,9 +31,15 @@ pub fn temp_file(dir: &Path) -> io::Result<(PathBuf, File)> {
 
 /// Writes `content` to `path` atomically (temp file, fsync, rename, fsync of the directory).
 pub fn write_atomic(path: &Path, content: &[u8]) -> io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let (tmp, mut f) = temp_file(dir)?;
-    let result = f.write_all(content).and_then(|_| f.sync_all()).and_then(|_| fs::rename(&tmp, path));
+    let result = f
+        .write_all(content)
+        .and_then(|_| f.sync_all())
+        .and_then(|_| fs::rename(&tmp, path));
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
@@ -66,11 +77,16 @@ pub fn mounts() -> Vec<(PathBuf, String)> {
 }
 
 fn unescape_mount(s: &str) -> String {
-    s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
 }
 
 /// True when a mounted filesystem is at `path` or uses it (an overlay lowerdir, say).
 pub fn mounts_mentioning(path: &Path) -> bool {
     let p = path.to_string_lossy();
-    mounts().iter().any(|(target, opts)| target == path || opts.contains(p.as_ref()))
+    mounts()
+        .iter()
+        .any(|(target, opts)| target == path || opts.contains(p.as_ref()))
 }

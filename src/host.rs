@@ -68,7 +68,9 @@ pub fn cgroup_dirs(relative: &str) -> Vec<PathBuf> {
 }
 
 pub fn overlay_supported() -> bool {
-    fs::read_to_string("/proc/filesystems").map(|s| s.lines().any(|l| l.ends_with("\toverlay"))).unwrap_or(false)
+    fs::read_to_string("/proc/filesystems")
+        .map(|s| s.lines().any(|l| l.ends_with("\toverlay")))
+        .unwrap_or(false)
 }
 
 /// Finds `program` on PATH (or takes it as a path when it has a slash).
@@ -77,7 +79,11 @@ pub fn which(program: &Path) -> Option<PathBuf> {
         return program.is_file().then(|| program.to_path_buf());
     }
     std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).map(|d| d.join(program)).find(|c| c.is_file()))
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(program))
+                .find(|c| c.is_file())
+        })
         .unwrap_or(None)
 }
 
@@ -85,7 +91,10 @@ pub fn which(program: &Path) -> Option<PathBuf> {
 pub fn runtime_version(runtime: &Path) -> Option<String> {
     let out = Command::new(runtime).arg("--version").output().ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
-    text.lines().next().and_then(|l| l.split_whitespace().last()).map(String::from)
+    text.lines()
+        .next()
+        .and_then(|l| l.split_whitespace().last())
+        .map(String::from)
 }
 
 pub fn is_root() -> bool {

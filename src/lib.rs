@@ -5,20 +5,20 @@
 //! (crun) -> observed status -> status endpoint and mirror sync. [`manifest`] turns bytes into
 //! validated pods, [`image`] keeps images offline, [`config`] and [`cli`] are the front door.
 
+pub mod agent;
 pub mod cli;
+pub mod client;
+pub mod commands;
 pub mod config;
+pub mod desired;
 pub mod fsutil;
+pub mod host;
 pub mod image;
 pub mod logging;
 pub mod manifest;
-pub mod timefmt;
-pub mod desired;
-pub mod source;
-pub mod commands;
-pub mod host;
+pub mod probe;
 pub mod reconcile;
 pub mod runtime;
-pub mod agent;
-pub mod client;
-pub mod probe;
+pub mod source;
 pub mod status;
+pub mod timefmt;

@@ -24,7 +24,11 @@ impl Log for Logger {
             Level::Debug => "DEBUG",
             Level::Trace => "TRACE",
         };
-        let line = format!("{} {level} {}\n", crate::timefmt::now_rfc3339(), record.args());
+        let line = format!(
+            "{} {level} {}\n",
+            crate::timefmt::now_rfc3339(),
+            record.args()
+        );
         let _ = std::io::stderr().lock().write_all(line.as_bytes());
     }
 

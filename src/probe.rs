@@ -12,14 +12,20 @@ pub fn http_get(url: &str, headers: &[(String, String)], timeout: Duration) -> (
         .max_redirects(0)
         .build()
         .into();
-    let mut req = agent.get(url).header("User-Agent", concat!("staticlet-probe/", env!("CARGO_PKG_VERSION")));
+    let mut req = agent.get(url).header(
+        "User-Agent",
+        concat!("staticlet-probe/", env!("CARGO_PKG_VERSION")),
+    );
     for (k, v) in headers {
         req = req.header(k.as_str(), v.as_str());
     }
     match req.call() {
         Ok(resp) => {
             let code = resp.status().as_u16();
-            ((200..400).contains(&code), format!("HTTP probe to {url} answered {code}"))
+            (
+                (200..400).contains(&code),
+                format!("HTTP probe to {url} answered {code}"),
+            )
         }
         Err(e) => (false, format!("HTTP probe to {url} failed: {e}")),
     }
@@ -36,5 +42,8 @@ pub fn tcp(host: &str, port: u16, timeout: Duration) -> (bool, String) {
             return (true, String::new());
         }
     }
-    (false, format!("TCP probe to {host}:{port}: connection refused or timed out"))
+    (
+        false,
+        format!("TCP probe to {host}:{port}: connection refused or timed out"),
+    )
 }

@@ -22,14 +22,24 @@ fn host_network_httpd_answers_on_loopback() {
     let port = free_port();
     a.write_manifest(
         "web.yaml",
-        &pod_yaml("web", "  hostNetwork: true\n", "", &format!("[httpd, -f, -p, '127.0.0.1:{port}', -h, /www]")),
+        &pod_yaml(
+            "web",
+            "  hostNetwork: true\n",
+            "",
+            &format!("[httpd, -f, -p, '127.0.0.1:{port}', -h, /www]"),
+        ),
     );
     a.wait_running("web", "main");
-    let body = wait_until("httpd to answer", Duration::from_secs(20), || http_get_local(port).filter(|b| b.contains("hello from a static pod")));
+    let body = wait_until("httpd to answer", Duration::from_secs(20), || {
+        http_get_local(port).filter(|b| b.contains("hello from a static pod"))
+    });
     assert!(body.starts_with("HTTP/1."), "{body}");
     let p = a.pod("web").unwrap();
     assert_eq!(p["status"]["phase"], "Running");
-    assert_eq!(p["metadata"]["annotations"]["kubernetes.io/config.source"], "file");
+    assert_eq!(
+        p["metadata"]["annotations"]["kubernetes.io/config.source"],
+        "file"
+    );
     assert_eq!(p["spec"]["nodeName"], "node1");
 }
 
@@ -47,25 +57,38 @@ fn two_containers_share_localhost_and_logs_are_cri() {
         let (ok, out, _) = a.cli(&["logs", "duo", "-c", "client"]);
         (ok && out.contains("hello from a static pod")).then_some(out)
     });
-    assert!(!out.contains("stdout F"), "logs print the content, not the CRI prefix");
+    assert!(
+        !out.contains("stdout F"),
+        "logs print the content, not the CRI prefix"
+    );
     let pod = a.pod("duo").unwrap();
     let uid = pod["metadata"]["uid"].as_str().unwrap();
     let file = a.logs.join(format!("default_duo-node1_{uid}/client/0.log"));
     let raw = std::fs::read_to_string(&file).unwrap();
     let first = raw.lines().next().unwrap();
     let parts: Vec<&str> = first.splitn(4, ' ').collect();
-    assert!(staticlet::timefmt::parse_rfc3339(parts[0]).is_some(), "{first}");
+    assert!(
+        staticlet::timefmt::parse_rfc3339(parts[0]).is_some(),
+        "{first}"
+    );
     assert_eq!(&parts[1..3], &["stdout", "F"]);
     assert_eq!(parts[3], "hello from a static pod");
     // The pod's containers are in their own network namespace: the host's port 8080 is not theirs.
-    let netns = std::fs::read_link(format!("/proc/{}/ns/net", pod_pid(&a, "duo", "server"))).unwrap();
+    let netns =
+        std::fs::read_link(format!("/proc/{}/ns/net", pod_pid(&a, "duo", "server"))).unwrap();
     assert_ne!(netns, std::fs::read_link("/proc/self/ns/net").unwrap());
 }
 
 fn pod_pid(a: &Agent, pod: &str, container: &str) -> i64 {
     let p = a.pod(pod).unwrap();
     let uid = p["metadata"]["uid"].as_str().unwrap().to_string();
-    a.crun_list().into_iter().find(|(id, _, s)| id.starts_with(&uid[..12]) && id.contains(&format!("-{container}-")) && s == "running").map(|(_, pid, _)| pid).unwrap()
+    a.crun_list()
+        .into_iter()
+        .find(|(id, _, s)| {
+            id.starts_with(&uid[..12]) && id.contains(&format!("-{container}-")) && s == "running"
+        })
+        .map(|(_, pid, _)| pid)
+        .unwrap()
 }
 
 #[test]
@@ -79,23 +102,48 @@ fn edit_replaces_the_container_and_invalid_edit_keeps_it() {
     let old_pid = pod_pid(&a, "app", "main");
 
     // An invalid edit: the old container keeps running, the error shows everywhere.
-    a.write_manifest("app.yaml", &pod_yaml("app", "", "", "[sleep, '1000']").replace("name: main", "name: Main_Bad"));
-    wait_until("the manifest error in /pods", Duration::from_secs(20), || {
-        let p = a.pod("app")?;
-        p["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == "staticlet.dev/ManifestValid").cloned()
-    });
-    assert_eq!(pod_pid(&a, "app", "main"), old_pid, "the last good version keeps running");
+    a.write_manifest(
+        "app.yaml",
+        &pod_yaml("app", "", "", "[sleep, '1000']").replace("name: main", "name: Main_Bad"),
+    );
+    wait_until(
+        "the manifest error in /pods",
+        Duration::from_secs(20),
+        || {
+            let p = a.pod("app")?;
+            p["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .find(|c| c["type"] == "staticlet.dev/ManifestValid")
+                .cloned()
+        },
+    );
+    assert_eq!(
+        pod_pid(&a, "app", "main"),
+        old_pid,
+        "the last good version keeps running"
+    );
     let (_, table, _) = a.cli(&["get", "pods"]);
-    assert!(table.contains("manifest error") && table.contains("must be a DNS-1123 label"), "{table}");
+    assert!(
+        table.contains("manifest error") && table.contains("must be a DNS-1123 label"),
+        "{table}"
+    );
     let problems = a.http("/manifests").unwrap();
     assert!(problems.contains("spec.containers[0].name"), "{problems}");
 
     // A valid edit: the old container goes, a new one runs.
     a.write_manifest("app.yaml", &pod_yaml("app", "", "", "[sleep, '2000']"));
-    wait_until("the new pod", Duration::from_secs(30), || a.pod("app").filter(|p| p["metadata"]["uid"] != old_uid.as_str() && p["status"]["phase"] == "Running"));
+    wait_until("the new pod", Duration::from_secs(30), || {
+        a.pod("app").filter(|p| {
+            p["metadata"]["uid"] != old_uid.as_str() && p["status"]["phase"] == "Running"
+        })
+    });
     a.wait_running("app", "main");
     let list = a.crun_list();
-    assert!(!list.iter().any(|(id, _, _)| id.starts_with(&old_uid[..12])), "old container gone: {list:?}");
+    assert!(
+        !list.iter().any(|(id, _, _)| id.starts_with(&old_uid[..12])),
+        "old container gone: {list:?}"
+    );
     assert_eq!(list.len(), 1, "{list:?}");
     let cmdline = std::fs::read_to_string(format!("/proc/{}/cmdline", list[0].1)).unwrap();
     assert!(cmdline.contains("2000"), "{cmdline:?}");
@@ -107,31 +155,69 @@ fn delete_leaves_nothing_behind() {
     a.start();
     a.write_manifest(
         "gone.yaml",
-        &pod_yaml("gone", "  volumes:\n  - {name: scratch, emptyDir: {medium: Memory, sizeLimit: 8Mi}}\n", "    volumeMounts: [{name: scratch, mountPath: /scratch}]\n", "[sleep, '1000']"),
+        &pod_yaml(
+            "gone",
+            "  volumes:\n  - {name: scratch, emptyDir: {medium: Memory, sizeLimit: 8Mi}}\n",
+            "    volumeMounts: [{name: scratch, mountPath: /scratch}]\n",
+            "[sleep, '1000']",
+        ),
     );
     a.wait_running("gone", "main");
-    let uid = a.pod("gone").unwrap()["metadata"]["uid"].as_str().unwrap().to_string();
-    assert!(!a.mounts_below_base().is_empty(), "the pod has mounts while it runs");
+    let uid = a.pod("gone").unwrap()["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        !a.mounts_below_base().is_empty(),
+        "the pod has mounts while it runs"
+    );
     assert!(!a.pod_cgroups(&uid).is_empty(), "and a cgroup");
     assert_eq!(a.monitors().len(), 1);
     a.remove_manifest("gone.yaml");
-    wait_until("the pod to go", Duration::from_secs(30), || a.pod("gone").is_none().then_some(()));
-    wait_until("no crun container", Duration::from_secs(10), || a.crun_list().is_empty().then_some(()));
-    wait_until("no monitor", Duration::from_secs(10), || a.monitors().is_empty().then_some(()));
-    assert!(a.mounts_below_base().is_empty(), "mounts left: {:?}", a.mounts_below_base());
-    assert!(a.pod_cgroups(&uid).is_empty(), "cgroups left: {:?}", a.pod_cgroups(&uid));
+    wait_until("the pod to go", Duration::from_secs(30), || {
+        a.pod("gone").is_none().then_some(())
+    });
+    wait_until("no crun container", Duration::from_secs(10), || {
+        a.crun_list().is_empty().then_some(())
+    });
+    wait_until("no monitor", Duration::from_secs(10), || {
+        a.monitors().is_empty().then_some(())
+    });
+    assert!(
+        a.mounts_below_base().is_empty(),
+        "mounts left: {:?}",
+        a.mounts_below_base()
+    );
+    assert!(
+        a.pod_cgroups(&uid).is_empty(),
+        "cgroups left: {:?}",
+        a.pod_cgroups(&uid)
+    );
     assert!(!a.root.join("pods").join(&uid).exists(), "pod dir left");
-    assert!(std::fs::read_dir(a.root.join("exits")).unwrap().next().is_none(), "exit records left");
-    assert!(!a.logs.join(format!("default_gone-node1_{uid}")).exists(), "logs left");
+    assert!(
+        std::fs::read_dir(a.root.join("exits"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "exit records left"
+    );
+    assert!(
+        !a.logs.join(format!("default_gone-node1_{uid}")).exists(),
+        "logs left"
+    );
 }
 
 #[test]
 fn crashing_container_backs_off() {
     let mut a = Agent::new("crash");
     a.start();
-    a.write_manifest("crash.yaml", &pod_yaml("crash", "", "", "[sh, -c, 'echo dying; exit 3']"));
+    a.write_manifest(
+        "crash.yaml",
+        &pod_yaml("crash", "", "", "[sh, -c, 'echo dying; exit 3']"),
+    );
     let c = a.wait_container("crash", "main", "CrashLoopBackOff after a restart", |c| {
-        c["state"]["waiting"]["reason"] == "CrashLoopBackOff" && c["restartCount"].as_u64().unwrap_or(0) >= 1
+        c["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+            && c["restartCount"].as_u64().unwrap_or(0) >= 1
     });
     assert_eq!(c["lastState"]["terminated"]["exitCode"], 3);
     assert_eq!(c["lastState"]["terminated"]["reason"], "Error");
@@ -139,7 +225,9 @@ fn crashing_container_backs_off() {
     assert!(table.contains("CrashLoopBackOff"), "{table}");
     let (ok, prev, _) = a.cli(&["logs", "crash", "--previous"]);
     assert!(ok && prev.contains("dying"), "{prev}");
-    assert!(a.agent_log().contains("default/crash-node1/main: exited with code 3"));
+    assert!(a
+        .agent_log()
+        .contains("default/crash-node1/main: exited with code 3"));
 }
 
 #[test]
@@ -147,10 +235,26 @@ fn liveness_failure_restarts_the_container() {
     let mut a = Agent::new("liveness");
     a.start();
     let probe = "    livenessProbe:\n      exec: {command: [test, -e, /tmp/healthy]}\n      periodSeconds: 1\n      failureThreshold: 2\n";
-    a.write_manifest("live.yaml", &pod_yaml("live", "", probe, "[sh, -c, 'touch /tmp/healthy; sleep 3; rm /tmp/healthy; sleep 1000']"));
+    a.write_manifest(
+        "live.yaml",
+        &pod_yaml(
+            "live",
+            "",
+            probe,
+            "[sh, -c, 'touch /tmp/healthy; sleep 3; rm /tmp/healthy; sleep 1000']",
+        ),
+    );
     a.wait_running("live", "main");
-    let c = a.wait_container("live", "main", "a restart after liveness failures", |c| c["restartCount"].as_u64().unwrap_or(0) >= 1);
-    assert_eq!(c["lastState"]["terminated"]["message"].as_str().map(|m| m.contains("liveness probe failed")), Some(true), "{c}");
+    let c = a.wait_container("live", "main", "a restart after liveness failures", |c| {
+        c["restartCount"].as_u64().unwrap_or(0) >= 1
+    });
+    assert_eq!(
+        c["lastState"]["terminated"]["message"]
+            .as_str()
+            .map(|m| m.contains("liveness probe failed")),
+        Some(true),
+        "{c}"
+    );
     assert!(a.agent_log().contains("liveness probe failed"));
 }
 
@@ -161,9 +265,16 @@ fn memory_limit_is_enforced() {
     let limits = "    resources:\n      limits: {memory: 24Mi}\n";
     a.write_manifest(
         "hog.yaml",
-        &pod_yaml("hog", "  restartPolicy: Never\n", limits, "[sh, -c, 'x=$(head -c 200000000 /dev/zero | tr \"\\\\0\" x); echo survived ${#x}']"),
+        &pod_yaml(
+            "hog",
+            "  restartPolicy: Never\n",
+            limits,
+            "[sh, -c, 'x=$(head -c 200000000 /dev/zero | tr \"\\\\0\" x); echo survived ${#x}']",
+        ),
     );
-    let c = a.wait_container("hog", "main", "terminated", |c| c["state"].get("terminated").is_some());
+    let c = a.wait_container("hog", "main", "terminated", |c| {
+        c["state"].get("terminated").is_some()
+    });
     assert_eq!(c["state"]["terminated"]["reason"], "OOMKilled", "{c}");
     assert_eq!(c["state"]["terminated"]["exitCode"], 137);
 }
@@ -172,40 +283,85 @@ fn memory_limit_is_enforced() {
 fn sigkill_of_the_agent_keeps_containers_and_restart_adopts_them() {
     let mut a = Agent::new("adopt");
     a.start();
-    a.write_manifest("tick.yaml", &pod_yaml("tick", "", "", "[sh, -c, 'i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done']"));
+    a.write_manifest(
+        "tick.yaml",
+        &pod_yaml(
+            "tick",
+            "",
+            "",
+            "[sh, -c, 'i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done']",
+        ),
+    );
     a.wait_running("tick", "main");
     let before = a.crun_list();
     let monitors = a.monitors();
-    let uid = a.pod("tick").unwrap()["metadata"]["uid"].as_str().unwrap().to_string();
+    let uid = a.pod("tick").unwrap()["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let log = a.logs.join(format!("default_tick-node1_{uid}/main/0.log"));
-    wait_until("some log", Duration::from_secs(10), || std::fs::read_to_string(&log).ok().filter(|l| l.contains("tick 2")));
+    wait_until("some log", Duration::from_secs(10), || {
+        std::fs::read_to_string(&log)
+            .ok()
+            .filter(|l| l.contains("tick 2"))
+    });
     a.kill9();
     let size_at_kill = std::fs::metadata(&log).unwrap().len();
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(a.crun_list(), before, "containers keep running without the agent");
-    assert!(std::fs::metadata(&log).unwrap().len() > size_at_kill, "and their output is still logged");
+    assert_eq!(
+        a.crun_list(),
+        before,
+        "containers keep running without the agent"
+    );
+    assert!(
+        std::fs::metadata(&log).unwrap().len() > size_at_kill,
+        "and their output is still logged"
+    );
     a.start();
     a.wait_running("tick", "main");
     std::thread::sleep(Duration::from_secs(1));
-    assert_eq!(a.crun_list(), before, "same containers, same PIDs after the restart");
+    assert_eq!(
+        a.crun_list(),
+        before,
+        "same containers, same PIDs after the restart"
+    );
     assert_eq!(a.monitors(), monitors);
-    assert_eq!(a.pod("tick").unwrap()["status"]["containerStatuses"][0]["restartCount"], 0);
+    assert_eq!(
+        a.pod("tick").unwrap()["status"]["containerStatuses"][0]["restartCount"],
+        0
+    );
     assert!(a.agent_log().contains("adopted"));
     let text = std::fs::read_to_string(&log).unwrap();
-    let numbers: Vec<u64> = text.lines().filter_map(|l| l.rsplit(' ').next()?.parse().ok()).collect();
-    assert!(numbers.windows(2).all(|w| w[1] == w[0] + 1), "no output was lost across the restart");
+    let numbers: Vec<u64> = text
+        .lines()
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    assert!(
+        numbers.windows(2).all(|w| w[1] == w[0] + 1),
+        "no output was lost across the restart"
+    );
 }
 
 #[test]
 fn exit_codes_while_the_agent_is_down_are_kept() {
     let mut a = Agent::new("downexit");
     a.start();
-    a.write_manifest("once.yaml", &pod_yaml("once", "  restartPolicy: Never\n", "", "[sh, -c, 'sleep 2; exit 7']"));
+    a.write_manifest(
+        "once.yaml",
+        &pod_yaml(
+            "once",
+            "  restartPolicy: Never\n",
+            "",
+            "[sh, -c, 'sleep 2; exit 7']",
+        ),
+    );
     a.wait_running("once", "main");
     a.kill9();
     std::thread::sleep(Duration::from_secs(3));
     a.start();
-    let c = a.wait_container("once", "main", "terminated", |c| c["state"].get("terminated").is_some());
+    let c = a.wait_container("once", "main", "terminated", |c| {
+        c["state"].get("terminated").is_some()
+    });
     assert_eq!(c["state"]["terminated"]["exitCode"], 7);
     assert_eq!(a.pod("once").unwrap()["status"]["phase"], "Failed");
 }
@@ -229,26 +385,134 @@ fn pod_list_and_metrics_are_well_formed() {
     for field in ["name", "state", "ready", "started", "restartCount", "image"] {
         assert!(cs.get(field).is_some(), "containerStatuses[0].{field}");
     }
-    assert!(p["status"]["conditions"].as_array().unwrap().iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
+    assert!(p["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True"));
     let (ok, yaml, _) = a.cli(&["get", "pods", "-o", "yaml"]);
     assert!(ok && yaml.contains("kind: PodList"));
     let metrics = a.http("/metrics").unwrap();
     let mut samples = 0;
     for line in metrics.lines() {
         if line.starts_with('#') {
-            assert!(line.starts_with("# HELP ") || line.starts_with("# TYPE "), "{line}");
+            assert!(
+                line.starts_with("# HELP ") || line.starts_with("# TYPE "),
+                "{line}"
+            );
             continue;
         }
         let (name, value) = line.rsplit_once(' ').unwrap();
-        value.parse::<f64>().unwrap_or_else(|_| panic!("value of {line}"));
+        value
+            .parse::<f64>()
+            .unwrap_or_else(|_| panic!("value of {line}"));
         let bare = name.split('{').next().unwrap();
-        assert!(bare.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "{line}");
+        assert!(
+            bare.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "{line}"
+        );
         if name.contains('{') {
             assert!(name.ends_with('}'), "{line}");
         }
         samples += 1;
     }
     assert!(samples > 5);
-    assert!(metrics.contains("staticlet_pods{phase=\"Running\"} 1"), "{metrics}");
-    assert!(metrics.contains("staticlet_container_start_seconds_count 1"), "{metrics}");
+    assert!(
+        metrics.contains("staticlet_pods{phase=\"Running\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("staticlet_container_start_seconds_count 1"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn containers_that_cannot_start_are_reported_and_retried_without_harm() {
+    let mut a = Agent::new("nostart");
+    a.start();
+    a.write_manifest("ok.yaml", &pod_yaml("ok", "", "", "[sleep, '1000']"));
+    a.write_manifest(
+        "badcmd.yaml",
+        &pod_yaml("badcmd", "", "", "[/no/such/binary]"),
+    );
+    a.write_manifest(
+        "noimage.yaml",
+        &pod_yaml("noimage", "", "", "[sleep, '1']")
+            .replace(IMAGE, "localhost/not-imported:1")
+            .replace("command:", "imagePullPolicy: Never\n    command:"),
+    );
+    a.wait_running("ok", "main");
+    let c = a.wait_container("badcmd", "main", "a start error with backoff", |c| {
+        c["lastState"]["terminated"]["reason"] == "StartError"
+            && c["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+    });
+    assert_eq!(c["lastState"]["terminated"]["exitCode"], 128);
+    assert!(
+        c["lastState"]["terminated"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("/no/such/binary"),
+        "{c}"
+    );
+    let c = a.wait_container("noimage", "main", "ErrImageNeverPull", |c| {
+        c["state"]["waiting"]["reason"] == "ErrImageNeverPull"
+    });
+    assert!(c["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("localhost/not-imported:1"));
+    assert_eq!(c["restartCount"], 0);
+    // Nothing of the failed starts is left behind, and the healthy pod never noticed.
+    let list = a.crun_list();
+    assert_eq!(list.len(), 1, "only the healthy container exists: {list:?}");
+    assert_eq!(
+        a.pod("ok").unwrap()["status"]["containerStatuses"][0]["restartCount"],
+        0
+    );
+    assert_eq!(a.http("/healthz").as_deref(), Some("ok"));
+}
+
+#[test]
+fn pre_stop_hook_runs_and_grace_period_ends_in_sigkill() {
+    let mut a = Agent::new("prestop");
+    a.start();
+    let marker = a.base.join("prestop-ran");
+    let hook = "    volumeMounts: [{name: out, mountPath: /out}]\n    lifecycle:\n      preStop:\n        exec: {command: [sh, -c, 'echo bye > /out/prestop-ran']}\n".to_string();
+    let spec = format!(
+        "  volumes:\n  - {{name: out, hostPath: {{path: {}, type: Directory}}}}\n",
+        a.base.display()
+    );
+    // A shell that ignores SIGTERM: only SIGKILL after the 1 s grace period ends it.
+    a.write_manifest(
+        "stubborn.yaml",
+        &pod_yaml(
+            "stubborn",
+            &spec,
+            &hook,
+            "[sh, -c, 'trap \"\" TERM; while true; do sleep 1; done']",
+        ),
+    );
+    a.wait_running("stubborn", "main");
+    let started = std::time::Instant::now();
+    a.remove_manifest("stubborn.yaml");
+    wait_until("the pod to go", Duration::from_secs(30), || {
+        a.pod("stubborn").is_none().then_some(())
+    });
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "the grace period was honoured"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&marker).unwrap(),
+        "bye\n",
+        "preStop ran"
+    );
+    assert!(
+        a.agent_log()
+            .contains("still running after 1s grace; killing it"),
+        "{}",
+        a.agent_log()
+    );
+    assert!(a.crun_list().is_empty());
 }

@@ -8,12 +8,19 @@ use std::path::{Path, PathBuf};
 const NODE: &str = "node1";
 
 fn corpus(dir: &str) -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/manifests").join(dir);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/manifests")
+        .join(dir);
     let mut files: Vec<PathBuf> = fs::read_dir(&root)
         .unwrap()
         .flatten()
         .map(|e| e.path())
-        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json")))
+        .filter(|p| {
+            matches!(
+                p.extension().and_then(|e| e.to_str()),
+                Some("yaml" | "yml" | "json")
+            )
+        })
         .collect();
     files.sort();
     files
@@ -26,7 +33,10 @@ fn expectation(path: &Path) -> (String, String) {
     let text = String::from_utf8_lossy(&bytes);
     let get = |key: &str| {
         text.lines()
-            .find_map(|l| l.strip_prefix(&format!("# {key}:")).map(|v| v.trim().to_string()))
+            .find_map(|l| {
+                l.strip_prefix(&format!("# {key}:"))
+                    .map(|v| v.trim().to_string())
+            })
             .unwrap_or_else(|| panic!("{}: no '# {key}:' line", path.display()))
     };
     (get("expect-field"), get("expect-message"))
@@ -41,17 +51,31 @@ fn every_invalid_manifest_is_refused_with_the_expected_error() {
         let (field, message) = expectation(path);
         let bytes = fs::read(path).unwrap();
         match manifest::load(&bytes, &Source::File(path.clone()), NODE) {
-            Ok(_) => failures.push(format!("{}: accepted, expected {field}: {message}", path.display())),
+            Ok(_) => failures.push(format!(
+                "{}: accepted, expected {field}: {message}",
+                path.display()
+            )),
             Err(err) => {
                 let text = err.to_string();
-                let hit = err.errors.iter().any(|e| e.field == field && e.message.to_lowercase().contains(&message.to_lowercase()));
+                let hit = err.errors.iter().any(|e| {
+                    e.field == field && e.message.to_lowercase().contains(&message.to_lowercase())
+                });
                 if !hit || !text.contains(&path.display().to_string()) {
-                    failures.push(format!("{}: expected {field}: {message}\n  got: {text}", path.display()));
+                    failures.push(format!(
+                        "{}: expected {field}: {message}\n  got: {text}",
+                        path.display()
+                    ));
                 }
             }
         }
     }
-    assert!(failures.is_empty(), "{} of {} files:\n{}", failures.len(), files.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} files:\n{}",
+        failures.len(),
+        files.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]

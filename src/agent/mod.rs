@@ -13,7 +13,9 @@ use crate::cli::{run_config, Failure, RunCmd};
 use crate::config::Config;
 use crate::desired::{log_problem_changes, DesiredSet, Problem};
 use crate::image::ImageStore;
-use crate::reconcile::{plan, Action, PodState, ProbeKind, Running, SandboxState, StartFailure, Tick};
+use crate::reconcile::{
+    plan, Action, PodState, ProbeKind, Running, SandboxState, StartFailure, Tick,
+};
 use crate::runtime::crun::Crun;
 use crate::runtime::podsetup::Sandbox;
 use crate::runtime::{ExitRecord, Layout};
@@ -28,12 +30,31 @@ use std::time::{Duration, Instant};
 
 pub enum Event {
     Snapshot(Snapshot),
-    SetupDone { uid: String, result: Result<Sandbox, String> },
-    Started { uid: String, index: usize, result: Result<Running, StartFailure>, latency: Duration },
+    SetupDone {
+        uid: String,
+        result: Result<Sandbox, String>,
+    },
+    Started {
+        uid: String,
+        index: usize,
+        result: Result<Running, StartFailure>,
+        latency: Duration,
+    },
     Exit(ExitRecord),
-    Stopped { uid: String, index: usize },
-    Probe { uid: String, index: usize, kind: ProbeKind, success: bool, message: String },
-    TornDown { uid: String },
+    Stopped {
+        uid: String,
+        index: usize,
+    },
+    Probe {
+        uid: String,
+        index: usize,
+        kind: ProbeKind,
+        success: bool,
+        message: String,
+    },
+    TornDown {
+        uid: String,
+    },
     Shutdown,
 }
 
@@ -55,21 +76,44 @@ pub fn main(cmd: &RunCmd) -> Result<(), Failure> {
     for f in &config.ignored_fields {
         log::info!("KubeletConfiguration field {f} is not used by staticlet; ignoring it");
     }
-    let runtime = crate::host::which(&config.runtime_path)
-        .ok_or_else(|| Failure::Usage(format!("runtime {} not found on PATH; install crun or set --runtime", config.runtime_path.display())))?;
+    let runtime = crate::host::which(&config.runtime_path).ok_or_else(|| {
+        Failure::Usage(format!(
+            "runtime {} not found on PATH; install crun or set --runtime",
+            config.runtime_path.display()
+        ))
+    })?;
     let layout = Layout::new(&config.root_dir, &config.pod_logs_dir);
-    for d in [layout.crun_root(), layout.exits(), layout.pods(), layout.logs.clone()] {
-        std::fs::create_dir_all(&d).map_err(|e| Failure::Failed(format!("{}: {e}", d.display())))?;
+    for d in [
+        layout.crun_root(),
+        layout.exits(),
+        layout.pods(),
+        layout.logs.clone(),
+    ] {
+        std::fs::create_dir_all(&d)
+            .map_err(|e| Failure::Failed(format!("{}: {e}", d.display())))?;
     }
     crate::fsutil::remove_stale_temps(&layout.exits());
     let store = ImageStore::open(&config.root_dir).map_err(|e| Failure::Failed(e.to_string()))?;
-    let exe = std::env::current_exe().map_err(|e| Failure::Failed(format!("cannot find my own executable: {e}")))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| Failure::Failed(format!("cannot find my own executable: {e}")))?;
     let (tx, rx) = smol::channel::unbounded();
     let board = Arc::new(StatusBoard::default());
     if let Some(addr) = config.status_address {
-        crate::status::server::start(addr, board.clone()).map_err(|e| Failure::Failed(format!("status endpoint {addr}: {e}")))?;
+        crate::status::server::start(addr, board.clone())
+            .map_err(|e| Failure::Failed(format!("status endpoint {addr}: {e}")))?;
     }
-    let ctx = Arc::new(Context { crun: Crun { binary: runtime, root: layout.crun_root() }, config, layout, store, exe, events: tx, board });
+    let ctx = Arc::new(Context {
+        crun: Crun {
+            binary: runtime,
+            root: layout.crun_root(),
+        },
+        config,
+        layout,
+        store,
+        exe,
+        events: tx,
+        board,
+    });
     let ex = Rc::new(smol::LocalExecutor::new());
     smol::block_on(ex.run(Agent::new(ctx, ex.clone()).run(rx)));
     Ok(())
@@ -94,7 +138,15 @@ impl Agent {
         if let Some(u) = &ctx.config.static_pod_url {
             keys.push(SourceKey::Url(u.clone()));
         }
-        Agent { ctx, ex, pods: BTreeMap::new(), desired: DesiredSet::new(keys), problems: Vec::new(), epoch: Instant::now(), start_latency: Default::default() }
+        Agent {
+            ctx,
+            ex,
+            pods: BTreeMap::new(),
+            desired: DesiredSet::new(keys),
+            problems: Vec::new(),
+            epoch: Instant::now(),
+            start_latency: Default::default(),
+        }
     }
 
     fn now(&self) -> Tick {
@@ -107,7 +159,8 @@ impl Agent {
 
     async fn run(mut self, rx: Receiver<Event>) {
         let now = self.now();
-        let pending_exits = recover::recover(&self.ctx, &mut self.pods, &mut self.desired, now).await;
+        let pending_exits =
+            recover::recover(&self.ctx, &mut self.pods, &mut self.desired, now).await;
         log::info!(
             "staticlet {} on node {}: {} pod(s) adopted; sources: {}",
             env!("CARGO_PKG_VERSION"),
@@ -117,7 +170,12 @@ impl Agent {
         );
         if let Some(path) = self.ctx.config.static_pod_path.clone() {
             let src = source::dir::DirSource::new(path, self.ctx.config.node_name.clone());
-            self.spawn(source::run_dir(src, self.ctx.config.file_check_frequency, self.ctx.events.clone(), Event::Snapshot));
+            self.spawn(source::run_dir(
+                src,
+                self.ctx.config.file_check_frequency,
+                self.ctx.events.clone(),
+                Event::Snapshot,
+            ));
         }
         self.spawn(recover::watch_exits(self.ctx.clone()));
         self.spawn(watch_signals(self.ctx.events.clone()));
@@ -190,8 +248,15 @@ impl Agent {
                     p.on_setup(result, now);
                 }
             }
-            Event::Started { uid, index, result, latency } => {
-                let Some(p) = self.pods.get_mut(&uid) else { return };
+            Event::Started {
+                uid,
+                index,
+                result,
+                latency,
+            } => {
+                let Some(p) = self.pods.get_mut(&uid) else {
+                    return;
+                };
                 let name = format!("{}/{}", p.pod.full_name(), p.containers[index].name);
                 match result {
                     Ok(running) => {
@@ -219,15 +284,32 @@ impl Agent {
                     p.on_stopped(index);
                 }
             }
-            Event::Probe { uid, index, kind, success, message } => {
-                let Some(p) = self.pods.get_mut(&uid) else { return };
+            Event::Probe {
+                uid,
+                index,
+                kind,
+                success,
+                message,
+            } => {
+                let Some(p) = self.pods.get_mut(&uid) else {
+                    return;
+                };
                 let was_ready = p.containers[index].ready;
                 if let Some(why) = p.on_probe(index, kind, success, &message, now) {
-                    log::warn!("{}/{}: {why}; restarting it", p.pod.full_name(), p.containers[index].name);
+                    log::warn!(
+                        "{}/{}: {why}; restarting it",
+                        p.pod.full_name(),
+                        p.containers[index].name
+                    );
                 }
                 let c = &p.containers[index];
                 if c.ready != was_ready {
-                    log::info!("{}/{}: {}", p.pod.full_name(), c.name, if c.ready { "ready" } else { "not ready" });
+                    log::info!(
+                        "{}/{}: {}",
+                        p.pod.full_name(),
+                        c.name,
+                        if c.ready { "ready" } else { "not ready" }
+                    );
                 }
             }
             Event::TornDown { uid } => {
@@ -242,10 +324,16 @@ impl Agent {
 
     fn on_exit(&mut self, rec: ExitRecord, now: Tick) {
         let exit_file = self.ctx.layout.exit_file(&rec.id);
-        let instance = self.ctx.layout.instance(&rec.pod_uid, &rec.container, rec.attempt);
+        let instance = self
+            .ctx
+            .layout
+            .instance(&rec.pod_uid, &rec.container, rec.attempt);
         let matched = self.pods.get_mut(&rec.pod_uid).and_then(|p| {
             let index = p.containers.iter().position(|c| c.name == rec.container)?;
-            let was_running = p.containers[index].running.as_ref().is_some_and(|r| r.attempt == rec.attempt);
+            let was_running = p.containers[index]
+                .running
+                .as_ref()
+                .is_some_and(|r| r.attempt == rec.attempt);
             p.on_exit(index, &rec, now);
             was_running.then_some(index)
         });
@@ -253,7 +341,9 @@ impl Agent {
             let p = &self.pods[&rec.pod_uid];
             let c = &p.containers[index];
             let t = c.last.as_ref().expect("on_exit records a termination");
-            let next = if p.finished(c) {
+            let next = if c.init && t.exit_code == 0 {
+                "done".to_string()
+            } else if p.finished(c) {
                 "not restarted (restartPolicy)".to_string()
             } else if p.terminating || c.stopping {
                 "stopped".to_string()
@@ -263,7 +353,13 @@ impl Agent {
                     _ => "restarting".to_string(),
                 }
             };
-            log::info!("{}/{}: exited with code {} ({}); {next}", p.pod.full_name(), c.name, t.exit_code, t.reason);
+            log::info!(
+                "{}/{}: exited with code {} ({}); {next}",
+                p.pod.full_name(),
+                c.name,
+                t.exit_code,
+                t.reason
+            );
             recover::save_container(&self.ctx.layout, p, index);
         }
         // The instance is finished either way: remove the crun container, its rootfs and
@@ -282,17 +378,32 @@ impl Agent {
         let desired = self.desired.desired();
         log_problem_changes(&self.problems, &desired.problems);
         self.problems = desired.problems.clone();
-        let wanted: std::collections::HashSet<&str> = desired.pods.values().map(|p| p.uid()).collect();
+        let wanted: std::collections::HashSet<&str> =
+            desired.pods.values().map(|p| p.uid()).collect();
         for p in self.pods.values_mut() {
-            if !p.terminating && !wanted.contains(p.uid()) && (desired.complete || desired.pods.contains_key(&p.pod.full_name())) {
-                log::info!("{}: manifest {}; stopping it", p.pod.full_name(), if desired.pods.contains_key(&p.pod.full_name()) { "changed" } else { "removed" });
+            if !p.terminating
+                && !wanted.contains(p.uid())
+                && (desired.complete || desired.pods.contains_key(&p.pod.full_name()))
+            {
+                log::info!(
+                    "{}: manifest {}; stopping it",
+                    p.pod.full_name(),
+                    if desired.pods.contains_key(&p.pod.full_name()) {
+                        "changed"
+                    } else {
+                        "removed"
+                    }
+                );
                 p.terminating = true;
             }
         }
         for pod in desired.pods.values() {
             if !self.pods.contains_key(pod.uid()) {
                 log::info!("{}: new pod from {}", pod.full_name(), pod.source);
-                self.pods.insert(pod.uid().to_string(), PodState::new(pod.clone(), wall.to_string()));
+                self.pods.insert(
+                    pod.uid().to_string(),
+                    PodState::new(pod.clone(), wall.to_string()),
+                );
             }
         }
     }
@@ -301,8 +412,12 @@ impl Agent {
     fn step(&mut self) -> Option<Tick> {
         let now = self.now();
         let mut wake: Option<Tick> = None;
-        let terminating_names: std::collections::HashSet<String> =
-            self.pods.values().filter(|p| p.terminating).map(|p| p.pod.full_name()).collect();
+        let terminating_names: std::collections::HashSet<String> = self
+            .pods
+            .values()
+            .filter(|p| p.terminating)
+            .map(|p| p.pod.full_name())
+            .collect();
         let uids: Vec<String> = self.pods.keys().cloned().collect();
         for uid in uids {
             let p = &self.pods[&uid];
@@ -324,7 +439,8 @@ impl Agent {
     fn execute(&mut self, uid: &str, action: Action) {
         let ctx = self.ctx.clone();
         let ex = self.ex.clone();
-        let spawn = |f: std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>| ex.spawn(f).detach();
+        let spawn =
+            |f: std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>| ex.spawn(f).detach();
         let p = self.pods.get_mut(uid).expect("planned pods exist");
         match action {
             Action::SetupSandbox => {
@@ -334,21 +450,56 @@ impl Agent {
             }
             Action::Start { index, attempt } => {
                 p.on_starting(index);
-                let SandboxState::Ready(sb) = &p.sandbox else { return };
-                spawn(Box::pin(actions::start(ctx, p.pod.clone(), sb.clone(), index, attempt)));
+                let SandboxState::Ready(sb) = &p.sandbox else {
+                    return;
+                };
+                spawn(Box::pin(actions::start(
+                    ctx,
+                    p.pod.clone(),
+                    sb.clone(),
+                    index,
+                    attempt,
+                )));
             }
             Action::Stop { index, grace } => {
                 let c = &mut p.containers[index];
                 c.stopping = true;
-                let Some(running) = c.running.clone() else { return };
-                let reason = c.stop_reason.clone().unwrap_or_else(|| "pod stopping".into());
-                log::debug!("{}/{}: stopping ({reason}), grace {}s", p.pod.full_name(), c.name, grace.as_secs());
-                spawn(Box::pin(actions::stop(ctx, p.pod.clone(), index, running, grace)));
+                let Some(running) = c.running.clone() else {
+                    return;
+                };
+                let reason = c
+                    .stop_reason
+                    .clone()
+                    .unwrap_or_else(|| "pod stopping".into());
+                log::debug!(
+                    "{}/{}: stopping ({reason}), grace {}s",
+                    p.pod.full_name(),
+                    c.name,
+                    grace.as_secs()
+                );
+                spawn(Box::pin(actions::stop(
+                    ctx,
+                    p.pod.clone(),
+                    index,
+                    running,
+                    grace,
+                )));
             }
             Action::Probe { index, kind } => {
                 p.on_probe_started(index, kind);
-                let (Some(running), SandboxState::Ready(sb)) = (p.containers[index].running.clone(), &p.sandbox) else { return };
-                spawn(Box::pin(actions::probe(ctx, p.pod.clone(), sb.clone(), index, kind, running)));
+                let (Some(running), SandboxState::Ready(sb)) =
+                    (p.containers[index].running.clone(), &p.sandbox)
+                else {
+                    return;
+                };
+                spawn(Box::pin(actions::probe(
+                    ctx,
+                    p.pod.clone(),
+                    sb.clone(),
+                    index,
+                    kind,
+                    running,
+                )));
             }
             Action::Teardown => {
                 p.sandbox = SandboxState::TearingDown;
@@ -364,11 +515,20 @@ impl Agent {
             .pods
             .values()
             .map(|p| {
-                let problem = self.problems.iter().find(|pr| pr.pod.as_deref() == Some(&p.pod.full_name())).map(|pr| pr.message.as_str());
+                let problem = self
+                    .problems
+                    .iter()
+                    .find(|pr| pr.pod.as_deref() == Some(&p.pod.full_name()))
+                    .map(|pr| pr.message.as_str());
                 crate::reconcile::status::pod_json(p, now, &wall, problem)
             })
             .collect();
-        self.ctx.board.publish(Shared { pods: items, problems: self.problems.clone(), start_latency: self.start_latency.clone(), log_paths: self.log_paths() });
+        self.ctx.board.publish(Shared {
+            pods: items,
+            problems: self.problems.clone(),
+            start_latency: self.start_latency.clone(),
+            log_paths: self.log_paths(),
+        });
     }
 
     /// Where each container's current and previous logs are, for `staticlet logs`.
@@ -376,10 +536,22 @@ impl Agent {
         let mut out = Vec::new();
         for p in self.pods.values() {
             for c in &p.containers {
-                let attempt = c.running.as_ref().map(|r| r.attempt).or(c.last.as_ref().map(|t| t.attempt));
+                let attempt = c
+                    .running
+                    .as_ref()
+                    .map(|r| r.attempt)
+                    .or(c.last.as_ref().map(|t| t.attempt));
                 let Some(attempt) = attempt else { continue };
-                let file = |a: u32| self.ctx.layout.log_file(p.pod.namespace(), p.pod.name(), p.uid(), &c.name, a);
-                let previous = if c.running.is_some() { c.last.as_ref().map(|t| file(t.attempt)) } else { attempt.checked_sub(1).map(file) };
+                let file = |a: u32| {
+                    self.ctx
+                        .layout
+                        .log_file(p.pod.namespace(), p.pod.name(), p.uid(), &c.name, a)
+                };
+                let previous = if c.running.is_some() {
+                    c.last.as_ref().map(|t| file(t.attempt))
+                } else {
+                    attempt.checked_sub(1).map(file)
+                };
                 out.push(crate::status::LogPaths {
                     namespace: p.pod.namespace().into(),
                     pod: p.pod.name().into(),

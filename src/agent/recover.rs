@@ -27,17 +27,27 @@ pub struct PodRecord {
 
 impl PodRecord {
     pub fn of(pod: &StaticPod) -> PodRecord {
-        PodRecord { source: pod.source.clone(), pod: pod.raw.clone() }
+        PodRecord {
+            source: pod.source.clone(),
+            pod: pod.raw.clone(),
+        }
     }
 
     pub fn save(&self, dir: &Path) -> std::io::Result<()> {
-        crate::fsutil::write_atomic(&dir.join("pod.json"), &serde_json::to_vec_pretty(self).unwrap_or_default())
+        crate::fsutil::write_atomic(
+            &dir.join("pod.json"),
+            &serde_json::to_vec_pretty(self).unwrap_or_default(),
+        )
     }
 
     fn load(dir: &Path) -> Option<StaticPod> {
         let rec: PodRecord = serde_json::from_slice(&fs::read(dir.join("pod.json")).ok()?).ok()?;
         let pod = serde_json::from_value(rec.pod.clone()).ok()?;
-        Some(StaticPod { pod, raw: rec.pod, source: rec.source })
+        Some(StaticPod {
+            pod,
+            raw: rec.pod,
+            source: rec.source,
+        })
     }
 }
 
@@ -61,7 +71,10 @@ pub fn save_container(layout: &Layout, p: &PodState, index: usize) {
     };
     let dir = layout.container(p.uid(), &c.name);
     let _ = fs::create_dir_all(&dir);
-    if let Err(e) = crate::fsutil::write_atomic(&dir.join("status.json"), &serde_json::to_vec(&rec).unwrap_or_default()) {
+    if let Err(e) = crate::fsutil::write_atomic(
+        &dir.join("status.json"),
+        &serde_json::to_vec(&rec).unwrap_or_default(),
+    ) {
         log::warn!("{}/{}: cannot save status: {e}", p.pod.full_name(), c.name);
     }
 }
@@ -81,17 +94,28 @@ fn source_key(ctx: &Context, source: &Source) -> Option<SourceKey> {
             let dir = ctx.config.static_pod_path.as_ref()?;
             (path.starts_with(dir) || path == dir).then(|| SourceKey::Dir(dir.clone()))
         }
-        Source::Url(url) => (ctx.config.static_pod_url.as_deref() == Some(url.as_str())).then(|| SourceKey::Url(url.clone())),
+        Source::Url(url) => (ctx.config.static_pod_url.as_deref() == Some(url.as_str()))
+            .then(|| SourceKey::Url(url.clone())),
     }
 }
 
-pub async fn recover(ctx: &Arc<Context>, pods: &mut BTreeMap<String, PodState>, desired: &mut DesiredSet, now: Tick) -> Vec<ExitRecord> {
+pub async fn recover(
+    ctx: &Arc<Context>,
+    pods: &mut BTreeMap<String, PodState>,
+    desired: &mut DesiredSet,
+    now: Tick,
+) -> Vec<ExitRecord> {
     let mut pending = Vec::new();
     let mut adopted: HashSet<String> = HashSet::new();
     let layout = &ctx.layout;
-    let entries: Vec<PathBuf> = fs::read_dir(layout.pods()).map(|rd| rd.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    let entries: Vec<PathBuf> = fs::read_dir(layout.pods())
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
     for dir in entries {
-        let uid = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let uid = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
         let Some(pod) = PodRecord::load(&dir).filter(|p| is_uid(&uid) && p.uid() == uid) else {
             log::warn!("{}: no usable pod record; removing it", dir.display());
             let d = dir.clone();
@@ -109,7 +133,11 @@ pub async fn recover(ctx: &Arc<Context>, pods: &mut BTreeMap<String, PodState>, 
                 desired.seed(key, origin, pod.clone());
             }
             None => {
-                log::info!("{}: its source ({}) is no longer configured; stopping it", pod.full_name(), pod.source);
+                log::info!(
+                    "{}: its source ({}) is no longer configured; stopping it",
+                    pod.full_name(),
+                    pod.source
+                );
                 st.terminating = true;
             }
         }
@@ -124,7 +152,11 @@ pub async fn recover(ctx: &Arc<Context>, pods: &mut BTreeMap<String, PodState>, 
                 c.backoff.delay = rec.backoff_delay_secs.map(Duration::from_secs);
             }
             let mut attempts: Vec<u32> = fs::read_dir(&cdir)
-                .map(|rd| rd.flatten().filter_map(|e| e.file_name().to_string_lossy().parse().ok()).collect())
+                .map(|rd| {
+                    rd.flatten()
+                        .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
+                        .collect()
+                })
                 .unwrap_or_default();
             attempts.sort();
             let latest = attempts.last().copied();
@@ -148,7 +180,11 @@ pub async fn recover(ctx: &Arc<Context>, pods: &mut BTreeMap<String, PodState>, 
                         pending.push(rec);
                     }
                     (Some(r), None) if Some(attempt) == latest && crun::alive(r.monitor_pid) => {
-                        log::info!("{}/{name}: adopted (pid {}, attempt {attempt})", pod.full_name(), r.pid);
+                        log::info!(
+                            "{}/{name}: adopted (pid {}, attempt {attempt})",
+                            pod.full_name(),
+                            r.pid
+                        );
                         adopted.insert(id.clone());
                         st.containers[index].running = Some(r);
                         st.containers[index].ever_started = true;
@@ -183,15 +219,25 @@ pub async fn recover(ctx: &Arc<Context>, pods: &mut BTreeMap<String, PodState>, 
 }
 
 fn since(now: Tick, started_at: &str) -> Tick {
-    let ran = crate::timefmt::parse_rfc3339(started_at).and_then(|t| SystemTime::now().duration_since(t).ok()).unwrap_or_default();
+    let ran = crate::timefmt::parse_rfc3339(started_at)
+        .and_then(|t| SystemTime::now().duration_since(t).ok())
+        .unwrap_or_default();
     now.saturating_sub(ran)
 }
 
 /// Removes crun containers, mounts and cgroups that belong to no known pod instance.
-async fn sweep_orphans(ctx: &Arc<Context>, pods: &BTreeMap<String, PodState>, adopted: &HashSet<String>) {
+async fn sweep_orphans(
+    ctx: &Arc<Context>,
+    pods: &BTreeMap<String, PodState>,
+    adopted: &HashSet<String>,
+) {
     let known: HashSet<String> = pods
         .values()
-        .flat_map(|p| p.containers.iter().filter_map(|c| c.running.as_ref().map(|r| r.id.clone())))
+        .flat_map(|p| {
+            p.containers
+                .iter()
+                .filter_map(|c| c.running.as_ref().map(|r| r.id.clone()))
+        })
         .chain(adopted.iter().cloned())
         .collect();
     if let Ok(list) = ctx.crun.list().await {
@@ -203,17 +249,28 @@ async fn sweep_orphans(ctx: &Arc<Context>, pods: &BTreeMap<String, PodState>, ad
     }
     let pods_dir = ctx.layout.pods();
     for (target, _) in crate::fsutil::mounts() {
-        let Ok(rest) = target.strip_prefix(&pods_dir) else { continue };
-        let uid = rest.components().next().map(|c| c.as_os_str().to_string_lossy().to_string()).unwrap_or_default();
+        let Ok(rest) = target.strip_prefix(&pods_dir) else {
+            continue;
+        };
+        let uid = rest
+            .components()
+            .next()
+            .map(|c| c.as_os_str().to_string_lossy().to_string())
+            .unwrap_or_default();
         if !pods.contains_key(&uid) {
             podsetup::unmount(&target);
         }
     }
     for dir in crate::host::cgroup_dirs("/staticlet") {
-        let Ok(entries) = fs::read_dir(&dir) else { continue };
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().to_string();
-            if name.strip_prefix("pod").is_some_and(|uid| !pods.contains_key(uid)) {
+            if name
+                .strip_prefix("pod")
+                .is_some_and(|uid| !pods.contains_key(uid))
+            {
                 super::actions::remove_cgroup(&format!("/staticlet/{name}"));
             }
         }
@@ -224,12 +281,16 @@ async fn sweep_orphans(ctx: &Arc<Context>, pods: &BTreeMap<String, PodState>, ad
 pub async fn watch_exits(ctx: Arc<Context>) {
     let dir = ctx.layout.exits();
     let inotify = match Inotify::init().and_then(|i| {
-        i.watches().add(&dir, WatchMask::MOVED_TO | WatchMask::CLOSE_WRITE)?;
+        i.watches()
+            .add(&dir, WatchMask::MOVED_TO | WatchMask::CLOSE_WRITE)?;
         smol::Async::new(i)
     }) {
         Ok(i) => i,
         Err(e) => {
-            log::error!("cannot watch {}: {e}; container exits are only seen at the next relist", dir.display());
+            log::error!(
+                "cannot watch {}: {e}; container exits are only seen at the next relist",
+                dir.display()
+            );
             return;
         }
     };
@@ -240,7 +301,13 @@ pub async fn watch_exits(ctx: Arc<Context>) {
         read_json::<ExitRecord>(&dir.join(name))
     };
     // Records written between recovery and the watch.
-    let existing: Vec<String> = fs::read_dir(&dir).map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().to_string()).collect()).unwrap_or_default();
+    let existing: Vec<String> = fs::read_dir(&dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
     for name in existing {
         if let Some(rec) = send(&name) {
             let _ = ctx.events.send(Event::Exit(rec)).await;
@@ -253,7 +320,9 @@ pub async fn watch_exits(ctx: Arc<Context>) {
         let names = unsafe {
             inotify.read_with_mut(|i| {
                 let events = i.read_events(&mut buffer)?;
-                Ok(events.filter_map(|e| e.name.map(|n| n.to_string_lossy().to_string())).collect::<Vec<_>>())
+                Ok(events
+                    .filter_map(|e| e.name.map(|n| n.to_string_lossy().to_string()))
+                    .collect::<Vec<_>>())
             })
         }
         .await;

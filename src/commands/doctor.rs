@@ -33,7 +33,10 @@ pub fn run(cmd: &DoctorCmd) -> Result<(), Failure> {
     if host::is_root() {
         r.ok("user", "running as root");
     } else {
-        r.fail("user", "not root: staticlet creates containers, mounts and cgroups; run it as root");
+        r.fail(
+            "user",
+            "not root: staticlet creates containers, mounts and cgroups; run it as root",
+        );
     }
     match host::which(&config.runtime_path) {
         Some(path) => match host::runtime_version(&path) {
@@ -47,25 +50,43 @@ pub fn run(cmd: &DoctorCmd) -> Result<(), Failure> {
     }
     check_cgroups(&mut r);
     if host::overlay_supported() {
-        r.ok("overlayfs", "supported: containers get a copy-on-write rootfs");
+        r.ok(
+            "overlayfs",
+            "supported: containers get a copy-on-write rootfs",
+        );
     } else {
         r.warn("overlayfs", "not in /proc/filesystems (modprobe overlay, or CONFIG_OVERLAY_FS=y); staticlet falls back to copying each image's rootfs, which is slower and uses more disk");
     }
-    let missing: Vec<&str> = ["net", "ipc", "uts", "pid", "mnt"].into_iter().filter(|ns| !Path::new("/proc/self/ns").join(ns).exists()).collect();
+    let missing: Vec<&str> = ["net", "ipc", "uts", "pid", "mnt"]
+        .into_iter()
+        .filter(|ns| !Path::new("/proc/self/ns").join(ns).exists())
+        .collect();
     if missing.is_empty() {
         r.ok("namespaces", "net, ipc, uts, pid and mnt are available");
     } else {
-        r.fail("namespaces", &format!("missing {}: enable CONFIG_NAMESPACES and the *_NS options in the kernel", missing.join(", ")));
+        r.fail(
+            "namespaces",
+            &format!(
+                "missing {}: enable CONFIG_NAMESPACES and the *_NS options in the kernel",
+                missing.join(", ")
+            ),
+        );
     }
     check_dir(&mut r, "root dir", &config.root_dir);
     check_dir(&mut r, "pod logs dir", &config.pod_logs_dir);
     match &config.static_pod_path {
         Some(p) if p.exists() => r.ok("manifests", &format!("{} exists", p.display())),
-        Some(p) => r.warn("manifests", &format!("{} does not exist yet; staticlet waits for it", p.display())),
+        Some(p) => r.warn(
+            "manifests",
+            &format!("{} does not exist yet; staticlet waits for it", p.display()),
+        ),
         None => r.ok("manifests", "no staticPodPath configured"),
     }
     if r.failures > 0 {
-        return Err(Failure::Failed(format!("{} problem(s) to fix before running pods", r.failures)));
+        return Err(Failure::Failed(format!(
+            "{} problem(s) to fix before running pods",
+            r.failures
+        )));
     }
     println!("this host can run staticlet");
     Ok(())
@@ -97,7 +118,9 @@ fn check_cgroups(r: &mut Report) {
 }
 
 fn check_dir(r: &mut Report, what: &str, dir: &Path) {
-    match std::fs::create_dir_all(dir).and_then(|_| crate::fsutil::write_atomic(&dir.join(".doctor"), b"ok")) {
+    match std::fs::create_dir_all(dir)
+        .and_then(|_| crate::fsutil::write_atomic(&dir.join(".doctor"), b"ok"))
+    {
         Ok(()) => {
             let _ = std::fs::remove_file(dir.join(".doctor"));
             r.ok(what, &format!("{} is writable", dir.display()));

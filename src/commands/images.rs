@@ -13,13 +13,25 @@ pub fn run(cmd: &ImagesCmd) -> Result<(), Failure> {
     match &cmd.action {
         ImagesAction::Import(i) => {
             let name = match &i.name {
-                Some(n) => Some(Reference::parse(n).map_err(|e| Failure::Usage(format!("--name {n:?}: {e}")))?),
+                Some(n) => Some(
+                    Reference::parse(n)
+                        .map_err(|e| Failure::Usage(format!("--name {n:?}: {e}")))?,
+                ),
                 None => None,
             };
-            let refs = import::import(&store, &i.path, name.as_ref(), &crate::timefmt::now_rfc3339()).map_err(failed)?;
+            let refs = import::import(
+                &store,
+                &i.path,
+                name.as_ref(),
+                &crate::timefmt::now_rfc3339(),
+            )
+            .map_err(failed)?;
             for r in refs {
                 // Unpack now, so the first pod start does not pay for it.
-                if let Some(image) = store.resolve(&Reference::parse(&r).map_err(|e| Failure::Failed(e.to_string()))?).map_err(failed)? {
+                if let Some(image) = store
+                    .resolve(&Reference::parse(&r).map_err(|e| Failure::Failed(e.to_string()))?)
+                    .map_err(failed)?
+                {
                     store.rootfs(&image).map_err(failed)?;
                 }
                 println!("imported {r}");
@@ -30,13 +42,23 @@ pub fn run(cmd: &ImagesCmd) -> Result<(), Failure> {
             let refs = store.refs().map_err(failed)?;
             println!("{:<50} {:<20} {:>10}  IMPORTED", "IMAGE", "DIGEST", "SIZE");
             for (r, rec) in refs {
-                let short = rec.manifest.trim_start_matches("sha256:").get(..12).unwrap_or("").to_string();
-                println!("{r:<50} {short:<20} {:>10}  {}", human_size(rec.size), rec.imported);
+                let short = rec
+                    .manifest
+                    .trim_start_matches("sha256:")
+                    .get(..12)
+                    .unwrap_or("")
+                    .to_string();
+                println!(
+                    "{r:<50} {short:<20} {:>10}  {}",
+                    human_size(rec.size),
+                    rec.imported
+                );
             }
             Ok(())
         }
         ImagesAction::Rm(r) => {
-            let reference = Reference::parse(&r.reference).map_err(|e| Failure::Usage(format!("{:?}: {e}", r.reference)))?;
+            let reference = Reference::parse(&r.reference)
+                .map_err(|e| Failure::Usage(format!("{:?}: {e}", r.reference)))?;
             let removed = store.remove(&reference).map_err(failed)?;
             println!("removed {removed}");
             Ok(())

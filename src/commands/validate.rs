@@ -9,7 +9,9 @@ use std::time::SystemTime;
 
 pub fn run(cmd: &ValidateCmd) -> Result<(), Failure> {
     if cmd.files.is_empty() {
-        return Err(Failure::Usage("validate: name at least one manifest file or directory".into()));
+        return Err(Failure::Usage(
+            "validate: name at least one manifest file or directory".into(),
+        ));
     }
     let mut config = base_config(cmd.config.as_ref())?;
     if let Some(n) = &cmd.node_name {
@@ -18,11 +20,18 @@ pub fn run(cmd: &ValidateCmd) -> Result<(), Failure> {
     let mut problems = 0;
     let mut pods = 0;
     // One desired set across all arguments, so duplicate names across files are caught.
-    let keys: Vec<SourceKey> = cmd.files.iter().map(|f| SourceKey::Dir(f.clone())).collect();
+    let keys: Vec<SourceKey> = cmd
+        .files
+        .iter()
+        .map(|f| SourceKey::Dir(f.clone()))
+        .collect();
     let mut set = DesiredSet::new(keys);
     for path in &cmd.files {
         if !path.exists() {
-            eprintln!("{}: (file): cannot read: no such file or directory", path.display());
+            eprintln!(
+                "{}: (file): cannot read: no such file or directory",
+                path.display()
+            );
             problems += 1;
             continue;
         }
@@ -43,7 +52,9 @@ pub fn run(cmd: &ValidateCmd) -> Result<(), Failure> {
         log::debug!("{}: ok ({})", pod.source, pod.full_name());
     }
     if problems > 0 {
-        return Err(Failure::Failed(format!("{problems} problem(s) found; {pods} pod(s) valid")));
+        return Err(Failure::Failed(format!(
+            "{problems} problem(s) found; {pods} pod(s) valid"
+        )));
     }
     println!("{pods} pod(s) valid");
     Ok(())

@@ -35,7 +35,10 @@ fn staticlet_configuration_is_read() {
 
 #[test]
 fn unknown_key_is_an_error_naming_it() {
-    let p = write("typo.yaml", "apiVersion: staticlet.dev/v1alpha1\nkind: StaticletConfiguration\nstaticPodPth: /etc/m\n");
+    let p = write(
+        "typo.yaml",
+        "apiVersion: staticlet.dev/v1alpha1\nkind: StaticletConfiguration\nstaticPodPth: /etc/m\n",
+    );
     let err = load_file(&p).unwrap_err().to_string();
     assert!(err.contains("staticPodPth"), "{err}");
     assert!(err.contains("typo.yaml"), "{err}");
@@ -45,9 +48,15 @@ fn unknown_key_is_an_error_naming_it() {
 fn bad_values_name_the_field() {
     let p = write("bad.yaml", "apiVersion: staticlet.dev/v1alpha1\nkind: StaticletConfiguration\nfileCheckFrequency: often\n");
     let err = load_file(&p).unwrap_err().to_string();
-    assert!(err.contains("fileCheckFrequency") && err.contains("often"), "{err}");
+    assert!(
+        err.contains("fileCheckFrequency") && err.contains("often"),
+        "{err}"
+    );
     let p = write("addr.yaml", "apiVersion: staticlet.dev/v1alpha1\nkind: StaticletConfiguration\nstatusAddress: localhost\n");
-    assert!(load_file(&p).unwrap_err().to_string().contains("statusAddress"));
+    assert!(load_file(&p)
+        .unwrap_err()
+        .to_string()
+        .contains("statusAddress"));
 }
 
 #[test]
@@ -59,17 +68,26 @@ fn kubelet_configuration_uses_shared_fields_and_names_the_rest() {
          authentication: {anonymous: {enabled: false}}\n",
     );
     let c = load_file(&p).unwrap();
-    assert_eq!(c.static_pod_path, Some(PathBuf::from("/etc/kubernetes/manifests")));
+    assert_eq!(
+        c.static_pod_path,
+        Some(PathBuf::from("/etc/kubernetes/manifests"))
+    );
     assert_eq!(c.file_check_frequency, Duration::from_secs(10));
     assert_eq!(c.container_log_max_size, 5 * 1024 * 1024);
     assert_eq!(c.container_log_max_files, 2);
-    assert_eq!(c.ignored_fields, vec!["authentication".to_string(), "clusterDNS".to_string()]);
+    assert_eq!(
+        c.ignored_fields,
+        vec!["authentication".to_string(), "clusterDNS".to_string()]
+    );
 }
 
 #[test]
 fn wrong_kind_is_refused() {
     let p = write("pod.yaml", "apiVersion: v1\nkind: Pod\n");
-    assert!(load_file(&p).unwrap_err().to_string().contains("expected apiVersion"));
+    assert!(load_file(&p)
+        .unwrap_err()
+        .to_string()
+        .contains("expected apiVersion"));
 }
 
 #[test]

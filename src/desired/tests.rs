@@ -7,17 +7,27 @@ const NODE: &str = "n1";
 fn pod(origin: &str, name: &str, cmd: &str) -> Entry {
     let yaml = format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  containers:\n  - {{name: c, image: busybox, command: [{cmd}]}}\n");
     let src = Source::File(origin.into());
-    Entry { origin: origin.into(), result: Ok(manifest::load(yaml.as_bytes(), &src, NODE).unwrap()) }
+    Entry {
+        origin: origin.into(),
+        result: Ok(manifest::load(yaml.as_bytes(), &src, NODE).unwrap()),
+    }
 }
 
 fn bad(origin: &str) -> Entry {
     let src = Source::File(origin.into());
     let err: ManifestError = manifest::load(b"kind: Pod", &src, NODE).unwrap_err();
-    Entry { origin: origin.into(), result: Err(err) }
+    Entry {
+        origin: origin.into(),
+        result: Err(err),
+    }
 }
 
 fn snap(entries: Vec<Entry>) -> Snapshot {
-    Snapshot { key: SourceKey::Dir("/m".into()), entries, complete: true }
+    Snapshot {
+        key: SourceKey::Dir("/m".into()),
+        entries,
+        complete: true,
+    }
 }
 
 fn set() -> DesiredSet {
@@ -31,7 +41,11 @@ fn invalid_edit_keeps_the_last_good_pod() {
     let uid = d.desired().pods["default/a-n1"].uid().to_string();
     d.apply(snap(vec![bad("/m/a.yaml")]), "t2");
     let now = d.desired();
-    assert_eq!(now.pods["default/a-n1"].uid(), uid, "the last good version stays");
+    assert_eq!(
+        now.pods["default/a-n1"].uid(),
+        uid,
+        "the last good version stays"
+    );
     assert_eq!(now.problems.len(), 1);
     assert_eq!(now.problems[0].pod.as_deref(), Some("default/a-n1"));
     assert!(now.problems[0].message.starts_with("/m/a.yaml: "));
@@ -62,12 +76,24 @@ fn a_new_invalid_file_starts_nothing() {
 #[test]
 fn duplicates_keep_the_first_file_and_name_both() {
     let mut d = set();
-    d.apply(snap(vec![pod("/m/a.yaml", "web", "sleep"), pod("/m/b.yaml", "web", "'true'")]), "t1");
+    d.apply(
+        snap(vec![
+            pod("/m/a.yaml", "web", "sleep"),
+            pod("/m/b.yaml", "web", "'true'"),
+        ]),
+        "t1",
+    );
     let out = d.desired();
     assert_eq!(out.pods.len(), 1);
-    assert_eq!(out.pods["default/web-n1"].source, Source::File("/m/a.yaml".into()));
+    assert_eq!(
+        out.pods["default/web-n1"].source,
+        Source::File("/m/a.yaml".into())
+    );
     let msg = &out.problems[0].message;
-    assert!(msg.contains("/m/a.yaml") && msg.contains("/m/b.yaml") && msg.contains("Duplicate"), "{msg}");
+    assert!(
+        msg.contains("/m/a.yaml") && msg.contains("/m/b.yaml") && msg.contains("Duplicate"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -77,16 +103,35 @@ fn seen_is_stamped_once_per_uid() {
     d.apply(snap(vec![pod("/m/a.yaml", "a", "sleep")]), "t2");
     assert_eq!(d.desired().pods["default/a-n1"].seen(), Some("t1"));
     d.apply(snap(vec![pod("/m/a.yaml", "a", "'true'")]), "t3");
-    assert_eq!(d.desired().pods["default/a-n1"].seen(), Some("t3"), "an edit is a new pod");
+    assert_eq!(
+        d.desired().pods["default/a-n1"].seen(),
+        Some("t3"),
+        "an edit is a new pod"
+    );
 }
 
 #[test]
 fn incomplete_until_every_source_reported_and_seeds_survive() {
-    let mut d = DesiredSet::new(vec![SourceKey::Dir("/m".into()), SourceKey::Url("u".into())]);
-    let Entry { result: Ok(p), .. } = pod("/m/a.yaml", "a", "sleep") else { unreachable!() };
+    let mut d = DesiredSet::new(vec![
+        SourceKey::Dir("/m".into()),
+        SourceKey::Url("u".into()),
+    ]);
+    let Entry { result: Ok(p), .. } = pod("/m/a.yaml", "a", "sleep") else {
+        unreachable!()
+    };
     d.seed(SourceKey::Dir("/m".into()), "/m/a.yaml".into(), p);
-    d.apply(Snapshot { key: SourceKey::Dir("/m".into()), entries: vec![bad("/m/a.yaml")], complete: true }, "t");
+    d.apply(
+        Snapshot {
+            key: SourceKey::Dir("/m".into()),
+            entries: vec![bad("/m/a.yaml")],
+            complete: true,
+        },
+        "t",
+    );
     let out = d.desired();
     assert!(!out.complete);
-    assert!(out.pods.contains_key("default/a-n1"), "a seeded pod survives an invalid file at start-up");
+    assert!(
+        out.pods.contains_key("default/a-n1"),
+        "a seeded pod survives an invalid file at start-up"
+    );
 }

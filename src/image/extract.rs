@@ -64,7 +64,11 @@ fn stays_inside(dir: &Path, target: &Path) -> bool {
 /// Resolves `rel` (normal components only) inside `root`, following symlinks in all but the
 /// last component as the container would: absolute targets restart at `root`, `..` stops there.
 pub fn resolve_in_root(root: &Path, rel: &Path) -> io::Result<PathBuf> {
-    let mut pending: Vec<PathBuf> = rel.components().rev().map(|c| PathBuf::from(c.as_os_str())).collect();
+    let mut pending: Vec<PathBuf> = rel
+        .components()
+        .rev()
+        .map(|c| PathBuf::from(c.as_os_str()))
+        .collect();
     let last = pending.remove(0);
     let mut current = PathBuf::new();
     let mut hops = 0;
@@ -125,7 +129,10 @@ fn ensure_dirs(root: &Path, rel: &Path) -> io::Result<()> {
                 fs::DirBuilder::new().mode(0o755).create(&full)?;
             }
             // A dangling symlink's target is created inside the root, with its parents.
-            Err(_) => fs::DirBuilder::new().recursive(true).mode(0o755).create(&full)?,
+            Err(_) => fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(&full)?,
         }
     }
     Ok(())
@@ -138,7 +145,9 @@ pub fn open_layer(path: &Path) -> io::Result<Box<dyn Read>> {
     let n = f.read(&mut magic)?;
     let f = fs::File::open(path)?;
     if n == 2 && magic == [0x1f, 0x8b] {
-        Ok(Box::new(flate2::read::GzDecoder::new(io::BufReader::new(f))))
+        Ok(Box::new(flate2::read::GzDecoder::new(io::BufReader::new(
+            f,
+        ))))
     } else {
         Ok(Box::new(io::BufReader::new(f)))
     }
@@ -160,8 +169,15 @@ impl<R: Read> Read for HashingReader<R> {
 
 /// Applies one uncompressed layer stream onto `root`. `diff_id`, when given, is checked
 /// against the SHA-256 of the whole stream.
-pub fn apply_layer(root: &Path, layer: impl Read, diff_id: Option<&str>) -> Result<(), ExtractError> {
-    let mut reader = HashingReader { inner: layer, hasher: Sha256::new() };
+pub fn apply_layer(
+    root: &Path,
+    layer: impl Read,
+    diff_id: Option<&str>,
+) -> Result<(), ExtractError> {
+    let mut reader = HashingReader {
+        inner: layer,
+        hasher: Sha256::new(),
+    };
     let mut written: HashSet<PathBuf> = HashSet::new();
     {
         let mut archive = tar::Archive::new(&mut reader);
@@ -169,8 +185,14 @@ pub fn apply_layer(root: &Path, layer: impl Read, diff_id: Option<&str>) -> Resu
             let mut entry = entry.map_err(ExtractError::Read)?;
             let raw_name = entry.path().map_err(ExtractError::Read)?.into_owned();
             let shown = raw_name.display().to_string();
-            let refused = |reason| ExtractError::Refused { entry: shown.clone(), reason };
-            let io_err = |source| ExtractError::Io { entry: shown.clone(), source };
+            let refused = |reason| ExtractError::Refused {
+                entry: shown.clone(),
+                reason,
+            };
+            let io_err = |source| ExtractError::Io {
+                entry: shown.clone(),
+                source,
+            };
             let rel = clean_entry_name(&raw_name).map_err(refused)?;
             if rel.as_os_str().is_empty() {
                 continue; // the root itself ("./")
@@ -195,7 +217,8 @@ pub fn apply_layer(root: &Path, layer: impl Read, diff_id: Option<&str>) -> Resu
                 continue;
             }
             if let Some(hidden) = name_bytes.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
-                let target = resolve_in_root(root, &parent.join(OsStr::from_bytes(hidden))).map_err(io_err)?;
+                let target = resolve_in_root(root, &parent.join(OsStr::from_bytes(hidden)))
+                    .map_err(io_err)?;
                 remove_any(&target).map_err(io_err)?;
                 continue;
             }
@@ -206,22 +229,38 @@ pub fn apply_layer(root: &Path, layer: impl Read, diff_id: Option<&str>) -> Resu
             ensure_dirs(root, &parent).map_err(io_err)?;
             let dest = resolve_in_root(root, &rel).map_err(io_err)?;
             let mode = entry.header().mode().unwrap_or(0o644) & 0o7777;
-            let (uid, gid) = (entry.header().uid().unwrap_or(0), entry.header().gid().unwrap_or(0));
+            let (uid, gid) = (
+                entry.header().uid().unwrap_or(0),
+                entry.header().gid().unwrap_or(0),
+            );
             if kind.is_dir() {
-                if !fs::symlink_metadata(&dest).map(|m| m.is_dir()).unwrap_or(false) {
+                if !fs::symlink_metadata(&dest)
+                    .map(|m| m.is_dir())
+                    .unwrap_or(false)
+                {
                     remove_any(&dest).map_err(io_err)?;
-                    fs::DirBuilder::new().mode(0o755).create(&dest).map_err(io_err)?;
+                    fs::DirBuilder::new()
+                        .mode(0o755)
+                        .create(&dest)
+                        .map_err(io_err)?;
                 }
             } else if kind.is_symlink() {
-                let target = entry.link_name().map_err(ExtractError::Read)?.ok_or_else(|| refused("symlink without a target"))?;
+                let target = entry
+                    .link_name()
+                    .map_err(ExtractError::Read)?
+                    .ok_or_else(|| refused("symlink without a target"))?;
                 if !target.is_absolute() && !stays_inside(&parent, &target) {
                     return Err(refused("symlink points outside the image root"));
                 }
                 remove_any(&dest).map_err(io_err)?;
                 symlink(&target, &dest).map_err(io_err)?;
             } else if kind.is_hard_link() {
-                let target = entry.link_name().map_err(ExtractError::Read)?.ok_or_else(|| refused("hard link without a target"))?;
-                let target = clean_entry_name(&target).map_err(|_| refused("hard link points outside the image root"))?;
+                let target = entry
+                    .link_name()
+                    .map_err(ExtractError::Read)?
+                    .ok_or_else(|| refused("hard link without a target"))?;
+                let target = clean_entry_name(&target)
+                    .map_err(|_| refused("hard link points outside the image root"))?;
                 let source = resolve_in_root(root, &target).map_err(io_err)?;
                 let meta = fs::symlink_metadata(&source).map_err(io_err)?;
                 if meta.is_dir() {
@@ -231,7 +270,8 @@ pub fn apply_layer(root: &Path, layer: impl Read, diff_id: Option<&str>) -> Resu
                 fs::hard_link(&source, &dest).map_err(io_err)?;
             } else if kind.is_fifo() {
                 remove_any(&dest).map_err(io_err)?;
-                let c = std::ffi::CString::new(dest.as_os_str().as_bytes()).map_err(|_| refused("NUL in name"))?;
+                let c = std::ffi::CString::new(dest.as_os_str().as_bytes())
+                    .map_err(|_| refused("NUL in name"))?;
                 // SAFETY: c is a valid NUL-terminated path.
                 if unsafe { libc::mkfifo(c.as_ptr(), mode as libc::mode_t) } != 0 {
                     return Err(io_err(io::Error::last_os_error()));
@@ -263,7 +303,10 @@ pub fn apply_layer(root: &Path, layer: impl Read, diff_id: Option<&str>) -> Resu
     if let Some(expected) = diff_id {
         let actual = format!("sha256:{}", hex(&reader.hasher.finalize()));
         if actual != expected {
-            return Err(ExtractError::DiffId { expected: expected.into(), actual });
+            return Err(ExtractError::DiffId {
+                expected: expected.into(),
+                actual,
+            });
         }
     }
     Ok(())

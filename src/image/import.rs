@@ -34,7 +34,10 @@ impl Blobs<'_> {
             Blobs::Layout(dir) => {
                 let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
                 let path = dir.join("blobs/sha256").join(hex);
-                let f = File::open(&path).map_err(|source| ImageError::Io { path: path.clone(), source })?;
+                let f = File::open(&path).map_err(|source| ImageError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
                 store.put_blob(BufReader::new(f), Some(digest), &path.display().to_string())?;
                 Ok(())
             }
@@ -48,33 +51,67 @@ impl Blobs<'_> {
 
 /// The name an image gets when its archive does not carry a full one: `localhost/<file stem>`.
 fn default_repository(path: &Path) -> String {
-    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-    let stem = name.trim_end_matches(".gz").trim_end_matches(".tgz").trim_end_matches(".tar").trim_end_matches(".oci");
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let stem = name
+        .trim_end_matches(".gz")
+        .trim_end_matches(".tgz")
+        .trim_end_matches(".tar")
+        .trim_end_matches(".oci");
     let clean: String = stem
         .to_ascii_lowercase()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     let clean = clean.trim_matches(|c: char| !c.is_ascii_alphanumeric());
-    format!("localhost/{}", if clean.is_empty() { "image" } else { clean })
+    format!(
+        "localhost/{}",
+        if clean.is_empty() { "image" } else { clean }
+    )
 }
 
-fn name_for(annotation: Option<&String>, containerd: Option<&String>, path: &Path) -> Result<Reference, ImageError> {
+fn name_for(
+    annotation: Option<&String>,
+    containerd: Option<&String>,
+    path: &Path,
+) -> Result<Reference, ImageError> {
     let text = match (containerd, annotation) {
         (Some(full), _) => full.clone(),
         (None, Some(r)) if r.contains('/') => r.clone(),
         (None, Some(tag)) => format!("{}:{tag}", default_repository(path)),
         (None, None) => default_repository(path),
     };
-    Reference::parse(&text).map_err(|e| ImageError::Format { origin: path.display().to_string(), message: format!("image name {text:?}: {e}") })
+    Reference::parse(&text).map_err(|e| ImageError::Format {
+        origin: path.display().to_string(),
+        message: format!("image name {text:?}: {e}"),
+    })
 }
 
 /// Imports every image in `path`; `name` renames a single image. Returns the stored references.
-pub fn import(store: &ImageStore, path: &Path, name: Option<&Reference>, now: &str) -> Result<Vec<String>, ImageError> {
-    let io_err = |source| ImageError::Io { path: path.to_path_buf(), source };
+pub fn import(
+    store: &ImageStore,
+    path: &Path,
+    name: Option<&Reference>,
+    now: &str,
+) -> Result<Vec<String>, ImageError> {
+    let io_err = |source| ImageError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let meta = std::fs::metadata(path).map_err(io_err)?;
     if meta.is_dir() {
-        let index = std::fs::read(path.join("index.json")).map_err(|source| ImageError::Io { path: path.join("index.json"), source })?;
+        let index = std::fs::read(path.join("index.json")).map_err(|source| ImageError::Io {
+            path: path.join("index.json"),
+            source,
+        })?;
         return import_oci(store, &index, &Blobs::Layout(path), path, name, now);
     }
     let mut file = File::open(path).map_err(io_err)?;
@@ -94,7 +131,9 @@ pub fn import(store: &ImageStore, path: &Path, name: Option<&Reference>, now: &s
     } else {
         Err(ImageError::Format {
             origin: path.display().to_string(),
-            message: "neither an OCI archive (no index.json) nor a docker archive (no manifest.json)".into(),
+            message:
+                "neither an OCI archive (no index.json) nor a docker archive (no manifest.json)"
+                    .into(),
         })
     }
 }
@@ -105,22 +144,43 @@ struct ArchiveFiles {
 }
 
 /// Reads an archive once: metadata files into memory, everything else into the blob store.
-fn store_archive(store: &ImageStore, reader: impl Read, path: &Path) -> Result<ArchiveFiles, ImageError> {
+fn store_archive(
+    store: &ImageStore,
+    reader: impl Read,
+    path: &Path,
+) -> Result<ArchiveFiles, ImageError> {
     let origin = path.display().to_string();
-    let bad = |message: String| ImageError::Format { origin: origin.clone(), message };
-    let mut files = ArchiveFiles { metadata: HashMap::new(), digests: HashMap::new() };
+    let bad = |message: String| ImageError::Format {
+        origin: origin.clone(),
+        message,
+    };
+    let mut files = ArchiveFiles {
+        metadata: HashMap::new(),
+        digests: HashMap::new(),
+    };
     let mut archive = tar::Archive::new(reader);
-    for entry in archive.entries().map_err(|e| bad(format!("not a tar archive: {e}")))? {
+    for entry in archive
+        .entries()
+        .map_err(|e| bad(format!("not a tar archive: {e}")))?
+    {
         let mut entry = entry.map_err(|e| bad(format!("reading archive: {e}")))?;
         if !entry.header().entry_type().is_file() {
             continue;
         }
         let raw = entry.path().map_err(|e| bad(e.to_string()))?.into_owned();
-        let name = clean_entry_name(&raw).map_err(|reason| bad(format!("entry {:?}: {reason}", raw.display())))?;
+        let name = clean_entry_name(&raw)
+            .map_err(|reason| bad(format!("entry {:?}: {reason}", raw.display())))?;
         let name = name.to_string_lossy().to_string();
-        if matches!(name.as_str(), "index.json" | "manifest.json" | "oci-layout" | "repositories") {
+        if matches!(
+            name.as_str(),
+            "index.json" | "manifest.json" | "oci-layout" | "repositories"
+        ) {
             let mut buf = Vec::new();
-            entry.by_ref().take(MAX_METADATA).read_to_end(&mut buf).map_err(|e| bad(e.to_string()))?;
+            entry
+                .by_ref()
+                .take(MAX_METADATA)
+                .read_to_end(&mut buf)
+                .map_err(|e| bad(e.to_string()))?;
             files.metadata.insert(name, buf);
             continue;
         }
@@ -128,51 +188,83 @@ fn store_archive(store: &ImageStore, reader: impl Read, path: &Path) -> Result<A
         let expected = if let Some(hex) = name.strip_prefix("blobs/sha256/") {
             Some(format!("sha256:{hex}"))
         } else {
-            name.strip_suffix(".json").filter(|h| h.len() == 64 && !h.contains('/')).map(|h| format!("sha256:{h}"))
+            name.strip_suffix(".json")
+                .filter(|h| h.len() == 64 && !h.contains('/'))
+                .map(|h| format!("sha256:{h}"))
         };
-        let digest = store.put_blob(&mut entry, expected.as_deref(), &format!("{origin}: {name}"))?;
+        let digest = store.put_blob(
+            &mut entry,
+            expected.as_deref(),
+            &format!("{origin}: {name}"),
+        )?;
         files.digests.insert(name, digest);
     }
     Ok(files)
 }
 
-fn import_oci(store: &ImageStore, index: &[u8], blobs: &Blobs, path: &Path, name: Option<&Reference>, now: &str) -> Result<Vec<String>, ImageError> {
+fn import_oci(
+    store: &ImageStore,
+    index: &[u8],
+    blobs: &Blobs,
+    path: &Path,
+    name: Option<&Reference>,
+    now: &str,
+) -> Result<Vec<String>, ImageError> {
     let origin = path.display().to_string();
-    let index = ImageIndex::from_reader(index)
-        .map_err(|e| ImageError::Format { origin: format!("{origin}: index.json"), message: e.to_string() })?;
+    let index = ImageIndex::from_reader(index).map_err(|e| ImageError::Format {
+        origin: format!("{origin}: index.json"),
+        message: e.to_string(),
+    })?;
     let mut stored = Vec::new();
     for (i, desc) in index.manifests().iter().enumerate() {
         let annotations = desc.annotations().clone().unwrap_or_default();
         let reference = match name {
             Some(n) if i == 0 => n.clone(),
-            _ => name_for(annotations.get(ANN_REF_NAME), annotations.get(ANN_CONTAINERD_NAME), path)?,
+            _ => name_for(
+                annotations.get(ANN_REF_NAME),
+                annotations.get(ANN_CONTAINERD_NAME),
+                path,
+            )?,
         };
         let manifest = resolve_manifest(store, blobs, desc, path)?;
         let m = store.manifest(&manifest)?;
-        blobs.ensure(store, &m.config().digest().to_string(), path)?;
+        blobs.ensure(store, m.config().digest().as_ref(), path)?;
         for layer in m.layers() {
-            blobs.ensure(store, &layer.digest().to_string(), path)?;
+            blobs.ensure(store, layer.digest().as_ref(), path)?;
         }
         store.tag(&reference, &manifest, now)?;
         stored.push(reference.to_string());
     }
     if stored.is_empty() {
-        return Err(ImageError::Format { origin, message: "index.json lists no image".into() });
+        return Err(ImageError::Format {
+            origin,
+            message: "index.json lists no image".into(),
+        });
     }
     Ok(stored)
 }
 
 /// Follows an index entry down to the image manifest for this machine's platform.
-fn resolve_manifest(store: &ImageStore, blobs: &Blobs, desc: &Descriptor, path: &Path) -> Result<String, ImageError> {
+fn resolve_manifest(
+    store: &ImageStore,
+    blobs: &Blobs,
+    desc: &Descriptor,
+    path: &Path,
+) -> Result<String, ImageError> {
     let digest = desc.digest().to_string();
     blobs.ensure(store, &digest, path)?;
     let is_index = matches!(desc.media_type(), MediaType::ImageIndex)
-        || desc.media_type().to_string() == "application/vnd.docker.distribution.manifest.list.v2+json";
+        || desc.media_type().to_string()
+            == "application/vnd.docker.distribution.manifest.list.v2+json";
     if !is_index {
         return Ok(digest);
     }
-    let nested = ImageIndex::from_reader(&store.read_blob(&digest)?[..])
-        .map_err(|e| ImageError::Format { origin: format!("index {digest}"), message: e.to_string() })?;
+    let nested = ImageIndex::from_reader(&store.read_blob(&digest)?[..]).map_err(|e| {
+        ImageError::Format {
+            origin: format!("index {digest}"),
+            message: e.to_string(),
+        }
+    })?;
     let chosen = select_platform(nested.manifests(), &digest)?;
     resolve_manifest(store, blobs, chosen, path)
 }
@@ -186,15 +278,32 @@ struct DockerManifest {
     layers: Vec<String>,
 }
 
-fn import_docker(store: &ImageStore, manifest: &[u8], digests: &HashMap<String, String>, path: &Path, name: Option<&Reference>, now: &str) -> Result<Vec<String>, ImageError> {
+fn import_docker(
+    store: &ImageStore,
+    manifest: &[u8],
+    digests: &HashMap<String, String>,
+    path: &Path,
+    name: Option<&Reference>,
+    now: &str,
+) -> Result<Vec<String>, ImageError> {
     let origin = path.display().to_string();
-    let bad = |message: String| ImageError::Format { origin: origin.clone(), message };
-    let entries: Vec<DockerManifest> = serde_json::from_slice(manifest).map_err(|e| bad(format!("manifest.json: {e}")))?;
+    let bad = |message: String| ImageError::Format {
+        origin: origin.clone(),
+        message,
+    };
+    let entries: Vec<DockerManifest> =
+        serde_json::from_slice(manifest).map_err(|e| bad(format!("manifest.json: {e}")))?;
     let mut stored = Vec::new();
     for (i, entry) in entries.iter().enumerate() {
         let descriptor = |file: &str, media: &str| -> Result<serde_json::Value, ImageError> {
-            let digest = digests.get(file.trim_start_matches("./")).ok_or_else(|| bad(format!("manifest.json names {file:?}, which is not in the archive")))?;
-            let size = std::fs::metadata(store.blob_path(digest)?).map(|m| m.len()).unwrap_or(0);
+            let digest = digests.get(file.trim_start_matches("./")).ok_or_else(|| {
+                bad(format!(
+                    "manifest.json names {file:?}, which is not in the archive"
+                ))
+            })?;
+            let size = std::fs::metadata(store.blob_path(digest)?)
+                .map(|m| m.len())
+                .unwrap_or(0);
             Ok(json!({"mediaType": media, "digest": digest, "size": size}))
         };
         let layers = entry
@@ -209,7 +318,8 @@ fn import_docker(store: &ImageStore, manifest: &[u8], digests: &HashMap<String, 
             "layers": layers,
         });
         let body = serde_json::to_vec(&oci).unwrap_or_default();
-        let manifest_digest = store.put_blob(&body[..], None, &format!("{origin}: manifest.json"))?;
+        let manifest_digest =
+            store.put_blob(&body[..], None, &format!("{origin}: manifest.json"))?;
         let mut names: Vec<Reference> = match name {
             Some(n) if i == 0 => vec![n.clone()],
             _ => entry

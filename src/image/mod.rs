@@ -15,17 +15,32 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{origin}: blob is corrupted: expected {expected}, content hashes to {actual}")]
-    Corrupt { origin: String, expected: String, actual: String },
+    Corrupt {
+        origin: String,
+        expected: String,
+        actual: String,
+    },
     #[error("{origin}: {message}")]
     Format { origin: String, message: String },
     #[error("image {0} is not in the local store (import it with `staticlet images import`)")]
     NotFound(String),
     #[error("image {image}, layer {layer}: {source}")]
-    Extract { image: String, layer: String, source: extract::ExtractError },
+    Extract {
+        image: String,
+        layer: String,
+        source: extract::ExtractError,
+    },
     #[error("image index {index} has no image for {wanted} (it has: {available})")]
-    NoPlatform { index: String, wanted: String, available: String },
+    NoPlatform {
+        index: String,
+        wanted: String,
+        available: String,
+    },
     #[error("image {0} is in use by a container; stop its pods first")]
     InUse(String),
 }
@@ -42,7 +57,10 @@ pub fn host_platform() -> (&'static str, &'static str, Option<&'static str>) {
 }
 
 /// Picks the index entry for this machine; an entry without a platform only when it is alone.
-pub fn select_platform<'a>(entries: &'a [Descriptor], index: &str) -> Result<&'a Descriptor, ImageError> {
+pub fn select_platform<'a>(
+    entries: &'a [Descriptor],
+    index: &str,
+) -> Result<&'a Descriptor, ImageError> {
     let (os, arch, variant) = host_platform();
     let matches = |d: &&Descriptor| {
         d.platform().as_ref().is_some_and(|p| {

@@ -28,7 +28,9 @@ pub enum ReferenceError {
 fn is_path_component(c: &str) -> bool {
     // [a-z0-9]+ separated by '.', '_', '__' or '-'+
     !c.is_empty()
-        && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'))
+        && c.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+        })
         && c.as_bytes()[0].is_ascii_alphanumeric()
         && c.as_bytes()[c.len() - 1].is_ascii_alphanumeric()
 }
@@ -37,12 +39,16 @@ fn is_tag(t: &str) -> bool {
     !t.is_empty()
         && t.len() <= 128
         && (t.as_bytes()[0].is_ascii_alphanumeric() || t.as_bytes()[0] == b'_')
-        && t.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 pub fn is_sha256_digest(d: &str) -> bool {
-    d.strip_prefix("sha256:")
-        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+    d.strip_prefix("sha256:").is_some_and(|h| {
+        h.len() == 64
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
 }
 
 impl Reference {
@@ -68,13 +74,25 @@ impl Reference {
             }
         }
         let (domain, path) = match name.split_once('/') {
-            Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" || first.chars().any(|c| c.is_ascii_uppercase()) => {
+            Some((first, rest))
+                if first.contains(['.', ':'])
+                    || first == "localhost"
+                    || first.chars().any(|c| c.is_ascii_uppercase()) =>
+            {
                 (first.to_string(), rest.to_string())
             }
             _ => ("docker.io".to_string(), name.to_string()),
         };
-        let domain = if domain == "index.docker.io" { "docker.io".into() } else { domain };
-        let path = if domain == "docker.io" && !path.contains('/') { format!("library/{path}") } else { path };
+        let domain = if domain == "index.docker.io" {
+            "docker.io".into()
+        } else {
+            domain
+        };
+        let path = if domain == "docker.io" && !path.contains('/') {
+            format!("library/{path}")
+        } else {
+            path
+        };
         if path.chars().any(|c| c.is_ascii_uppercase()) {
             return Err(ReferenceError::Uppercase);
         }
@@ -86,7 +104,12 @@ impl Reference {
             (None, None) => Some("latest".to_string()),
             (None, Some(_)) => None,
         };
-        Ok(Reference { domain, path, tag, digest })
+        Ok(Reference {
+            domain,
+            path,
+            tag,
+            digest,
+        })
     }
 
     /// The kubelet pulls `:latest` (and untagged) images by default.
@@ -126,21 +149,45 @@ mod tests {
         assert_eq!(norm("busybox"), "docker.io/library/busybox:latest");
         assert_eq!(norm("busybox:1.36"), "docker.io/library/busybox:1.36");
         assert_eq!(norm("user/app"), "docker.io/user/app:latest");
-        assert_eq!(norm("index.docker.io/library/busybox"), "docker.io/library/busybox:latest");
+        assert_eq!(
+            norm("index.docker.io/library/busybox"),
+            "docker.io/library/busybox:latest"
+        );
         assert_eq!(norm("localhost/demo"), "localhost/demo:latest");
-        assert_eq!(norm("127.0.0.1:5000/ops/app:1.4"), "127.0.0.1:5000/ops/app:1.4");
-        assert_eq!(norm("harbor.example/ops/app:1.4"), "harbor.example/ops/app:1.4");
+        assert_eq!(
+            norm("127.0.0.1:5000/ops/app:1.4"),
+            "127.0.0.1:5000/ops/app:1.4"
+        );
+        assert_eq!(
+            norm("harbor.example/ops/app:1.4"),
+            "harbor.example/ops/app:1.4"
+        );
         let d = format!("sha256:{}", "a".repeat(64));
-        assert_eq!(norm(&format!("busybox@{d}")), format!("docker.io/library/busybox@{d}"));
-        assert_eq!(norm(&format!("busybox:1@{d}")), format!("docker.io/library/busybox:1@{d}"));
+        assert_eq!(
+            norm(&format!("busybox@{d}")),
+            format!("docker.io/library/busybox@{d}")
+        );
+        assert_eq!(
+            norm(&format!("busybox:1@{d}")),
+            format!("docker.io/library/busybox:1@{d}")
+        );
     }
 
     #[test]
     fn refuses_bad_references() {
         assert_eq!(Reference::parse("BusyBox"), Err(ReferenceError::Uppercase));
-        assert!(matches!(Reference::parse("busybox@sha256:abc"), Err(ReferenceError::Digest(_))));
-        assert!(matches!(Reference::parse("busybox:-x"), Err(ReferenceError::Tag(_))));
-        assert!(matches!(Reference::parse("a//b"), Err(ReferenceError::Path(_))));
+        assert!(matches!(
+            Reference::parse("busybox@sha256:abc"),
+            Err(ReferenceError::Digest(_))
+        ));
+        assert!(matches!(
+            Reference::parse("busybox:-x"),
+            Err(ReferenceError::Tag(_))
+        ));
+        assert!(matches!(
+            Reference::parse("a//b"),
+            Err(ReferenceError::Path(_))
+        ));
         assert!(Reference::parse("").is_err());
     }
 

@@ -41,7 +41,10 @@ pub struct Image {
 fn digest_hex(digest: &str) -> Result<&str, ImageError> {
     match digest.strip_prefix("sha256:") {
         Some(h) if super::reference::is_sha256_digest(digest) => Ok(h),
-        _ => Err(ImageError::Format { origin: "digest".into(), message: format!("unsupported digest {digest:?}: only sha256 is supported") }),
+        _ => Err(ImageError::Format {
+            origin: "digest".into(),
+            message: format!("unsupported digest {digest:?}: only sha256 is supported"),
+        }),
     }
 }
 
@@ -65,13 +68,25 @@ impl ImageStore {
 
     /// Streams `content` into the store and returns its digest. When `expected` is given, the
     /// content must hash to it, or nothing is stored.
-    pub fn put_blob(&self, content: impl Read, expected: Option<&str>, origin: &str) -> Result<String, ImageError> {
+    pub fn put_blob(
+        &self,
+        content: impl Read,
+        expected: Option<&str>,
+        origin: &str,
+    ) -> Result<String, ImageError> {
         if let Some(d) = expected {
             digest_hex(d)?;
         }
         let tmp_dir = self.dir.join("tmp");
-        let (tmp_path, mut file) = fsutil::temp_file(&tmp_dir).map_err(|source| ImageError::Io { path: tmp_dir.clone(), source })?;
-        let io_err = |source| ImageError::Io { path: PathBuf::from(origin), source };
+        let (tmp_path, mut file) =
+            fsutil::temp_file(&tmp_dir).map_err(|source| ImageError::Io {
+                path: tmp_dir.clone(),
+                source,
+            })?;
+        let io_err = |source| ImageError::Io {
+            path: PathBuf::from(origin),
+            source,
+        };
         let mut hasher = Sha256::new();
         let mut reader = content;
         let mut buf = vec![0u8; 64 * 1024];
@@ -90,7 +105,11 @@ impl ImageStore {
         })();
         let actual = format!("sha256:{}", hex(&hasher.finalize()));
         let verdict = result.and_then(|_| match expected {
-            Some(e) if e != actual => Err(ImageError::Corrupt { origin: origin.into(), expected: e.into(), actual: actual.clone() }),
+            Some(e) if e != actual => Err(ImageError::Corrupt {
+                origin: origin.into(),
+                expected: e.into(),
+                actual: actual.clone(),
+            }),
             _ => Ok(()),
         });
         if let Err(e) = verdict {
@@ -98,7 +117,10 @@ impl ImageStore {
             return Err(e);
         }
         let dest = self.blob_path(&actual)?;
-        fs::rename(&tmp_path, &dest).map_err(|source| ImageError::Io { path: dest.clone(), source })?;
+        fs::rename(&tmp_path, &dest).map_err(|source| ImageError::Io {
+            path: dest.clone(),
+            source,
+        })?;
         log::debug!("stored blob {actual} ({size} bytes) from {origin}");
         Ok(actual)
     }
@@ -115,8 +137,10 @@ impl ImageStore {
     pub fn refs(&self) -> Result<BTreeMap<String, ImageRecord>, ImageError> {
         let p = self.refs_path();
         match fs::read(&p) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| ImageError::Format { origin: p.display().to_string(), message: e.to_string() }),
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| ImageError::Format {
+                origin: p.display().to_string(),
+                message: e.to_string(),
+            }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(BTreeMap::new()),
             Err(source) => Err(ImageError::Io { path: p, source }),
         }
@@ -129,21 +153,34 @@ impl ImageStore {
     }
 
     /// Records `reference` for the image whose manifest blob is `manifest_digest`.
-    pub fn tag(&self, reference: &Reference, manifest_digest: &str, now: &str) -> Result<(), ImageError> {
+    pub fn tag(
+        &self,
+        reference: &Reference,
+        manifest_digest: &str,
+        now: &str,
+    ) -> Result<(), ImageError> {
         let manifest = self.manifest(manifest_digest)?;
         let config = manifest.config().digest().to_string();
-        let size = manifest.layers().iter().map(|l| l.size()).sum::<u64>() + manifest.config().size();
+        let size =
+            manifest.layers().iter().map(|l| l.size()).sum::<u64>() + manifest.config().size();
         let mut refs = self.refs()?;
         refs.insert(
             reference.to_string(),
-            ImageRecord { manifest: manifest_digest.into(), config, size, imported: now.into() },
+            ImageRecord {
+                manifest: manifest_digest.into(),
+                config,
+                size,
+                imported: now.into(),
+            },
         );
         self.write_refs(&refs)
     }
 
     pub fn manifest(&self, digest: &str) -> Result<ImageManifest, ImageError> {
-        ImageManifest::from_reader(&self.read_blob(digest)?[..])
-            .map_err(|e| ImageError::Format { origin: format!("manifest {digest}"), message: e.to_string() })
+        ImageManifest::from_reader(&self.read_blob(digest)?[..]).map_err(|e| ImageError::Format {
+            origin: format!("manifest {digest}"),
+            message: e.to_string(),
+        })
     }
 
     /// Finds a stored image: by exact reference, or by digest among the stored manifests.
@@ -156,30 +193,63 @@ impl ImageStore {
                 .or_else(|| refs.iter().find(|(_, rec)| &rec.manifest == d)),
             None => refs.get_key_value(&reference.to_string()),
         };
-        let Some((name, record)) = found else { return Ok(None) };
+        let Some((name, record)) = found else {
+            return Ok(None);
+        };
         let manifest = self.manifest(&record.manifest)?;
         let config = ImageConfiguration::from_reader(&self.read_blob(&record.config)?[..])
-            .map_err(|e| ImageError::Format { origin: format!("config {}", record.config), message: e.to_string() })?;
-        Ok(Some(Image { reference: name.clone(), record: record.clone(), manifest, config }))
+            .map_err(|e| ImageError::Format {
+                origin: format!("config {}", record.config),
+                message: e.to_string(),
+            })?;
+        Ok(Some(Image {
+            reference: name.clone(),
+            record: record.clone(),
+            manifest,
+            config,
+        }))
     }
 
     /// The image's unpacked, read-only rootfs; unpacked on first use.
     pub fn rootfs(&self, image: &Image) -> Result<PathBuf, ImageError> {
-        let dest = self.dir.join("rootfs").join(digest_hex(&image.record.manifest)?);
+        let dest = self
+            .dir
+            .join("rootfs")
+            .join(digest_hex(&image.record.manifest)?);
         if dest.is_dir() {
             return Ok(dest);
         }
-        let tmp = self.dir.join("tmp").join(format!("rootfs-{}-{}", std::process::id(), digest_hex(&image.record.manifest)?));
+        let tmp = self.dir.join("tmp").join(format!(
+            "rootfs-{}-{}",
+            std::process::id(),
+            digest_hex(&image.record.manifest)?
+        ));
         let _ = fs::remove_dir_all(&tmp);
-        fs::create_dir_all(&tmp).map_err(|source| ImageError::Io { path: tmp.clone(), source })?;
+        fs::create_dir_all(&tmp).map_err(|source| ImageError::Io {
+            path: tmp.clone(),
+            source,
+        })?;
         let diff_ids = image.config.rootfs().diff_ids();
-        let result = image.manifest.layers().iter().enumerate().try_for_each(|(i, layer)| {
-            let digest = layer.digest().to_string();
-            let path = self.blob_path(&digest)?;
-            let reader = extract::open_layer(&path).map_err(|source| ImageError::Io { path: path.clone(), source })?;
-            extract::apply_layer(&tmp, reader, diff_ids.get(i).map(String::as_str))
-                .map_err(|source| ImageError::Extract { image: image.reference.clone(), layer: digest, source })
-        });
+        let result = image
+            .manifest
+            .layers()
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, layer)| {
+                let digest = layer.digest().to_string();
+                let path = self.blob_path(&digest)?;
+                let reader = extract::open_layer(&path).map_err(|source| ImageError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+                extract::apply_layer(&tmp, reader, diff_ids.get(i).map(String::as_str)).map_err(
+                    |source| ImageError::Extract {
+                        image: image.reference.clone(),
+                        layer: digest,
+                        source,
+                    },
+                )
+            });
         if let Err(e) = result {
             let _ = fs::remove_dir_all(&tmp);
             return Err(e);
@@ -202,8 +272,13 @@ impl ImageStore {
         let Some(image) = self.resolve(reference)? else {
             return Err(ImageError::NotFound(reference.to_string()));
         };
-        let rootfs = self.dir.join("rootfs").join(digest_hex(&image.record.manifest)?);
-        let still_used = refs.iter().any(|(r, rec)| r != &image.reference && rec.manifest == image.record.manifest);
+        let rootfs = self
+            .dir
+            .join("rootfs")
+            .join(digest_hex(&image.record.manifest)?);
+        let still_used = refs
+            .iter()
+            .any(|(r, rec)| r != &image.reference && rec.manifest == image.record.manifest);
         if !still_used && fsutil::mounts_mentioning(&rootfs) {
             return Err(ImageError::InUse(image.reference));
         }
@@ -227,7 +302,13 @@ impl ImageStore {
             }
         }
         let dir = self.dir.join("blobs/sha256");
-        for entry in fs::read_dir(&dir).map_err(|source| ImageError::Io { path: dir.clone(), source })?.flatten() {
+        for entry in fs::read_dir(&dir)
+            .map_err(|source| ImageError::Io {
+                path: dir.clone(),
+                source,
+            })?
+            .flatten()
+        {
             let digest = format!("sha256:{}", entry.file_name().to_string_lossy());
             if !keep.contains(&digest) {
                 let _ = fs::remove_file(entry.path());

@@ -31,7 +31,10 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        FieldError { field: field.into(), message: message.into() }
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
     }
     fn file(message: impl Into<String>) -> Self {
         FieldError::new("(file)", message)
@@ -60,7 +63,9 @@ impl fmt::Display for ManifestError {
 impl std::error::Error for ManifestError {}
 
 /// Where a static pod came from; part of its UID, as in the kubelet.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum Source {
     File(PathBuf),
     Url(String),
@@ -110,11 +115,18 @@ impl StaticPod {
         format!("{}/{}", self.namespace(), self.name())
     }
     pub fn seen(&self) -> Option<&str> {
-        self.pod.metadata.annotations.get(ANN_SEEN).map(String::as_str)
+        self.pod
+            .metadata
+            .annotations
+            .get(ANN_SEEN)
+            .map(String::as_str)
     }
     /// Stamps the first-seen annotation (not part of the hash).
     pub fn set_seen(&mut self, when: &str) {
-        self.pod.metadata.annotations.insert(ANN_SEEN.into(), when.into());
+        self.pod
+            .metadata
+            .annotations
+            .insert(ANN_SEEN.into(), when.into());
         self.raw["metadata"]["annotations"][ANN_SEEN] = json!(when);
     }
 }
@@ -130,7 +142,8 @@ pub fn decode(bytes: &[u8]) -> Result<Value, FieldError> {
     let text = std::str::from_utf8(bytes)
         .map_err(|e| FieldError::file(format!("cannot parse: not UTF-8 text ({e})")))?;
     if text.trim_start().starts_with('{') {
-        return serde_json::from_str(text).map_err(|e| FieldError::file(format!("cannot parse as JSON: {e}")));
+        return serde_json::from_str(text)
+            .map_err(|e| FieldError::file(format!("cannot parse as JSON: {e}")));
     }
     let mut docs = Vec::new();
     for doc in serde_yaml::Deserializer::from_str(text) {
@@ -155,7 +168,10 @@ pub fn split_pod_list(value: Value) -> Result<Vec<Value>, FieldError> {
         match value.get("items") {
             None | Some(Value::Null) => Ok(Vec::new()),
             Some(Value::Array(items)) => Ok(items.clone()),
-            Some(_) => Err(FieldError::new("items", "invalid type: must be a list of Pods")),
+            Some(_) => Err(FieldError::new(
+                "items",
+                "invalid type: must be a list of Pods",
+            )),
         }
     } else {
         Ok(vec![value])
@@ -165,11 +181,17 @@ pub fn split_pod_list(value: Value) -> Result<Vec<Value>, FieldError> {
 /// Validates one decoded pod and applies the static-pod defaults for `node`.
 pub fn build(value: Value, source: &Source, node: &str) -> Result<StaticPod, Vec<FieldError>> {
     if !value.is_object() {
-        return Err(vec![FieldError::file("cannot parse: a Pod manifest must be a mapping")]);
+        return Err(vec![FieldError::file(
+            "cannot parse: a Pod manifest must be a mapping",
+        )]);
     }
     let pod: Pod = serde_path_to_error::deserialize(&value).map_err(|e| {
         let path = e.path().to_string();
-        let field = if path == "." { "(file)".to_string() } else { path };
+        let field = if path == "." {
+            "(file)".to_string()
+        } else {
+            path
+        };
         vec![FieldError::new(field, e.into_inner().to_string())]
     })?;
     let errors = validate::validate(&pod, node);
@@ -178,15 +200,25 @@ pub fn build(value: Value, source: &Source, node: &str) -> Result<StaticPod, Vec
     }
     let uid = pod_hash(&value, source, node);
     let raw = apply_defaults(value, &pod, source, node, &uid);
-    let pod: Pod = serde_json::from_value(raw.clone())
-        .map_err(|e| vec![FieldError::file(format!("internal error applying defaults: {e}"))])?;
-    Ok(StaticPod { pod, raw, source: source.clone() })
+    let pod: Pod = serde_json::from_value(raw.clone()).map_err(|e| {
+        vec![FieldError::file(format!(
+            "internal error applying defaults: {e}"
+        ))]
+    })?;
+    Ok(StaticPod {
+        pod,
+        raw,
+        source: source.clone(),
+    })
 }
 
 /// Decodes, validates and defaults the manifest of a file source in one step.
 pub fn load(bytes: &[u8], source: &Source, node: &str) -> Result<StaticPod, ManifestError> {
     let origin = source.to_string();
-    let value = decode(bytes).map_err(|e| ManifestError { origin: origin.clone(), errors: vec![e] })?;
+    let value = decode(bytes).map_err(|e| ManifestError {
+        origin: origin.clone(),
+        errors: vec![e],
+    })?;
     build(value, source, node).map_err(|errors| ManifestError { origin, errors })
 }
 
@@ -203,11 +235,18 @@ pub fn pod_hash(value: &Value, source: &Source, node: &str) -> String {
         }
         Source::Url(u) => h.update(format!("\nurl:{u}")),
     }
-    h.finalize()[..16].iter().map(|b| format!("{b:02x}")).collect()
+    h.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn apply_defaults(mut raw: Value, pod: &Pod, source: &Source, node: &str, uid: &str) -> Value {
-    let namespace = if pod.metadata.namespace.is_empty() { "default" } else { &pod.metadata.namespace };
+    let namespace = if pod.metadata.namespace.is_empty() {
+        "default"
+    } else {
+        &pod.metadata.namespace
+    };
     let meta = &mut raw["metadata"];
     meta["name"] = json!(format!("{}-{node}", pod.metadata.name));
     meta["namespace"] = json!(namespace);

@@ -25,7 +25,9 @@ impl Quantity {
             None => (number, ""),
         };
         let digits_ok = |s: &str| s.chars().all(|c| c.is_ascii_digit());
-        if !digits_ok(int_part) || !digits_ok(frac_part) || (int_part.is_empty() && frac_part.is_empty())
+        if !digits_ok(int_part)
+            || !digits_ok(frac_part)
+            || (int_part.is_empty() && frac_part.is_empty())
         {
             return None;
         }
@@ -55,8 +57,16 @@ impl Quantity {
         if int_part.len() > 20 || frac_part.len() > 9 {
             return None;
         }
-        let int: i128 = if int_part.is_empty() { 0 } else { int_part.parse().ok()? };
-        let frac: i128 = if frac_part.is_empty() { 0 } else { frac_part.parse().ok()? };
+        let int: i128 = if int_part.is_empty() {
+            0
+        } else {
+            int_part.parse().ok()?
+        };
+        let frac: i128 = if frac_part.is_empty() {
+            0
+        } else {
+            frac_part.parse().ok()?
+        };
         let frac_scale = 10_i128.pow(frac_part.len() as u32);
         let milli = int.checked_mul(mul)? + (frac * mul) / frac_scale;
         Some(Quantity { milli: milli / div })
@@ -84,7 +94,10 @@ mod tests {
         assert_eq!(Quantity::parse("64Mi").unwrap().value(), 64 * 1024 * 1024);
         assert_eq!(Quantity::parse("128M").unwrap().value(), 128_000_000);
         assert_eq!(Quantity::parse("1e6").unwrap().value(), 1_000_000);
-        assert_eq!(Quantity::parse("1.5Gi").unwrap().value(), 1536 * 1024 * 1024);
+        assert_eq!(
+            Quantity::parse("1.5Gi").unwrap().value(),
+            1536 * 1024 * 1024
+        );
     }
 
     #[test]

@@ -126,7 +126,11 @@ impl Plan {
     }
 }
 
-const ALL_PROBES: [ProbeKind; 3] = [ProbeKind::Startup, ProbeKind::Liveness, ProbeKind::Readiness];
+const ALL_PROBES: [ProbeKind; 3] = [
+    ProbeKind::Startup,
+    ProbeKind::Liveness,
+    ProbeKind::Readiness,
+];
 
 impl ProbeKind {
     fn index(self) -> usize {
@@ -161,15 +165,30 @@ impl PodState {
             .iter()
             .map(|c| (c, true))
             .chain(spec.containers.iter().map(|c| (c, false)))
-            .map(|(c, init)| ContainerState { name: c.name.clone(), init, ..Default::default() })
+            .map(|(c, init)| ContainerState {
+                name: c.name.clone(),
+                init,
+                ..Default::default()
+            })
             .collect();
-        PodState { pod, containers, sandbox: SandboxState::Missing, sandbox_backoff: Backoff::default(), terminating: false, start_time }
+        PodState {
+            pod,
+            containers,
+            sandbox: SandboxState::Missing,
+            sandbox_backoff: Backoff::default(),
+            terminating: false,
+            start_time,
+        }
     }
 
     pub fn spec_of(&self, index: usize) -> &Container {
         let spec = &self.pod.pod.spec;
         let n = spec.init_containers.len();
-        if index < n { &spec.init_containers[index] } else { &spec.containers[index - n] }
+        if index < n {
+            &spec.init_containers[index]
+        } else {
+            &spec.containers[index - n]
+        }
     }
 
     pub fn uid(&self) -> &str {
@@ -190,7 +209,11 @@ impl PodState {
         c.running.is_none()
             && !c.starting
             && c.last.as_ref().is_some_and(|t| {
-                if c.init { t.exit_code == 0 || !self.restarts(c, t.exit_code) } else { !self.restarts(c, t.exit_code) }
+                if c.init {
+                    t.exit_code == 0 || !self.restarts(c, t.exit_code)
+                } else {
+                    !self.restarts(c, t.exit_code)
+                }
             })
     }
 
@@ -204,7 +227,9 @@ impl PodState {
 
     /// True when an init container failed for good (restartPolicy Never).
     pub fn init_failed(&self) -> bool {
-        self.containers.iter().any(|c| c.init && self.finished(c) && c.last.as_ref().is_some_and(|t| t.exit_code != 0))
+        self.containers.iter().any(|c| {
+            c.init && self.finished(c) && c.last.as_ref().is_some_and(|t| t.exit_code != 0)
+        })
     }
 }
 
@@ -214,7 +239,10 @@ pub fn plan(s: &PodState, now: Tick) -> Plan {
     if s.terminating {
         for (i, c) in s.containers.iter().enumerate() {
             if c.running.is_some() && !c.stopping {
-                p.actions.push(Action::Stop { index: i, grace: secs(s.pod.pod.spec.grace_period_seconds()) });
+                p.actions.push(Action::Stop {
+                    index: i,
+                    grace: secs(s.pod.pod.spec.grace_period_seconds()),
+                });
             }
         }
         if s.all_stopped() && !matches!(s.sandbox, SandboxState::TearingDown | SandboxState::Gone) {
@@ -255,7 +283,10 @@ pub fn plan(s: &PodState, now: Tick) -> Plan {
     for (i, c) in s.containers.iter().enumerate().filter(|(_, c)| !c.init) {
         if c.running.is_some() && !c.stopping {
             if c.stop_reason.is_some() {
-                p.actions.push(Action::Stop { index: i, grace: secs(s.pod.pod.spec.grace_period_seconds()) });
+                p.actions.push(Action::Stop {
+                    index: i,
+                    grace: secs(s.pod.pod.spec.grace_period_seconds()),
+                });
                 continue;
             }
             plan_probes(&mut p, s, i, c, now);
@@ -272,14 +303,23 @@ pub fn plan(s: &PodState, now: Tick) -> Plan {
 fn start_or_wait(p: &mut Plan, index: usize, c: &ContainerState, now: Tick) {
     match c.backoff.until {
         Some(until) if until > now => p.wake_at(until),
-        _ => p.actions.push(Action::Start { index, attempt: if c.ever_started { c.restart_count + 1 } else { 0 } }),
+        _ => p.actions.push(Action::Start {
+            index,
+            attempt: if c.ever_started {
+                c.restart_count + 1
+            } else {
+                0
+            },
+        }),
     }
 }
 
 fn plan_probes(p: &mut Plan, s: &PodState, index: usize, c: &ContainerState, now: Tick) {
     let spec = s.spec_of(index);
     for kind in ALL_PROBES {
-        let Some(_) = probe_of(spec, kind) else { continue };
+        let Some(_) = probe_of(spec, kind) else {
+            continue;
+        };
         if kind != ProbeKind::Startup && !c.started {
             continue; // liveness and readiness wait for the startup probe
         }
@@ -351,7 +391,7 @@ impl PodState {
                 attempt: c.restart_count,
                 exit_code: 128,
                 signal: None,
-                reason: failure.reason.clone(),
+                reason: "StartError".into(),
                 message: Some(failure.message.clone()),
                 started_at: None,
                 finished_at: wall.to_string(),
@@ -364,7 +404,9 @@ impl PodState {
     /// A container instance ended. Stale records (an older attempt) are ignored.
     pub fn on_exit(&mut self, index: usize, rec: &ExitRecord, now: Tick) {
         let c = &mut self.containers[index];
-        let Some(run) = c.running.as_ref().filter(|r| r.attempt == rec.attempt) else { return };
+        let Some(run) = c.running.as_ref().filter(|r| r.attempt == rec.attempt) else {
+            return;
+        };
         let ran_for = now.saturating_sub(run.since);
         let reason = if rec.oom_killed {
             "OOMKilled"
@@ -397,13 +439,18 @@ impl PodState {
         self.containers[index].stopping = false;
     }
 
-    pub fn on_probe(&mut self, index: usize, kind: ProbeKind, success: bool, message: &str, now: Tick) -> Option<String> {
+    pub fn on_probe(
+        &mut self,
+        index: usize,
+        kind: ProbeKind,
+        success: bool,
+        message: &str,
+        now: Tick,
+    ) -> Option<String> {
         let spec = self.spec_of(index).clone();
-        let Some(probe) = probe_of(&spec, kind) else { return None };
+        let probe = probe_of(&spec, kind)?;
         let c = &mut self.containers[index];
-        if c.running.is_none() {
-            return None;
-        }
+        c.running.as_ref()?;
         let t = &mut c.probes[kind.index()];
         t.in_flight = false;
         t.next = Some(now + secs(probe.period()));
@@ -414,7 +461,10 @@ impl PodState {
             t.failures += 1;
             t.successes = 0;
         }
-        let (ok, failed) = (t.successes >= probe.success_threshold(), t.failures >= probe.failure_threshold());
+        let (ok, failed) = (
+            t.successes >= probe.success_threshold(),
+            t.failures >= probe.failure_threshold(),
+        );
         match kind {
             ProbeKind::Startup if ok => {
                 c.started = true;

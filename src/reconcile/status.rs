@@ -25,7 +25,13 @@ fn terminated_json(t: &Terminated, id: Option<String>) -> Value {
     v
 }
 
-fn container_json(s: &PodState, index: usize, c: &ContainerState, now: Tick, init_pending: bool) -> Value {
+fn container_json(
+    s: &PodState,
+    index: usize,
+    c: &ContainerState,
+    now: Tick,
+    init_pending: bool,
+) -> Value {
     let spec = s.spec_of(index);
     let state = if let Some(r) = &c.running {
         json!({"running": {"startedAt": r.started_at}})
@@ -33,7 +39,11 @@ fn container_json(s: &PodState, index: usize, c: &ContainerState, now: Tick, ini
         let t = c.last.as_ref().expect("finished implies a termination");
         json!({"terminated": terminated_json(t, None)})
     } else if c.backoff.waiting(now) && c.last.is_some() {
-        let delay = c.backoff.delay.map(|d| (d / 2).as_secs().max(10)).unwrap_or(10);
+        let delay = c
+            .backoff
+            .delay
+            .map(|d| (d / 2).as_secs().max(10))
+            .unwrap_or(10);
         json!({"waiting": {"reason": "CrashLoopBackOff", "message": format!(
             "back-off {delay}s restarting failed container={} pod={}_{}({})", c.name, s.pod.name(), s.pod.namespace(), s.pod.uid())}})
     } else if let Some((reason, message)) = &c.waiting {
@@ -72,7 +82,14 @@ pub fn phase(s: &PodState) -> &'static str {
     }
     let apps: Vec<&ContainerState> = s.containers.iter().filter(|c| !c.init).collect();
     if apps.iter().all(|c| s.finished(c)) && !apps.is_empty() {
-        return if apps.iter().all(|c| c.last.as_ref().is_some_and(|t| t.exit_code == 0)) { "Succeeded" } else { "Failed" };
+        return if apps
+            .iter()
+            .all(|c| c.last.as_ref().is_some_and(|t| t.exit_code == 0))
+        {
+            "Succeeded"
+        } else {
+            "Failed"
+        };
     }
     if apps.iter().any(|c| c.running.is_some() || c.ever_started) {
         "Running"
@@ -88,12 +105,19 @@ fn condition(kind: &str, ok: bool, now: &str) -> Value {
 /// The pod as a `v1` Pod object. `problem` is a manifest error to show on the pod (its last
 /// good version is what runs); `extra_conditions` come from other stages (mirror sync).
 pub fn pod_json(s: &PodState, now: Tick, wall: &str, problem: Option<&str>) -> Value {
-    let init_pending = s.containers.iter().any(|c| c.init && !(s.finished(c) && c.last.as_ref().is_some_and(|t| t.exit_code == 0)));
+    let init_pending = s
+        .containers
+        .iter()
+        .any(|c| c.init && !(s.finished(c) && c.last.as_ref().is_some_and(|t| t.exit_code == 0)));
     let mut init_statuses = Vec::new();
     let mut statuses = Vec::new();
     for (i, c) in s.containers.iter().enumerate() {
         let v = container_json(s, i, c, now, init_pending);
-        if c.init { init_statuses.push(v) } else { statuses.push(v) }
+        if c.init {
+            init_statuses.push(v)
+        } else {
+            statuses.push(v)
+        }
     }
     let apps: Vec<&ContainerState> = s.containers.iter().filter(|c| !c.init).collect();
     let ready = apps.iter().all(|c| c.ready && c.running.is_some());
@@ -143,15 +167,31 @@ pub fn pod_json(s: &PodState, now: Tick, wall: &str, problem: Option<&str>) -> V
 /// when none sets anything; Burstable otherwise.
 fn qos_class(s: &PodState) -> &'static str {
     let spec = &s.pod.pod.spec;
-    let all: Vec<_> = spec.init_containers.iter().chain(&spec.containers).collect();
-    if all.iter().all(|c| c.resources.limits.is_empty() && c.resources.requests.is_empty()) {
+    let all: Vec<_> = spec
+        .init_containers
+        .iter()
+        .chain(&spec.containers)
+        .collect();
+    if all
+        .iter()
+        .all(|c| c.resources.limits.is_empty() && c.resources.requests.is_empty())
+    {
         return "BestEffort";
     }
     let guaranteed = all.iter().all(|c| {
         ["cpu", "memory"].iter().all(|r| {
             let l = c.resources.limits.get(*r).map(|q| q.as_text());
-            l.is_some() && c.resources.requests.get(*r).map(|q| q.as_text()).map_or(true, |q| Some(q) == l)
+            l.is_some()
+                && c.resources
+                    .requests
+                    .get(*r)
+                    .map(|q| q.as_text())
+                    .is_none_or(|q| Some(q) == l)
         })
     });
-    if guaranteed { "Guaranteed" } else { "Burstable" }
+    if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
 }

@@ -15,7 +15,14 @@ fn pod(extra: &str) -> PodState {
 }
 
 fn running(attempt: u32, now: Tick) -> Running {
-    Running { attempt, id: format!("x-app-{attempt}"), pid: 100 + attempt as i32, monitor_pid: 1, started_at: "t".into(), since: now }
+    Running {
+        attempt,
+        id: format!("x-app-{attempt}"),
+        pid: 100 + attempt as i32,
+        monitor_pid: 1,
+        started_at: "t".into(),
+        since: now,
+    }
 }
 
 fn exit(attempt: u32, code: i32) -> ExitRecord {
@@ -46,15 +53,27 @@ fn status_of(st: &PodState, now: Tick) -> serde_json::Value {
 fn starts_once_the_sandbox_is_ready() {
     let mut st = pod("");
     ready(&mut st);
-    assert_eq!(plan(&st, s(0)).actions, vec![Action::Start { index: 0, attempt: 0 }]);
+    assert_eq!(
+        plan(&st, s(0)).actions,
+        vec![Action::Start {
+            index: 0,
+            attempt: 0
+        }]
+    );
     st.on_starting(0);
-    assert!(plan(&st, s(0)).actions.is_empty(), "no second start while one is in flight");
+    assert!(
+        plan(&st, s(0)).actions.is_empty(),
+        "no second start while one is in flight"
+    );
     st.on_started(0, running(0, s(0)), s(0));
     assert!(plan(&st, s(1)).actions.is_empty());
     let v = status_of(&st, s(1));
     assert_eq!(v["status"]["phase"], "Running");
     assert_eq!(v["status"]["containerStatuses"][0]["ready"], true);
-    assert_eq!(v["status"]["containerStatuses"][0]["state"]["running"]["startedAt"], "t");
+    assert_eq!(
+        v["status"]["containerStatuses"][0]["state"]["running"]["startedAt"],
+        "t"
+    );
 }
 
 #[test]
@@ -63,7 +82,14 @@ fn crash_loop_follows_the_kubelet_backoff() {
     ready(&mut st);
     st.on_started(0, running(0, s(0)), s(0));
     st.on_exit(0, &exit(0, 1), s(5));
-    assert_eq!(plan(&st, s(5)).actions, vec![Action::Start { index: 0, attempt: 1 }], "first restart is immediate");
+    assert_eq!(
+        plan(&st, s(5)).actions,
+        vec![Action::Start {
+            index: 0,
+            attempt: 1
+        }],
+        "first restart is immediate"
+    );
     st.on_started(0, running(1, s(5)), s(5));
     assert_eq!(st.containers[0].restart_count, 1);
     st.on_exit(0, &exit(1, 1), s(6));
@@ -75,7 +101,13 @@ fn crash_loop_follows_the_kubelet_backoff() {
     assert_eq!(cs["state"]["waiting"]["reason"], "CrashLoopBackOff");
     assert_eq!(cs["lastState"]["terminated"]["exitCode"], 1);
     assert_eq!(cs["restartCount"], 1);
-    assert_eq!(plan(&st, s(16)).actions, vec![Action::Start { index: 0, attempt: 2 }]);
+    assert_eq!(
+        plan(&st, s(16)).actions,
+        vec![Action::Start {
+            index: 0,
+            attempt: 2
+        }]
+    );
     st.on_started(0, running(2, s(16)), s(16));
     st.on_exit(0, &exit(2, 2), s(17));
     assert_eq!(plan(&st, s(17)).wake, Some(s(37)), "then 20 s");
@@ -96,10 +128,16 @@ fn on_failure_policy_and_success() {
     ready(&mut st);
     st.on_started(0, running(0, s(0)), s(0));
     st.on_exit(0, &exit(0, 0), s(1));
-    assert!(plan(&st, s(100)).actions.is_empty(), "exit 0 is not restarted under OnFailure");
+    assert!(
+        plan(&st, s(100)).actions.is_empty(),
+        "exit 0 is not restarted under OnFailure"
+    );
     assert_eq!(status::phase(&st), "Succeeded");
     let v = status_of(&st, s(2));
-    assert_eq!(v["status"]["containerStatuses"][0]["state"]["terminated"]["reason"], "Completed");
+    assert_eq!(
+        v["status"]["containerStatuses"][0]["state"]["terminated"]["reason"],
+        "Completed"
+    );
 }
 
 #[test]
@@ -117,20 +155,48 @@ fn init_containers_run_in_order_before_apps() {
     let extra = "  initContainers:\n  - {name: i1, image: busybox, command: ['true']}\n  - {name: i2, image: busybox, command: ['true']}\n";
     let mut st = pod(extra);
     ready(&mut st);
-    assert_eq!(plan(&st, s(0)).actions, vec![Action::Start { index: 0, attempt: 0 }]);
+    assert_eq!(
+        plan(&st, s(0)).actions,
+        vec![Action::Start {
+            index: 0,
+            attempt: 0
+        }]
+    );
     st.on_started(0, running(0, s(0)), s(0));
     assert!(plan(&st, s(0)).actions.is_empty());
-    assert_eq!(status_of(&st, s(0))["status"]["containerStatuses"][0]["state"]["waiting"]["reason"], "PodInitializing");
+    assert_eq!(
+        status_of(&st, s(0))["status"]["containerStatuses"][0]["state"]["waiting"]["reason"],
+        "PodInitializing"
+    );
     let mut e = exit(0, 0);
     e.container = "i1".into();
     st.on_exit(0, &e, s(1));
-    assert_eq!(plan(&st, s(1)).actions, vec![Action::Start { index: 1, attempt: 0 }]);
+    assert_eq!(
+        plan(&st, s(1)).actions,
+        vec![Action::Start {
+            index: 1,
+            attempt: 0
+        }]
+    );
     st.on_started(1, running(0, s(1)), s(1));
     st.on_exit(1, &exit(0, 1), s(2));
-    assert_eq!(plan(&st, s(2)).actions, vec![Action::Start { index: 1, attempt: 1 }], "a failed init container is retried");
+    assert_eq!(
+        plan(&st, s(2)).actions,
+        vec![Action::Start {
+            index: 1,
+            attempt: 1
+        }],
+        "a failed init container is retried"
+    );
     st.on_started(1, running(1, s(2)), s(2));
     st.on_exit(1, &exit(1, 0), s(3));
-    assert_eq!(plan(&st, s(3)).actions, vec![Action::Start { index: 2, attempt: 0 }]);
+    assert_eq!(
+        plan(&st, s(3)).actions,
+        vec![Action::Start {
+            index: 2,
+            attempt: 0
+        }]
+    );
 }
 
 #[test]
@@ -138,7 +204,12 @@ fn liveness_failures_stop_the_container() {
     let extra = "";
     let mut st = pod(extra);
     st.pod.pod.spec.containers[0].liveness_probe = Some(crate::manifest::pod::Probe {
-        handler: crate::manifest::pod::Handler { exec: Some(crate::manifest::pod::ExecAction { command: vec!["false".into()] }), ..Default::default() },
+        handler: crate::manifest::pod::Handler {
+            exec: Some(crate::manifest::pod::ExecAction {
+                command: vec!["false".into()],
+            }),
+            ..Default::default()
+        },
         initial_delay_seconds: Some(5),
         failure_threshold: Some(2),
         ..Default::default()
@@ -146,25 +217,50 @@ fn liveness_failures_stop_the_container() {
     ready(&mut st);
     st.on_started(0, running(0, s(0)), s(0));
     assert_eq!(plan(&st, s(1)).wake, Some(s(5)));
-    assert_eq!(plan(&st, s(5)).actions, vec![Action::Probe { index: 0, kind: ProbeKind::Liveness }]);
+    assert_eq!(
+        plan(&st, s(5)).actions,
+        vec![Action::Probe {
+            index: 0,
+            kind: ProbeKind::Liveness
+        }]
+    );
     st.on_probe_started(0, ProbeKind::Liveness);
     assert!(plan(&st, s(5)).actions.is_empty());
-    assert_eq!(st.on_probe(0, ProbeKind::Liveness, false, "exit 1", s(5)), None);
+    assert_eq!(
+        st.on_probe(0, ProbeKind::Liveness, false, "exit 1", s(5)),
+        None
+    );
     assert_eq!(plan(&st, s(6)).wake, Some(s(15)));
-    assert!(st.on_probe(0, ProbeKind::Liveness, false, "exit 1", s(15)).is_some());
-    assert_eq!(plan(&st, s(15)).actions, vec![Action::Stop { index: 0, grace: s(30) }]);
+    assert!(st
+        .on_probe(0, ProbeKind::Liveness, false, "exit 1", s(15))
+        .is_some());
+    assert_eq!(
+        plan(&st, s(15)).actions,
+        vec![Action::Stop {
+            index: 0,
+            grace: s(30)
+        }]
+    );
 }
 
 #[test]
 fn readiness_drives_ready() {
     let mut st = pod("");
     st.pod.pod.spec.containers[0].readiness_probe = Some(crate::manifest::pod::Probe {
-        handler: crate::manifest::pod::Handler { exec: Some(crate::manifest::pod::ExecAction { command: vec!["true".into()] }), ..Default::default() },
+        handler: crate::manifest::pod::Handler {
+            exec: Some(crate::manifest::pod::ExecAction {
+                command: vec!["true".into()],
+            }),
+            ..Default::default()
+        },
         ..Default::default()
     });
     ready(&mut st);
     st.on_started(0, running(0, s(0)), s(0));
-    assert_eq!(status_of(&st, s(0))["status"]["containerStatuses"][0]["ready"], false);
+    assert_eq!(
+        status_of(&st, s(0))["status"]["containerStatuses"][0]["ready"],
+        false
+    );
     st.on_probe(0, ProbeKind::Readiness, true, "", s(0));
     let v = status_of(&st, s(0));
     assert_eq!(v["status"]["containerStatuses"][0]["ready"], true);
@@ -178,7 +274,13 @@ fn termination_stops_then_tears_down() {
     ready(&mut st);
     st.on_started(0, running(0, s(0)), s(0));
     st.terminating = true;
-    assert_eq!(plan(&st, s(1)).actions, vec![Action::Stop { index: 0, grace: s(3) }]);
+    assert_eq!(
+        plan(&st, s(1)).actions,
+        vec![Action::Stop {
+            index: 0,
+            grace: s(3)
+        }]
+    );
     st.containers[0].stopping = true;
     assert!(plan(&st, s(1)).actions.is_empty());
     st.on_exit(0, &exit(0, 143), s(2));
@@ -189,11 +291,38 @@ fn termination_stops_then_tears_down() {
 fn start_failures_are_reported_and_backed_off() {
     let mut st = pod("");
     ready(&mut st);
-    st.on_start_failed(0, StartFailure { reason: "ErrImageNeverPull".into(), message: "image busybox is not in the local store".into(), ran: false }, s(0), "w");
+    st.on_start_failed(
+        0,
+        StartFailure {
+            reason: "ErrImageNeverPull".into(),
+            message: "image busybox is not in the local store".into(),
+            ran: false,
+        },
+        s(0),
+        "w",
+    );
     let v = status_of(&st, s(0));
-    assert_eq!(v["status"]["containerStatuses"][0]["state"]["waiting"]["reason"], "ErrImageNeverPull");
+    assert_eq!(
+        v["status"]["containerStatuses"][0]["state"]["waiting"]["reason"],
+        "ErrImageNeverPull"
+    );
     assert_eq!(v["status"]["containerStatuses"][0]["restartCount"], 0);
-    assert_eq!(plan(&st, s(0)).actions, vec![Action::Start { index: 0, attempt: 0 }]);
-    st.on_start_failed(0, StartFailure { reason: "ErrImageNeverPull".into(), message: "m".into(), ran: false }, s(1), "w");
+    assert_eq!(
+        plan(&st, s(0)).actions,
+        vec![Action::Start {
+            index: 0,
+            attempt: 0
+        }]
+    );
+    st.on_start_failed(
+        0,
+        StartFailure {
+            reason: "ErrImageNeverPull".into(),
+            message: "m".into(),
+            ran: false,
+        },
+        s(1),
+        "w",
+    );
     assert_eq!(plan(&st, s(1)).wake, Some(s(11)));
 }

@@ -16,15 +16,42 @@ use std::path::PathBuf;
 
 /// containerd's default capability set for Kubernetes containers.
 pub const DEFAULT_CAPS: &[&str] = &[
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID",
-    "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
 ];
 
 const MASKED: &[&str] = &[
-    "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
-    "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap",
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
 ];
-const READONLY: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+const READONLY: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
 
 /// The image's runtime defaults (OCI image config `config` section).
 #[derive(Debug, Clone, Default)]
@@ -84,7 +111,12 @@ pub fn field_value(pod: &StaticPod, path: &str, host_ip: &str, pod_ip: &str) -> 
         "metadata.namespace" => m.namespace.clone(),
         "metadata.uid" => m.uid.clone(),
         "spec.nodeName" => pod.pod.spec.node_name.clone().unwrap_or_default(),
-        "spec.serviceAccountName" => pod.pod.spec.service_account_name.clone().unwrap_or_default(),
+        "spec.serviceAccountName" => pod
+            .pod
+            .spec
+            .service_account_name
+            .clone()
+            .unwrap_or_default(),
         "status.hostIP" => host_ip.to_string(),
         "status.podIP" | "status.podIPs" => pod_ip.to_string(),
         p => {
@@ -103,7 +135,10 @@ pub fn field_value(pod: &StaticPod, path: &str, host_ip: &str, pod_ip: &str) -> 
 /// references to earlier variables expanded.
 pub fn environment(input: &BundleInput) -> Vec<String> {
     let mut vars: Vec<(String, String)> = Vec::new();
-    let set = |vars: &mut Vec<(String, String)>, k: String, v: String| match vars.iter_mut().find(|(n, _)| *n == k) {
+    let set = |vars: &mut Vec<(String, String)>, k: String, v: String| match vars
+        .iter_mut()
+        .find(|(n, _)| *n == k)
+    {
         Some(slot) => slot.1 = v,
         None => vars.push((k, v)),
     };
@@ -113,11 +148,18 @@ pub fn environment(input: &BundleInput) -> Vec<String> {
         }
     }
     if !vars.iter().any(|(k, _)| k == "PATH") {
-        set(&mut vars, "PATH".into(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+        set(
+            &mut vars,
+            "PATH".into(),
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        );
     }
     set(&mut vars, "HOSTNAME".into(), input.hostname.clone());
     for e in &input.container.env {
-        let value = match (&e.value, e.value_from.as_ref().and_then(|v| v.field_ref.as_ref())) {
+        let value = match (
+            &e.value,
+            e.value_from.as_ref().and_then(|v| v.field_ref.as_ref()),
+        ) {
             (_, Some(fr)) => field_value(input.pod, &fr.field_path, &input.host_ip, &input.pod_ip),
             (Some(v), None) => expand(v, &vars),
             (None, None) => String::new(),
@@ -166,7 +208,11 @@ fn capabilities(c: &Container, privileged: bool) -> Vec<String> {
         return ALL_CAPS.iter().map(|s| s.to_string()).collect();
     }
     let mut caps: Vec<String> = DEFAULT_CAPS.iter().map(|s| s.to_string()).collect();
-    if let Some(sc) = c.security_context.as_ref().and_then(|s| s.capabilities.as_ref()) {
+    if let Some(sc) = c
+        .security_context
+        .as_ref()
+        .and_then(|s| s.capabilities.as_ref())
+    {
         if sc.drop.iter().any(|d| d == "ALL") {
             caps.clear();
         }
@@ -189,13 +235,47 @@ fn capabilities(c: &Container, privileged: bool) -> Vec<String> {
 }
 
 const ALL_CAPS: &[&str] = &[
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_SETGID",
-    "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN",
-    "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT",
-    "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE", "CAP_SYS_RESOURCE",
-    "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE", "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL",
-    "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND",
-    "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
 ];
 
 fn namespace(kind: &str, path: &Option<PathBuf>) -> Option<Value> {
@@ -205,7 +285,9 @@ fn namespace(kind: &str, path: &Option<PathBuf>) -> Option<Value> {
 /// CPU and memory limits the kubelet's way: limit -> CFS quota over a 100 ms period,
 /// request -> shares (crun maps shares to cpu.weight on cgroup v2).
 pub fn resources(c: &Container) -> Value {
-    let get = |m: &BTreeMap<String, crate::manifest::pod::QuantityValue>, k: &str| m.get(k).and_then(|q| Quantity::parse(&q.as_text()));
+    let get = |m: &BTreeMap<String, crate::manifest::pod::QuantityValue>, k: &str| {
+        m.get(k).and_then(|q| Quantity::parse(&q.as_text()))
+    };
     let mut r = json!({"devices": [{"allow": false, "access": "rwm"}]});
     let cpu_limit = get(&c.resources.limits, "cpu");
     let cpu_request = get(&c.resources.requests, "cpu").or(cpu_limit);
@@ -215,7 +297,10 @@ pub fn resources(c: &Container) -> Value {
         cpu.insert("quota".into(), json!(((l.milli() * 100).max(1000)) as i64));
     }
     if let Some(r) = cpu_request {
-        cpu.insert("shares".into(), json!(((r.milli() * 1024) / 1000).max(2) as u64));
+        cpu.insert(
+            "shares".into(),
+            json!(((r.milli() * 1024) / 1000).max(2) as u64),
+        );
     }
     if !cpu.is_empty() {
         r["cpu"] = Value::Object(cpu);
@@ -233,9 +318,16 @@ pub fn generate(input: &BundleInput) -> Result<Spec, String> {
     let caps = capabilities(c, privileged);
     let args = process_args(c, input.image);
     if args.is_empty() {
-        return Err("no command: the container sets no command and the image has no Entrypoint or Cmd".into());
+        return Err(
+            "no command: the container sets no command and the image has no Entrypoint or Cmd"
+                .into(),
+        );
     }
-    let cwd = c.working_dir.clone().or_else(|| input.image.working_dir.clone().filter(|w| !w.is_empty())).unwrap_or_else(|| "/".into());
+    let cwd = c
+        .working_dir
+        .clone()
+        .or_else(|| input.image.working_dir.clone().filter(|w| !w.is_empty()))
+        .unwrap_or_else(|| "/".into());
     let mut mounts = vec![
         json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
         json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
@@ -275,8 +367,19 @@ pub fn generate(input: &BundleInput) -> Result<Spec, String> {
     } else {
         linux["maskedPaths"] = json!(MASKED);
         linux["readonlyPaths"] = json!(READONLY);
-        let allow = [("c", 1, 3), ("c", 1, 5), ("c", 1, 7), ("c", 1, 8), ("c", 1, 9), ("c", 5, 0), ("c", 5, 2), ("c", 136, -1)];
-        let devs = linux["resources"]["devices"].as_array_mut().expect("devices was set above");
+        let allow = [
+            ("c", 1, 3),
+            ("c", 1, 5),
+            ("c", 1, 7),
+            ("c", 1, 8),
+            ("c", 1, 9),
+            ("c", 5, 0),
+            ("c", 5, 2),
+            ("c", 136, -1),
+        ];
+        let devs = linux["resources"]["devices"]
+            .as_array_mut()
+            .expect("devices was set above");
         for (t, maj, min) in allow {
             let mut rule = json!({"allow": true, "type": t, "major": maj, "access": "rwm"});
             if min >= 0 {
@@ -313,7 +416,8 @@ pub fn generate(input: &BundleInput) -> Result<Spec, String> {
     if input.namespaces.uts.is_some() {
         spec["hostname"] = json!(input.hostname);
     }
-    serde_json::from_value(spec).map_err(|e| format!("internal error: generated spec does not parse: {e}"))
+    serde_json::from_value(spec)
+        .map_err(|e| format!("internal error: generated spec does not parse: {e}"))
 }
 
 #[cfg(test)]

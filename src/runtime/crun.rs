@@ -37,11 +37,17 @@ impl Crun {
 
     async fn run(&self, args: &[&str]) -> Result<Vec<u8>, CrunError> {
         let shown = format!("{} {}", self.binary.display(), args.join(" "));
-        let out = self.command(args).output().await.map_err(|e| CrunError { command: shown.clone(), message: e.to_string() })?;
+        let out = self.command(args).output().await.map_err(|e| CrunError {
+            command: shown.clone(),
+            message: e.to_string(),
+        })?;
         if out.status.success() {
             Ok(out.stdout)
         } else {
-            Err(CrunError { command: shown, message: String::from_utf8_lossy(&out.stderr).trim().to_string() })
+            Err(CrunError {
+                command: shown,
+                message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            })
         }
     }
 
@@ -53,7 +59,11 @@ impl Crun {
     pub async fn delete(&self, id: &str) -> Result<(), CrunError> {
         match self.run(&["delete", "--force", id]).await {
             Ok(_) => Ok(()),
-            Err(e) if e.message.contains("does not exist") || e.message.contains("No such file") => Ok(()),
+            Err(e)
+                if e.message.contains("does not exist") || e.message.contains("No such file") =>
+            {
+                Ok(())
+            }
             Err(e) => Err(e),
         }
     }
@@ -65,12 +75,20 @@ impl Crun {
         }
         serde_json::from_slice::<Option<Vec<ContainerState>>>(&out)
             .map(Option::unwrap_or_default)
-            .map_err(|e| CrunError { command: "crun list".into(), message: e.to_string() })
+            .map_err(|e| CrunError {
+                command: "crun list".into(),
+                message: e.to_string(),
+            })
     }
 
     /// Runs `cmd` in the container; returns the exit code and combined output, or an error
     /// after `timeout` (the exec'd process is killed).
-    pub async fn exec(&self, id: &str, cmd: &[String], timeout: Duration) -> Result<(i32, String), CrunError> {
+    pub async fn exec(
+        &self,
+        id: &str,
+        cmd: &[String],
+        timeout: Duration,
+    ) -> Result<(i32, String), CrunError> {
         let mut args: Vec<&str> = vec!["exec", id];
         args.extend(cmd.iter().map(String::as_str));
         let shown = format!("crun exec {id} {}", cmd.join(" "));
@@ -80,7 +98,10 @@ impl Crun {
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| CrunError { command: shown.clone(), message: e.to_string() })?;
+            .map_err(|e| CrunError {
+                command: shown.clone(),
+                message: e.to_string(),
+            })?;
         let out = smol::future::or(
             async {
                 let stdout = child.stdout.take();
@@ -102,9 +123,18 @@ impl Crun {
         )
         .await;
         match out {
-            Some((Ok(status), text)) => Ok((status.code().unwrap_or(128), String::from_utf8_lossy(&text).trim().to_string())),
-            Some((Err(e), _)) => Err(CrunError { command: shown, message: e.to_string() }),
-            None => Err(CrunError { command: shown, message: format!("timed out after {timeout:?}") }),
+            Some((Ok(status), text)) => Ok((
+                status.code().unwrap_or(128),
+                String::from_utf8_lossy(&text).trim().to_string(),
+            )),
+            Some((Err(e), _)) => Err(CrunError {
+                command: shown,
+                message: e.to_string(),
+            }),
+            None => Err(CrunError {
+                command: shown,
+                message: format!("timed out after {timeout:?}"),
+            }),
         }
     }
 }
@@ -114,6 +144,9 @@ pub fn alive(pid: i32) -> bool {
     pid > 0 && Path::new(&format!("/proc/{pid}")).exists() && {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         // State is the field after the closing paren of the command name; Z is a zombie.
-        !stat.rsplit_once(") ").map(|(_, rest)| rest.starts_with('Z')).unwrap_or(true)
+        !stat
+            .rsplit_once(") ")
+            .map(|(_, rest)| rest.starts_with('Z'))
+            .unwrap_or(true)
     }
 }

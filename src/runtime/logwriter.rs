@@ -32,8 +32,19 @@ impl LogWriter {
             let _ = fs::create_dir_all(dir);
         }
         let file = OpenOptions::new().create(true).append(true).open(path).ok();
-        let size = file.as_ref().and_then(|f| f.metadata().ok()).map(|m| m.len()).unwrap_or(0);
-        LogWriter { path: path.to_path_buf(), file, size, max_size, max_files: max_files.max(1), pending: [Vec::new(), Vec::new()] }
+        let size = file
+            .as_ref()
+            .and_then(|f| f.metadata().ok())
+            .map(|m| m.len())
+            .unwrap_or(0);
+        LogWriter {
+            path: path.to_path_buf(),
+            file,
+            size,
+            max_size,
+            max_files: max_files.max(1),
+            pending: [Vec::new(), Vec::new()],
+        }
     }
 
     /// Appends raw output of one stream; complete lines are written at once.
@@ -98,21 +109,35 @@ impl LogWriter {
 
     fn rotate(&mut self) {
         self.file = None;
-        let stamp: String = crate::timefmt::rfc3339_nanos(SystemTime::now()).chars().filter(|c| c.is_ascii_digit()).collect();
+        let stamp: String = crate::timefmt::rfc3339_nanos(SystemTime::now())
+            .chars()
+            .filter(|c| c.is_ascii_digit())
+            .collect();
         let rotated = PathBuf::from(format!("{}.{stamp}", self.path.display()));
         let _ = fs::rename(&self.path, &rotated);
         prune_rotated(&self.path, self.max_files.saturating_sub(1) as usize);
-        self.file = OpenOptions::new().create(true).append(true).open(&self.path).ok();
+        self.file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .ok();
         self.size = 0;
     }
 }
 
 /// Rotated files of `path`, oldest first.
 pub fn rotated_files(path: &Path) -> Vec<PathBuf> {
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else { return Vec::new() };
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Vec::new();
+    };
     let prefix = format!("{}.", name.to_string_lossy());
     let mut files: Vec<PathBuf> = fs::read_dir(dir)
-        .map(|rd| rd.flatten().filter(|e| e.file_name().to_string_lossy().starts_with(&prefix)).map(|e| e.path()).collect())
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                .map(|e| e.path())
+                .collect()
+        })
         .unwrap_or_default();
     files.sort();
     files
@@ -141,7 +166,11 @@ mod tests {
     use super::*;
 
     fn dir() -> PathBuf {
-        let d = std::env::temp_dir().join(format!("staticlet-log-{}-{:?}", std::process::id(), std::thread::current().id()));
+        let d = std::env::temp_dir().join(format!(
+            "staticlet-log-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
         let _ = fs::remove_dir_all(&d);
         fs::create_dir_all(&d).unwrap();
         d
@@ -163,7 +192,7 @@ mod tests {
         assert_eq!(lines[0], ("stdout", false, "hello"));
         assert_eq!(lines[1], ("stderr", false, "oops"));
         assert_eq!(lines[2], ("stdout", false, "world"));
-        assert_eq!(lines[3].1, true, "a long line is split into a partial...");
+        assert!(lines[3].1, "a long line is split into a partial...");
         assert_eq!(lines[3].2.len(), MAX_LINE);
         assert_eq!(lines[4], ("stdout", false, "xxxxxxxxxx"));
         let ts = text.split(' ').next().unwrap();
@@ -177,7 +206,10 @@ mod tests {
         let p = d.join("0.log");
         let mut w = LogWriter::open(&p, 4096, 3);
         for i in 0..2000 {
-            w.write("stdout", format!("line {i} of a container that logs too much\n").as_bytes());
+            w.write(
+                "stdout",
+                format!("line {i} of a container that logs too much\n").as_bytes(),
+            );
         }
         w.finish();
         let files: Vec<_> = fs::read_dir(&d).unwrap().flatten().collect();

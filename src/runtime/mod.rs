@@ -70,7 +70,10 @@ pub struct Layout {
 
 impl Layout {
     pub fn new(root: &Path, logs: &Path) -> Layout {
-        Layout { root: root.to_path_buf(), logs: logs.to_path_buf() }
+        Layout {
+            root: root.to_path_buf(),
+            logs: logs.to_path_buf(),
+        }
     }
     pub fn crun_root(&self) -> PathBuf {
         self.root.join("crun")
@@ -101,8 +104,17 @@ impl Layout {
     pub fn pod_logs(&self, namespace: &str, name: &str, uid: &str) -> PathBuf {
         self.logs.join(format!("{namespace}_{name}_{uid}"))
     }
-    pub fn log_file(&self, namespace: &str, name: &str, uid: &str, container: &str, attempt: u32) -> PathBuf {
-        self.pod_logs(namespace, name, uid).join(container).join(format!("{attempt}.log"))
+    pub fn log_file(
+        &self,
+        namespace: &str,
+        name: &str,
+        uid: &str,
+        container: &str,
+        attempt: u32,
+    ) -> PathBuf {
+        self.pod_logs(namespace, name, uid)
+            .join(container)
+            .join(format!("{attempt}.log"))
     }
     /// The pod's cgroup, relative to each hierarchy's root.
     pub fn pod_cgroup(uid: &str) -> String {

@@ -51,21 +51,33 @@ fn child_signalfd() -> std::io::Result<OwnedFd> {
     }
 }
 
-fn crun_error(spec: &MonitorSpec, dir: &Path, what: &str, status: std::process::ExitStatus) -> String {
+fn crun_error(
+    spec: &MonitorSpec,
+    dir: &Path,
+    what: &str,
+    status: std::process::ExitStatus,
+) -> String {
     // crun logs its errors to the file we gave it (JSON lines or plain text).
     let log = fs::read_to_string(dir.join("crun.log")).unwrap_or_default();
     let last = log
         .lines()
         .rev()
         .find(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["msg"].as_str().map(String::from)).unwrap_or_else(|| l.to_string()))
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v["msg"].as_str().map(String::from))
+                .unwrap_or_else(|| l.to_string())
+        })
         .unwrap_or_else(|| format!("exited with {status}"));
     format!("{} {what} {}: {last}", spec.runtime.display(), spec.id)
 }
 
 fn runtime_cmd(spec: &MonitorSpec, dir: &Path) -> Command {
     let mut c = Command::new(&spec.runtime);
-    c.arg("--root").arg(&spec.runtime_root).arg(format!("--log=file:{}", dir.join("crun.log").display()));
+    c.arg("--root")
+        .arg(&spec.runtime_root)
+        .arg(format!("--log=file:{}", dir.join("crun.log").display()));
     c
 }
 
@@ -95,7 +107,11 @@ fn report(line: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
-    if let Ok(null) = fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+    if let Ok(null) = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
         // SAFETY: dup2 onto the standard descriptors; null stays open until both are done.
         unsafe {
             libc::dup2(null.as_raw_fd(), 0);
@@ -140,7 +156,11 @@ pub fn main(dir: &Path) -> Result<(), Failure> {
         .map_err(|e| fail(format!("cannot run {}: {e}", spec.runtime.display())))?;
     if !status.success() {
         let msg = crun_error(&spec, dir, "create", status);
-        let _ = runtime_cmd(&spec, dir).args(["delete", "--force", &spec.id]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        let _ = runtime_cmd(&spec, dir)
+            .args(["delete", "--force", &spec.id])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
         return Err(fail(msg));
     }
     let pid: i32 = fs::read_to_string(&pid_file)
@@ -157,11 +177,22 @@ pub fn main(dir: &Path) -> Result<(), Failure> {
         .map_err(|e| fail(format!("cannot run {}: {e}", spec.runtime.display())))?;
     if !status.success() {
         let msg = crun_error(&spec, dir, "start", status);
-        let _ = runtime_cmd(&spec, dir).args(["delete", "--force", &spec.id]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        let _ = runtime_cmd(&spec, dir)
+            .args(["delete", "--force", &spec.id])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
         return Err(fail(msg));
     }
-    let started = StartedRecord { monitor_pid: std::process::id() as i32, container_pid: pid, started_at: started_at.clone() };
-    let _ = write_atomic(&dir.join("started.json"), &serde_json::to_vec(&started).unwrap_or_default());
+    let started = StartedRecord {
+        monitor_pid: std::process::id() as i32,
+        container_pid: pid,
+        started_at: started_at.clone(),
+    };
+    let _ = write_atomic(
+        &dir.join("started.json"),
+        &serde_json::to_vec(&started).unwrap_or_default(),
+    );
     report(&format!("started {pid}"));
 
     let mut log = LogWriter::open(&spec.log_path, spec.log_max_size, spec.log_max_files);
@@ -185,7 +216,13 @@ pub fn main(dir: &Path) -> Result<(), Failure> {
 
 /// Copies both pipes into the log until the container exits and the pipes close (or the drain
 /// deadline passes). Returns the container's wait status and when it ended.
-fn pump(pid: i32, out: &OwnedFd, err: &OwnedFd, sigfd: &OwnedFd, log: &mut LogWriter) -> (Option<i32>, SystemTime) {
+fn pump(
+    pid: i32,
+    out: &OwnedFd,
+    err: &OwnedFd,
+    sigfd: &OwnedFd,
+    log: &mut LogWriter,
+) -> (Option<i32>, SystemTime) {
     let mut open = [true, true];
     let mut status: Option<i32> = None;
     let mut finished = SystemTime::now();
@@ -203,9 +240,25 @@ fn pump(pid: i32, out: &OwnedFd, err: &OwnedFd, sigfd: &OwnedFd, log: &mut LogWr
             break;
         }
         let mut fds = [
-            libc::pollfd { fd: if open[0] { out.as_raw_fd() } else { -1 }, events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: if open[1] { err.as_raw_fd() } else { -1 }, events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: if status.is_none() { sigfd.as_raw_fd() } else { -1 }, events: libc::POLLIN, revents: 0 },
+            libc::pollfd {
+                fd: if open[0] { out.as_raw_fd() } else { -1 },
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: if open[1] { err.as_raw_fd() } else { -1 },
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: if status.is_none() {
+                    sigfd.as_raw_fd()
+                } else {
+                    -1
+                },
+                events: libc::POLLIN,
+                revents: 0,
+            },
         ];
         // SAFETY: fds is a valid array of pollfd for its length.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
@@ -221,7 +274,9 @@ fn pump(pid: i32, out: &OwnedFd, err: &OwnedFd, sigfd: &OwnedFd, log: &mut LogWr
                 let r = unsafe { libc::read(fds[i].fd, buf.as_mut_ptr().cast(), buf.len()) };
                 if r > 0 {
                     log.write(stream, &buf[..r as usize]);
-                } else if r == 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+                } else if r == 0
+                    || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted
+                {
                     open[i] = false;
                 }
             }
@@ -255,7 +310,10 @@ fn oom_kills(dir: &Path) -> u64 {
         .filter_map(|f| fs::read_to_string(dir.join(f)).ok())
         .flat_map(|text| {
             text.lines()
-                .filter_map(|l| l.strip_prefix("oom_kill ").and_then(|v| v.trim().parse::<u64>().ok()))
+                .filter_map(|l| {
+                    l.strip_prefix("oom_kill ")
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                })
                 .collect::<Vec<_>>()
         })
         .max()

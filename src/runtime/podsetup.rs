@@ -16,25 +16,55 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
     #[error("{what} {}: {source}", path.display())]
-    Io { what: &'static str, path: PathBuf, source: io::Error },
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
     #[error("volume {volume}: hostPath {}: {message}", path.display())]
-    HostPath { volume: String, path: PathBuf, message: String },
+    HostPath {
+        volume: String,
+        path: PathBuf,
+        message: String,
+    },
 }
 
 fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> SetupError + 'a {
-    move |source| SetupError::Io { what, path: path.to_path_buf(), source }
+    move |source| SetupError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn cstr(p: &Path) -> io::Result<CString> {
     CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::other("NUL in path"))
 }
 
-pub fn mount(source: &str, target: &Path, fstype: &str, flags: libc::c_ulong, data: Option<&str>) -> io::Result<()> {
+pub fn mount(
+    source: &str,
+    target: &Path,
+    fstype: &str,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> io::Result<()> {
     let (s, t, f) = (CString::new(source)?, cstr(target)?, CString::new(fstype)?);
     let d = data.map(CString::new).transpose()?;
     // SAFETY: all pointers are valid NUL-terminated strings or null.
-    let r = unsafe { libc::mount(s.as_ptr(), t.as_ptr(), f.as_ptr(), flags, d.as_ref().map_or(std::ptr::null(), |d| d.as_ptr().cast())) };
-    if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    let r = unsafe {
+        libc::mount(
+            s.as_ptr(),
+            t.as_ptr(),
+            f.as_ptr(),
+            flags,
+            d.as_ref().map_or(std::ptr::null(), |d| d.as_ptr().cast()),
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Lazily unmounts `target` if something is mounted there.
@@ -69,9 +99,14 @@ pub fn host_ip() -> String {
         let mut found = None;
         while !cur.is_null() {
             let a = &*cur;
-            if !a.ifa_addr.is_null() && (*a.ifa_addr).sa_family as i32 == libc::AF_INET && a.ifa_flags & libc::IFF_LOOPBACK as u32 == 0 && a.ifa_flags & libc::IFF_UP as u32 != 0 {
+            if !a.ifa_addr.is_null()
+                && (*a.ifa_addr).sa_family as i32 == libc::AF_INET
+                && a.ifa_flags & libc::IFF_LOOPBACK as u32 == 0
+                && a.ifa_flags & libc::IFF_UP as u32 != 0
+            {
                 let sin = &*(a.ifa_addr as *const libc::sockaddr_in);
-                found = Some(std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)).to_string());
+                found =
+                    Some(std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)).to_string());
                 break;
             }
             cur = a.ifa_next;
@@ -83,7 +118,12 @@ pub fn host_ip() -> String {
 
 /// Creates the pod's network, IPC and UTS namespaces in a short-lived thread and pins each
 /// with a bind mount on a file under `dir`. Loopback is brought up in the new netns.
-fn create_namespaces(dir: &Path, hostname: &str, net: bool, ipc: bool) -> io::Result<PodNamespaces> {
+fn create_namespaces(
+    dir: &Path,
+    hostname: &str,
+    net: bool,
+    ipc: bool,
+) -> io::Result<PodNamespaces> {
     fs::create_dir_all(dir)?;
     let dir = dir.to_path_buf();
     let hostname = hostname.to_string();
@@ -107,7 +147,11 @@ fn create_namespaces(dir: &Path, hostname: &str, net: bool, ipc: bool) -> io::Re
         // SAFETY: gettid has no preconditions.
         let tid = unsafe { libc::syscall(libc::SYS_gettid) };
         let mut out = PodNamespaces::default();
-        for (kind, wanted, slot) in [("net", net, &mut out.net), ("uts", net, &mut out.uts), ("ipc", ipc, &mut out.ipc)] {
+        for (kind, wanted, slot) in [
+            ("net", net, &mut out.net),
+            ("uts", net, &mut out.uts),
+            ("ipc", ipc, &mut out.ipc),
+        ] {
             if !wanted {
                 continue;
             }
@@ -142,7 +186,11 @@ fn loopback_up() -> io::Result<()> {
         }
         let err = io::Error::last_os_error();
         libc::close(fd);
-        if r != 0 { Err(err) } else { Ok(()) }
+        if r != 0 {
+            Err(err)
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -192,11 +240,19 @@ fn resolv_conf(pod: &StaticPod) -> String {
 /// Idempotent: what already exists is kept.
 pub fn setup(pod: &StaticPod, pod_dir: &Path) -> Result<Sandbox, SetupError> {
     let spec = &pod.pod.spec;
-    let hostname = if spec.host_network { crate::config::default_node_name() } else { hostname(pod) };
+    let hostname = if spec.host_network {
+        crate::config::default_node_name()
+    } else {
+        hostname(pod)
+    };
     let host_ip = host_ip();
     let mut sb = Sandbox {
         hostname: hostname.clone(),
-        pod_ip: if spec.host_network { host_ip.clone() } else { String::new() },
+        pod_ip: if spec.host_network {
+            host_ip.clone()
+        } else {
+            String::new()
+        },
         host_ip,
         ..Default::default()
     };
@@ -216,11 +272,15 @@ pub fn setup(pod: &StaticPod, pod_dir: &Path) -> Result<Sandbox, SetupError> {
     let own_ipc = !spec.host_ipc;
     let existing = |kind: &str| {
         let p = ns_dir.join(kind);
-        crate::fsutil::mounts().iter().any(|(t, _)| *t == p).then_some(p)
+        crate::fsutil::mounts()
+            .iter()
+            .any(|(t, _)| *t == p)
+            .then_some(p)
     };
     if (own_net && existing("net").is_none()) || (own_ipc && existing("ipc").is_none()) {
         teardown_namespaces(pod_dir);
-        sb.namespaces = create_namespaces(&ns_dir, &hostname, own_net, own_ipc).map_err(io_err("creating namespaces in", &ns_dir))?;
+        sb.namespaces = create_namespaces(&ns_dir, &hostname, own_net, own_ipc)
+            .map_err(io_err("creating namespaces in", &ns_dir))?;
     } else {
         sb.namespaces = PodNamespaces {
             net: own_net.then(|| ns_dir.join("net")),
@@ -232,8 +292,14 @@ pub fn setup(pod: &StaticPod, pod_dir: &Path) -> Result<Sandbox, SetupError> {
         let shm = pod_dir.join("shm");
         fs::create_dir_all(&shm).map_err(io_err("creating", &shm))?;
         if !crate::fsutil::mounts().iter().any(|(t, _)| *t == shm) {
-            mount("shm", &shm, "tmpfs", libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, Some("mode=1777,size=65536k"))
-                .map_err(io_err("mounting /dev/shm at", &shm))?;
+            mount(
+                "shm",
+                &shm,
+                "tmpfs",
+                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                Some("mode=1777,size=65536k"),
+            )
+            .map_err(io_err("mounting /dev/shm at", &shm))?;
         }
         sb.shm = Some(shm);
     }
@@ -247,7 +313,11 @@ pub fn setup(pod: &StaticPod, pod_dir: &Path) -> Result<Sandbox, SetupError> {
 fn volume(pod_dir: &Path, v: &crate::manifest::pod::Volume) -> Result<PathBuf, SetupError> {
     if let Some(hp) = &v.host_path {
         let path = PathBuf::from(&hp.path);
-        let fail = |message: &str| SetupError::HostPath { volume: v.name.clone(), path: path.clone(), message: message.into() };
+        let fail = |message: &str| SetupError::HostPath {
+            volume: v.name.clone(),
+            path: path.clone(),
+            message: message.into(),
+        };
         let meta = fs::metadata(&path);
         use std::os::unix::fs::FileTypeExt;
         match hp.kind.as_deref().unwrap_or("") {
@@ -259,28 +329,73 @@ fn volume(pod_dir: &Path, v: &crate::manifest::pod::Volume) -> Result<PathBuf, S
                     return Err(fail("exists and is not a directory"));
                 }
             }
-            "Directory" if !meta.as_ref().map(|m| m.is_dir()).unwrap_or(false) => return Err(fail("is not a directory (type: Directory)")),
+            "Directory" if !meta.as_ref().map(|m| m.is_dir()).unwrap_or(false) => {
+                return Err(fail("is not a directory (type: Directory)"))
+            }
             "FileOrCreate" => {
                 if meta.is_err() {
-                    fs::OpenOptions::new().create(true).append(true).open(&path).map_err(io_err("creating hostPath", &path))?;
+                    fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&path)
+                        .map_err(io_err("creating hostPath", &path))?;
                 } else if !meta.as_ref().map(|m| m.is_file()).unwrap_or(false) {
                     return Err(fail("exists and is not a file"));
                 }
             }
-            "File" if !meta.as_ref().map(|m| m.is_file()).unwrap_or(false) => return Err(fail("is not a file (type: File)")),
-            "Socket" if !meta.as_ref().map(|m| m.file_type().is_socket()).unwrap_or(false) => return Err(fail("is not a socket (type: Socket)")),
-            "CharDevice" if !meta.as_ref().map(|m| m.file_type().is_char_device()).unwrap_or(false) => return Err(fail("is not a character device (type: CharDevice)")),
-            "BlockDevice" if !meta.as_ref().map(|m| m.file_type().is_block_device()).unwrap_or(false) => return Err(fail("is not a block device (type: BlockDevice)")),
+            "File" if !meta.as_ref().map(|m| m.is_file()).unwrap_or(false) => {
+                return Err(fail("is not a file (type: File)"))
+            }
+            "Socket"
+                if !meta
+                    .as_ref()
+                    .map(|m| m.file_type().is_socket())
+                    .unwrap_or(false) =>
+            {
+                return Err(fail("is not a socket (type: Socket)"))
+            }
+            "CharDevice"
+                if !meta
+                    .as_ref()
+                    .map(|m| m.file_type().is_char_device())
+                    .unwrap_or(false) =>
+            {
+                return Err(fail("is not a character device (type: CharDevice)"))
+            }
+            "BlockDevice"
+                if !meta
+                    .as_ref()
+                    .map(|m| m.file_type().is_block_device())
+                    .unwrap_or(false) =>
+            {
+                return Err(fail("is not a block device (type: BlockDevice)"))
+            }
             _ => {}
         }
         return Ok(path);
     }
     let dir = pod_dir.join("volumes").join(&v.name);
     fs::create_dir_all(&dir).map_err(io_err("creating emptyDir", &dir))?;
-    if let Some(ed) = v.empty_dir.as_ref().filter(|e| e.medium.as_deref() == Some("Memory")) {
+    if let Some(ed) = v
+        .empty_dir
+        .as_ref()
+        .filter(|e| e.medium.as_deref() == Some("Memory"))
+    {
         if !crate::fsutil::mounts().iter().any(|(t, _)| *t == dir) {
-            let size = ed.size_limit.as_ref().and_then(|q| Quantity::parse(&q.as_text())).map(|q| format!(",size={}", q.value())).unwrap_or_default();
-            mount("tmpfs", &dir, "tmpfs", libc::MS_NOSUID | libc::MS_NODEV, Some(&format!("mode=0777{size}"))).map_err(io_err("mounting tmpfs at", &dir))?;
+            let size = ed
+                .size_limit
+                .as_ref()
+                .and_then(|q| Quantity::parse(&q.as_text()))
+                .map(|q| format!(",size={}", q.value()))
+                .unwrap_or_default();
+            mount(
+                "tmpfs",
+                &dir,
+                "tmpfs",
+                libc::MS_NOSUID | libc::MS_NODEV,
+                Some(&format!("mode=0777{size}")),
+            )
+            .map_err(io_err("mounting tmpfs at", &dir))?;
         }
     }
     Ok(dir)
@@ -298,7 +413,11 @@ fn teardown_namespaces(pod_dir: &Path) {
 pub fn teardown(pod_dir: &Path) -> io::Result<()> {
     teardown_namespaces(pod_dir);
     let prefix = pod_dir.to_path_buf();
-    let mut mounted: Vec<PathBuf> = crate::fsutil::mounts().into_iter().map(|(t, _)| t).filter(|t| t.starts_with(&prefix)).collect();
+    let mut mounted: Vec<PathBuf> = crate::fsutil::mounts()
+        .into_iter()
+        .map(|(t, _)| t)
+        .filter(|t| t.starts_with(&prefix))
+        .collect();
     mounted.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     for m in mounted {
         unmount(&m);
@@ -320,13 +439,31 @@ pub fn prepare_rootfs(image_rootfs: &Path, instance: &Path) -> io::Result<PathBu
     if crate::fsutil::mounts().iter().any(|(t, _)| *t == rootfs) {
         return Ok(rootfs);
     }
-    let opts = format!("lowerdir={},upperdir={},workdir={}", image_rootfs.display(), upper.display(), work.display());
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        image_rootfs.display(),
+        upper.display(),
+        work.display()
+    );
     match mount("overlay", &rootfs, "overlay", 0, Some(&opts)) {
         Ok(()) => Ok(rootfs),
         Err(e) => {
-            log::debug!("overlayfs unavailable for {} ({e}); copying the image instead", rootfs.display());
-            let status = std::process::Command::new("cp").arg("-a").arg(format!("{}/.", image_rootfs.display())).arg(&rootfs).status()?;
-            if status.success() { Ok(rootfs) } else { Err(io::Error::other(format!("cp -a of the image failed: {status}"))) }
+            log::debug!(
+                "overlayfs unavailable for {} ({e}); copying the image instead",
+                rootfs.display()
+            );
+            let status = std::process::Command::new("cp")
+                .arg("-a")
+                .arg(format!("{}/.", image_rootfs.display()))
+                .arg(&rootfs)
+                .status()?;
+            if status.success() {
+                Ok(rootfs)
+            } else {
+                Err(io::Error::other(format!(
+                    "cp -a of the image failed: {status}"
+                )))
+            }
         }
     }
 }
@@ -357,13 +494,16 @@ pub fn resolve_user(rootfs: &Path, user: &str) -> Result<(u32, u32), String> {
     let (uid, default_gid) = match u.parse::<u32>() {
         Ok(n) => (n, lookup("etc/passwd", u, 3).map(|x| x.1).unwrap_or(0)),
         Err(_) if u.is_empty() => (0, 0),
-        Err(_) => lookup("etc/passwd", u, 3).ok_or_else(|| format!("user {u:?} is not in the image's /etc/passwd"))?,
+        Err(_) => lookup("etc/passwd", u, 3)
+            .ok_or_else(|| format!("user {u:?} is not in the image's /etc/passwd"))?,
     };
     let gid = match g {
         None => default_gid,
         Some(g) => match g.parse::<u32>() {
             Ok(n) => n,
-            Err(_) => lookup("etc/group", g, 2).map(|x| x.0).ok_or_else(|| format!("group {g:?} is not in the image's /etc/group"))?,
+            Err(_) => lookup("etc/group", g, 2)
+                .map(|x| x.0)
+                .ok_or_else(|| format!("group {g:?} is not in the image's /etc/group"))?,
         },
     };
     Ok((uid, gid))

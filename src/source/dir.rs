@@ -44,10 +44,15 @@ pub fn read_file(path: &Path) -> Result<Vec<u8>, String> {
         return Err("not a regular file".into());
     }
     if meta.len() > MAX_MANIFEST_BYTES as u64 {
-        return Err(format!("Too long: {} bytes, larger than 10 MB (the kubelet's limit)", meta.len()));
+        return Err(format!(
+            "Too long: {} bytes, larger than 10 MB (the kubelet's limit)",
+            meta.len()
+        ));
     }
     let mut buf = Vec::with_capacity(meta.len() as usize);
-    file.take(MAX_MANIFEST_BYTES as u64 + 1).read_to_end(&mut buf).map_err(|e| format!("cannot read: {e}"))?;
+    file.take(MAX_MANIFEST_BYTES as u64 + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| format!("cannot read: {e}"))?;
     Ok(buf)
 }
 
@@ -61,7 +66,10 @@ pub fn load_file(path: &Path, node: &str) -> Entry {
             errors: vec![manifest::FieldError::new("(file)", message)],
         }),
     };
-    Entry { origin: path.to_path_buf(), result }
+    Entry {
+        origin: path.to_path_buf(),
+        result,
+    }
 }
 
 /// What identifies a file's content cheaply, to skip re-parsing unchanged files on relist.
@@ -73,7 +81,11 @@ struct Stamp {
 }
 
 fn stamp(meta: &fs::Metadata) -> Stamp {
-    Stamp { ino: meta.ino(), size: meta.len(), mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128 }
+    Stamp {
+        ino: meta.ino(),
+        size: meta.len(),
+        mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
+    }
 }
 
 /// The directory's current reading, updated file by file.
@@ -89,7 +101,13 @@ pub struct DirSource {
 
 impl DirSource {
     pub fn new(path: PathBuf, node: String) -> Self {
-        DirSource { path, node, files: BTreeMap::new(), ignored: HashMap::new(), listed: false }
+        DirSource {
+            path,
+            node,
+            files: BTreeMap::new(),
+            ignored: HashMap::new(),
+            listed: false,
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -110,7 +128,11 @@ impl DirSource {
         if single_file && self.path.file_name().is_some_and(|f| f != name) {
             return false; // another file beside the single manifest
         }
-        let path = if single_file { self.path.clone() } else { self.path.join(name) };
+        let path = if single_file {
+            self.path.clone()
+        } else {
+            self.path.join(name)
+        };
         if !single_file {
             if let Some(reason) = ignore_reason(name) {
                 self.note_ignored(&path, reason);
@@ -156,7 +178,10 @@ impl DirSource {
                     self.listed = true;
                 }
                 Err(e) => {
-                    log::warn!("cannot list manifest directory {}: {e}", self.path.display());
+                    log::warn!(
+                        "cannot list manifest directory {}: {e}",
+                        self.path.display()
+                    );
                     return false;
                 }
             }
@@ -166,7 +191,10 @@ impl DirSource {
             changed |= !self.listed;
             self.listed = true;
         } else if !self.listed {
-            log::warn!("manifest path {} does not exist yet; waiting for it", self.path.display());
+            log::warn!(
+                "manifest path {} does not exist yet; waiting for it",
+                self.path.display()
+            );
             return false;
         }
         let before = self.files.len();
@@ -238,7 +266,12 @@ pub enum Wake {
 impl Watcher {
     pub fn new(target: &Path) -> std::io::Result<Watcher> {
         let inotify = smol::Async::new(Inotify::init()?)?;
-        let mut w = Watcher { inotify, watched: false, target: target.to_path_buf(), buffer: vec![0u8; 16 * 1024] };
+        let mut w = Watcher {
+            inotify,
+            watched: false,
+            target: target.to_path_buf(),
+            buffer: vec![0u8; 16 * 1024],
+        };
         w.ensure_watch();
         Ok(w)
     }
@@ -248,7 +281,14 @@ impl Watcher {
         if self.watched {
             return;
         }
-        let dir = if self.target.is_dir() { self.target.clone() } else { self.target.parent().map(Path::to_path_buf).unwrap_or_default() };
+        let dir = if self.target.is_dir() {
+            self.target.clone()
+        } else {
+            self.target
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default()
+        };
         let mask = WatchMask::CLOSE_WRITE
             | WatchMask::MOVED_TO
             | WatchMask::MOVED_FROM
@@ -259,7 +299,10 @@ impl Watcher {
         match self.inotify.get_ref().watches().add(&dir, mask) {
             Ok(_) => self.watched = true,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => log::warn!("cannot watch {}: {e}; relying on the periodic relist", dir.display()),
+            Err(e) => log::warn!(
+                "cannot watch {}: {e}; relying on the periodic relist",
+                dir.display()
+            ),
         }
     }
 
@@ -274,7 +317,10 @@ impl Watcher {
                 let mut relist = false;
                 for ev in events {
                     use inotify::EventMask as M;
-                    if ev.mask.intersects(M::Q_OVERFLOW | M::DELETE_SELF | M::MOVE_SELF | M::IGNORED) {
+                    if ev
+                        .mask
+                        .intersects(M::Q_OVERFLOW | M::DELETE_SELF | M::MOVE_SELF | M::IGNORED)
+                    {
                         relist = true;
                     }
                     if let Some(n) = ev.name {

@@ -31,11 +31,19 @@ pub struct Snapshot {
 }
 
 /// Watches the manifest directory and sends a snapshot after every change.
-pub async fn run_dir<T>(mut source: dir::DirSource, relist_every: Duration, tx: smol::channel::Sender<T>, wrap: fn(Snapshot) -> T) {
+pub async fn run_dir<T>(
+    mut source: dir::DirSource,
+    relist_every: Duration,
+    tx: smol::channel::Sender<T>,
+    wrap: fn(Snapshot) -> T,
+) {
     let mut watcher = match dir::Watcher::new(source.path()) {
         Ok(w) => Some(w),
         Err(e) => {
-            log::warn!("inotify unavailable ({e}); reading {} every {relist_every:?}", source.path().display());
+            log::warn!(
+                "inotify unavailable ({e}); reading {} every {relist_every:?}",
+                source.path().display()
+            );
             None
         }
     };

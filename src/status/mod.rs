@@ -71,11 +71,17 @@ pub fn pod_list(s: &Shared) -> Value {
 }
 
 pub fn problems_json(s: &Shared) -> Value {
-    json!(s.problems.iter().map(|p| json!({"origin": p.origin, "pod": p.pod, "message": p.message})).collect::<Vec<_>>())
+    json!(s
+        .problems
+        .iter()
+        .map(|p| json!({"origin": p.origin, "pod": p.pod, "message": p.message}))
+        .collect::<Vec<_>>())
 }
 
 fn escape_label(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Prometheus text exposition: pods by phase, restarts, manifest errors, start latency.
@@ -83,12 +89,19 @@ pub fn metrics(s: &Shared) -> String {
     let mut out = String::new();
     out.push_str("# HELP staticlet_pods Static pods by phase.\n# TYPE staticlet_pods gauge\n");
     for phase in ["Pending", "Running", "Succeeded", "Failed"] {
-        let n = s.pods.iter().filter(|p| p["status"]["phase"] == phase).count();
+        let n = s
+            .pods
+            .iter()
+            .filter(|p| p["status"]["phase"] == phase)
+            .count();
         out.push_str(&format!("staticlet_pods{{phase=\"{phase}\"}} {n}\n"));
     }
     out.push_str("# HELP staticlet_container_restarts_total Container restarts.\n# TYPE staticlet_container_restarts_total counter\n");
     for p in &s.pods {
-        let (ns, name) = (p["metadata"]["namespace"].as_str().unwrap_or(""), p["metadata"]["name"].as_str().unwrap_or(""));
+        let (ns, name) = (
+            p["metadata"]["namespace"].as_str().unwrap_or(""),
+            p["metadata"]["name"].as_str().unwrap_or(""),
+        );
         for key in ["initContainerStatuses", "containerStatuses"] {
             for c in p["status"][key].as_array().into_iter().flatten() {
                 out.push_str(&format!(
@@ -106,10 +119,22 @@ pub fn metrics(s: &Shared) -> String {
     out.push_str("# HELP staticlet_container_start_seconds Time from the start decision to a running container.\n# TYPE staticlet_container_start_seconds histogram\n");
     let h = &s.start_latency;
     for (i, b) in BUCKETS.iter().enumerate() {
-        out.push_str(&format!("staticlet_container_start_seconds_bucket{{le=\"{b}\"}} {}\n", h.counts[i]));
+        out.push_str(&format!(
+            "staticlet_container_start_seconds_bucket{{le=\"{b}\"}} {}\n",
+            h.counts[i]
+        ));
     }
-    out.push_str(&format!("staticlet_container_start_seconds_bucket{{le=\"+Inf\"}} {}\n", h.count));
-    out.push_str(&format!("staticlet_container_start_seconds_sum {}\n", h.sum));
-    out.push_str(&format!("staticlet_container_start_seconds_count {}\n", h.count));
+    out.push_str(&format!(
+        "staticlet_container_start_seconds_bucket{{le=\"+Inf\"}} {}\n",
+        h.count
+    ));
+    out.push_str(&format!(
+        "staticlet_container_start_seconds_sum {}\n",
+        h.sum
+    ));
+    out.push_str(&format!(
+        "staticlet_container_start_seconds_count {}\n",
+        h.count
+    ));
     out
 }

@@ -3,7 +3,7 @@
 //! `/containerLogs/<namespace>/<pod>/<container>` (`?follow=true`, `?previous=true`).
 //! A small blocking server (tiny_http) on its own thread; it only reads the status board.
 
-use super::{StatusBoard, LogPaths};
+use super::{LogPaths, StatusBoard};
 use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,12 +13,14 @@ use tiny_http::{Header, Response, Server};
 
 pub fn start(addr: SocketAddr, board: Arc<StatusBoard>) -> io::Result<()> {
     let server = Server::http(addr).map_err(|e| io::Error::other(e.to_string()))?;
-    std::thread::Builder::new().name("status".into()).spawn(move || {
-        for req in server.incoming_requests() {
-            let board = board.clone();
-            handle(req, &board);
-        }
-    })?;
+    std::thread::Builder::new()
+        .name("status".into())
+        .spawn(move || {
+            for req in server.incoming_requests() {
+                let board = board.clone();
+                handle(req, &board);
+            }
+        })?;
     Ok(())
 }
 
@@ -29,33 +31,62 @@ fn header(kind: &str) -> Header {
 fn handle(req: tiny_http::Request, board: &Arc<StatusBoard>) {
     let url = req.url().to_string();
     let (path, query) = url.split_once('?').unwrap_or((&url, ""));
-    let flag = |name: &str| query.split('&').any(|kv| kv == format!("{name}=true") || kv == format!("{name}=1"));
+    let flag = |name: &str| {
+        query
+            .split('&')
+            .any(|kv| kv == format!("{name}=true") || kv == format!("{name}=1"))
+    };
     let state = board.read();
-    let json = |v: serde_json::Value| Response::from_string(serde_json::to_string_pretty(&v).unwrap_or_default()).with_header(header("application/json"));
+    let json = |v: serde_json::Value| {
+        Response::from_string(serde_json::to_string_pretty(&v).unwrap_or_default())
+            .with_header(header("application/json"))
+    };
     let result = match path {
         "/healthz" => req.respond(Response::from_string("ok")),
         "/pods" => req.respond(json(super::pod_list(&state))),
         "/manifests" => req.respond(json(super::problems_json(&state))),
-        "/metrics" => req.respond(Response::from_string(super::metrics(&state)).with_header(header("text/plain; version=0.0.4"))),
+        "/metrics" => req.respond(
+            Response::from_string(super::metrics(&state))
+                .with_header(header("text/plain; version=0.0.4")),
+        ),
         p if p.starts_with("/containerLogs/") => {
             let parts: Vec<&str> = p.trim_start_matches("/containerLogs/").split('/').collect();
             let found = match parts.as_slice() {
-                [ns, pod, container] => state.log_paths.iter().find(|l| l.namespace == *ns && l.pod == *pod && l.container == *container).cloned(),
+                [ns, pod, container] => state
+                    .log_paths
+                    .iter()
+                    .find(|l| l.namespace == *ns && l.pod == *pod && l.container == *container)
+                    .cloned(),
                 _ => None,
             };
             match found {
-                None => req.respond(Response::from_string("no such container\n").with_status_code(404)),
+                None => {
+                    req.respond(Response::from_string("no such container\n").with_status_code(404))
+                }
                 Some(lp) => {
-                    let file = if flag("previous") { lp.previous.clone() } else { Some(lp.current.clone()) };
+                    let file = if flag("previous") {
+                        lp.previous.clone()
+                    } else {
+                        Some(lp.current.clone())
+                    };
                     match file {
-                        None => req.respond(Response::from_string("no previous container instance\n").with_status_code(404)),
+                        None => req.respond(
+                            Response::from_string("no previous container instance\n")
+                                .with_status_code(404),
+                        ),
                         Some(f) => {
                             let follow = flag("follow") && !flag("previous") && lp.running;
                             // Following can last long: give it its own thread.
                             let board = board.clone();
                             std::thread::spawn(move || {
                                 let reader = LogReader::new(f, follow.then_some((board, lp)));
-                                let _ = req.respond(Response::new(200.into(), vec![header("text/plain")], reader, None, None));
+                                let _ = req.respond(Response::new(
+                                    200.into(),
+                                    vec![header("text/plain")],
+                                    reader,
+                                    None,
+                                    None,
+                                ));
                             });
                             Ok(())
                         }
@@ -83,12 +114,26 @@ struct LogReader {
 impl LogReader {
     fn new(path: PathBuf, follow: Option<(Arc<StatusBoard>, LogPaths)>) -> LogReader {
         let file = std::fs::File::open(&path).ok();
-        LogReader { path, file, pending: Vec::new(), out: Vec::new(), follow }
+        LogReader {
+            path,
+            file,
+            pending: Vec::new(),
+            out: Vec::new(),
+            follow,
+        }
     }
 
     fn still_running(&self) -> bool {
-        let Some((board, lp)) = &self.follow else { return false };
-        board.read().log_paths.iter().any(|l| l.namespace == lp.namespace && l.pod == lp.pod && l.container == lp.container && l.current == self.path && l.running)
+        let Some((board, lp)) = &self.follow else {
+            return false;
+        };
+        board.read().log_paths.iter().any(|l| {
+            l.namespace == lp.namespace
+                && l.pod == lp.pod
+                && l.container == lp.container
+                && l.current == self.path
+                && l.running
+        })
     }
 
     /// Converts complete CRI lines in `pending` into output.

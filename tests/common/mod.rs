@@ -20,10 +20,20 @@ pub fn bin() -> &'static str {
 
 /// Fails loudly (never skips) when the machine lacks what these tests exercise.
 pub fn require_root_and_crun() {
-    assert!(unsafe { libc::geteuid() } == 0, "these tests run real containers and must run as root (see .ci/run)");
-    assert!(Path::new("/bin/busybox").exists(), "/bin/busybox is missing: apt-get install busybox-static");
     assert!(
-        Command::new("crun").arg("--version").output().map(|o| o.status.success()).unwrap_or(false),
+        unsafe { libc::geteuid() } == 0,
+        "these tests run real containers and must run as root (see .ci/run)"
+    );
+    assert!(
+        Path::new("/bin/busybox").exists(),
+        "/bin/busybox is missing: apt-get install busybox-static"
+    );
+    assert!(
+        Command::new("crun")
+            .arg("--version")
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false),
         "crun is missing: apt-get install crun"
     );
 }
@@ -31,14 +41,21 @@ pub fn require_root_and_crun() {
 pub fn unique_dir(tag: &str) -> PathBuf {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
-    let d = std::env::temp_dir().join(format!("stl-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+    let d = std::env::temp_dir().join(format!(
+        "stl-{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
     let _ = fs::remove_dir_all(&d);
     fs::create_dir_all(&d).unwrap();
     d
 }
 
 fn sha256_hex(data: &[u8]) -> String {
-    Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn write_blob(layout: &Path, data: &[u8]) -> (String, u64) {
@@ -53,7 +70,7 @@ fn write_blob(layout: &Path, data: &[u8]) -> (String, u64) {
 pub fn busybox_layout(dir: &Path) -> PathBuf {
     let layout = dir.join("layout");
     let mut tar = tar::Builder::new(Vec::new());
-    let mut add_dir = |tar: &mut tar::Builder<Vec<u8>>, name: &str| {
+    let add_dir = |tar: &mut tar::Builder<Vec<u8>>, name: &str| {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Directory);
         h.set_mode(0o755);
@@ -67,17 +84,29 @@ pub fn busybox_layout(dir: &Path) -> PathBuf {
     let mut h = tar::Header::new_gnu();
     h.set_mode(0o755);
     h.set_size(busybox.len() as u64);
-    tar.append_data(&mut h, "bin/busybox", &busybox[..]).unwrap();
-    let applets = String::from_utf8(Command::new("/bin/busybox").arg("--list").output().unwrap().stdout).unwrap();
+    tar.append_data(&mut h, "bin/busybox", &busybox[..])
+        .unwrap();
+    let applets = String::from_utf8(
+        Command::new("/bin/busybox")
+            .arg("--list")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
     for a in applets.lines().filter(|a| *a != "busybox") {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Symlink);
         h.set_mode(0o777);
         h.set_size(0);
-        tar.append_link(&mut h, format!("bin/{a}"), "busybox").unwrap();
+        tar.append_link(&mut h, format!("bin/{a}"), "busybox")
+            .unwrap();
     }
     for (name, body) in [
-        ("etc/passwd", "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n"),
+        (
+            "etc/passwd",
+            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+        ),
         ("etc/group", "root:x:0:\nnogroup:x:65534:\n"),
         ("www/index.html", "hello from a static pod\n"),
     ] {
@@ -107,12 +136,20 @@ pub fn busybox_layout(dir: &Path) -> PathBuf {
         "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_digest, "size": manifest_size,
         "annotations": {"org.opencontainers.image.ref.name": "latest"}}]});
     fs::write(layout.join("index.json"), index.to_string()).unwrap();
-    fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
     layout
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
@@ -165,12 +202,20 @@ impl Agent {
             .args(["--name", IMAGE])
             .output()
             .unwrap();
-        assert!(out.status.success(), "import failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "import failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         a
     }
 
     pub fn start(&mut self) {
-        let log = fs::OpenOptions::new().create(true).append(true).open(self.base.join("agent.log")).unwrap();
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.base.join("agent.log"))
+            .unwrap();
         let child = Command::new(bin())
             .arg("run")
             .arg("--pod-manifest-path")
@@ -179,7 +224,12 @@ impl Agent {
             .arg(&self.root)
             .arg("--pod-logs-dir")
             .arg(&self.logs)
-            .args(["--status-address", &format!("127.0.0.1:{}", self.port), "--node-name", &self.node])
+            .args([
+                "--status-address",
+                &format!("127.0.0.1:{}", self.port),
+                "--node-name",
+                &self.node,
+            ])
             .args(&self.extra_args)
             .env("STATICLET_LOG", "debug")
             .stdin(Stdio::null())
@@ -188,7 +238,9 @@ impl Agent {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        wait_until("the status endpoint", Duration::from_secs(20), || self.http("/healthz").filter(|b| b == "ok"));
+        wait_until("the status endpoint", Duration::from_secs(20), || {
+            self.http("/healthz").filter(|b| b == "ok")
+        });
     }
 
     pub fn kill9(&mut self) {
@@ -203,8 +255,17 @@ impl Agent {
     }
 
     pub fn http(&self, path: &str) -> Option<String> {
-        let agent: ureq::Agent = ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(5))).build().into();
-        agent.get(&format!("http://127.0.0.1:{}{path}", self.port)).call().ok()?.body_mut().read_to_string().ok()
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(5)))
+            .build()
+            .into();
+        agent
+            .get(&format!("http://127.0.0.1:{}{path}", self.port))
+            .call()
+            .ok()?
+            .body_mut()
+            .read_to_string()
+            .ok()
     }
 
     pub fn pods(&self) -> Value {
@@ -213,23 +274,39 @@ impl Agent {
 
     pub fn pod(&self, name: &str) -> Option<Value> {
         let full = format!("{name}-{}", self.node);
-        self.pods()["items"].as_array()?.iter().find(|p| p["metadata"]["name"] == full.as_str()).cloned()
+        self.pods()["items"]
+            .as_array()?
+            .iter()
+            .find(|p| p["metadata"]["name"] == full.as_str())
+            .cloned()
     }
 
     /// The pod's container status once `f` accepts it.
-    pub fn wait_container(&self, pod: &str, container: &str, what: &str, f: impl Fn(&Value) -> bool) -> Value {
-        wait_until(&format!("{pod}/{container}: {what}\n{}", self.agent_log()), Duration::from_secs(60), || {
-            let p = self.pod(pod)?;
-            let all: Vec<Value> = ["initContainerStatuses", "containerStatuses"]
-                .iter()
-                .flat_map(|k| p["status"][*k].as_array().cloned().unwrap_or_default())
-                .collect();
-            all.into_iter().find(|c| c["name"] == container && f(c))
-        })
+    pub fn wait_container(
+        &self,
+        pod: &str,
+        container: &str,
+        what: &str,
+        f: impl Fn(&Value) -> bool,
+    ) -> Value {
+        wait_until(
+            &format!("{pod}/{container}: {what}\n{}", self.agent_log()),
+            Duration::from_secs(60),
+            || {
+                let p = self.pod(pod)?;
+                let all: Vec<Value> = ["initContainerStatuses", "containerStatuses"]
+                    .iter()
+                    .flat_map(|k| p["status"][*k].as_array().cloned().unwrap_or_default())
+                    .collect();
+                all.into_iter().find(|c| c["name"] == container && f(c))
+            },
+        )
     }
 
     pub fn wait_running(&self, pod: &str, container: &str) -> Value {
-        self.wait_container(pod, container, "running", |c| c["state"].get("running").is_some())
+        self.wait_container(pod, container, "running", |c| {
+            c["state"].get("running").is_some()
+        })
     }
 
     /// Writes a manifest atomically (temp file + rename), as deployment tools do.
@@ -244,13 +321,24 @@ impl Agent {
     }
 
     pub fn crun_list(&self) -> Vec<(String, i64, String)> {
-        let out = Command::new("crun").arg("--root").arg(self.root.join("crun")).args(["list", "--format", "json"]).output().unwrap();
+        let out = Command::new("crun")
+            .arg("--root")
+            .arg(self.root.join("crun"))
+            .args(["list", "--format", "json"])
+            .output()
+            .unwrap();
         let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
         v.as_array()
             .cloned()
             .unwrap_or_default()
             .iter()
-            .map(|c| (c["id"].as_str().unwrap_or("").to_string(), c["pid"].as_i64().unwrap_or(0), c["status"].as_str().unwrap_or("").to_string()))
+            .map(|c| {
+                (
+                    c["id"].as_str().unwrap_or("").to_string(),
+                    c["pid"].as_i64().unwrap_or(0),
+                    c["status"].as_str().unwrap_or("").to_string(),
+                )
+            })
             .collect()
     }
 
@@ -259,7 +347,11 @@ impl Agent {
         let mut full: Vec<&str> = args.to_vec();
         full.extend(["--status-address", &port]);
         let out = Command::new(bin()).args(&full).output().unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string())
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
     }
 
     pub fn mounts_below_base(&self) -> Vec<String> {
@@ -287,7 +379,10 @@ impl Agent {
     }
 
     pub fn pod_cgroups(&self, uid: &str) -> Vec<PathBuf> {
-        staticlet::host::cgroup_dirs(&format!("/staticlet/pod{uid}")).into_iter().filter(|d| d.exists()).collect()
+        staticlet::host::cgroup_dirs(&format!("/staticlet/pod{uid}"))
+            .into_iter()
+            .filter(|d| d.exists())
+            .collect()
     }
 }
 
@@ -296,8 +391,16 @@ impl Drop for Agent {
         self.kill9();
         let crun_root = self.root.join("crun");
         for (id, _, _) in self.crun_list() {
-            let _ = Command::new("crun").arg("--root").arg(&crun_root).args(["kill", &id, "KILL"]).output();
-            let _ = Command::new("crun").arg("--root").arg(&crun_root).args(["delete", "--force", &id]).output();
+            let _ = Command::new("crun")
+                .arg("--root")
+                .arg(&crun_root)
+                .args(["kill", &id, "KILL"])
+                .output();
+            let _ = Command::new("crun")
+                .arg("--root")
+                .arg(&crun_root)
+                .args(["delete", "--force", &id])
+                .output();
         }
         for pid in self.monitors() {
             unsafe { libc::kill(pid, libc::SIGKILL) };
@@ -322,7 +425,10 @@ impl Drop for Agent {
         if !std::thread::panicking() {
             let _ = fs::remove_dir_all(&self.base);
         } else {
-            eprintln!("agent log kept in {}", self.base.join("agent.log").display());
+            eprintln!(
+                "agent log kept in {}",
+                self.base.join("agent.log").display()
+            );
         }
     }
 }

@@ -18,7 +18,11 @@ fn raw_tar(entries: &[(&str, tar::EntryType, &str, &[u8])]) -> Vec<u8> {
 }
 
 fn sandbox() -> (PathBuf, PathBuf) {
-    let base = std::env::temp_dir().join(format!("staticlet-extract-{}-{}", std::process::id(), rand_suffix()));
+    let base = std::env::temp_dir().join(format!(
+        "staticlet-extract-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
     let root = base.join("rootfs");
     fs::create_dir_all(&root).unwrap();
     (base, root)
@@ -73,9 +77,18 @@ fn regular_layer_with_whiteouts() {
     apply_layer(&root, &l2[..], None).unwrap();
     assert!(!root.join("etc/a").exists());
     assert_eq!(fs::read(root.join("etc/b")).unwrap(), b"b");
-    assert!(!root.join("opq/old").exists(), "opaque dir hides the lower layer");
-    assert!(root.join("opq/new").exists(), "but keeps what its own layer wrote");
-    assert_eq!(fs::read_link(root.join("bin/sh")).unwrap(), Path::new("busybox"));
+    assert!(
+        !root.join("opq/old").exists(),
+        "opaque dir hides the lower layer"
+    );
+    assert!(
+        root.join("opq/new").exists(),
+        "but keeps what its own layer wrote"
+    );
+    assert_eq!(
+        fs::read_link(root.join("bin/sh")).unwrap(),
+        Path::new("busybox")
+    );
     assert_eq!(fs::read(root.join("bin/hl")).unwrap(), b"#!");
     fs::remove_dir_all(base).unwrap();
 }
@@ -84,12 +97,30 @@ fn regular_layer_with_whiteouts() {
 fn hostile_entries_are_refused_and_nothing_lands_outside() {
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("dotdot", raw_tar(&[("../evil", T::Regular, "", b"x")])),
-        ("nested dotdot", raw_tar(&[("a/../../evil", T::Regular, "", b"x")])),
+        (
+            "nested dotdot",
+            raw_tar(&[("a/../../evil", T::Regular, "", b"x")]),
+        ),
         ("absolute", raw_tar(&[("/evil", T::Regular, "", b"x")])),
-        ("escaping symlink", raw_tar(&[("link", T::Symlink, "../../..", b"")])),
-        ("escaping nested symlink", raw_tar(&[("a/", T::Directory, "", b""), ("a/l", T::Symlink, "../../x", b"")])),
-        ("hard link out", raw_tar(&[("hl", T::Link, "../outside", b"")])),
-        ("absolute hard link", raw_tar(&[("hl", T::Link, "/etc/passwd", b"")])),
+        (
+            "escaping symlink",
+            raw_tar(&[("link", T::Symlink, "../../..", b"")]),
+        ),
+        (
+            "escaping nested symlink",
+            raw_tar(&[
+                ("a/", T::Directory, "", b""),
+                ("a/l", T::Symlink, "../../x", b""),
+            ]),
+        ),
+        (
+            "hard link out",
+            raw_tar(&[("hl", T::Link, "../outside", b"")]),
+        ),
+        (
+            "absolute hard link",
+            raw_tar(&[("hl", T::Link, "/etc/passwd", b"")]),
+        ),
         ("char device", raw_tar(&[("null", T::Char, "", b"")])),
         ("block device", raw_tar(&[("sda", T::Block, "", b"")])),
     ];
@@ -98,7 +129,10 @@ fn hostile_entries_are_refused_and_nothing_lands_outside() {
         fs::write(base.join("outside"), b"keep").unwrap();
         let before = tree(&base);
         let err = apply_layer(&root, &layer[..], None);
-        assert!(matches!(err, Err(ExtractError::Refused { .. })), "{what}: {err:?}");
+        assert!(
+            matches!(err, Err(ExtractError::Refused { .. })),
+            "{what}: {err:?}"
+        );
         assert_eq!(tree(&base), before, "{what}: nothing may be written");
         assert_eq!(fs::read(base.join("outside")).unwrap(), b"keep");
         fs::remove_dir_all(base).unwrap();
@@ -118,9 +152,17 @@ fn writes_through_an_absolute_symlink_stay_inside() {
         ("up/etc/", T::Directory, "", b""),
     ]);
     apply_layer(&root, &layer[..], None).unwrap();
-    assert_eq!(fs::read_dir(&outside).unwrap().count(), 0, "the host directory is untouched");
+    assert_eq!(
+        fs::read_dir(&outside).unwrap().count(),
+        0,
+        "the host directory is untouched"
+    );
     let inside = root.join(target.trim_start_matches('/')).join("pwned");
-    assert!(inside.exists(), "the write was clamped to the rootfs: {}", inside.display());
+    assert!(
+        inside.exists(),
+        "the write was clamped to the rootfs: {}",
+        inside.display()
+    );
     assert!(root.join("etc").is_dir());
     fs::remove_dir_all(base).unwrap();
 }
@@ -132,6 +174,9 @@ fn diff_id_is_checked() {
     let good = format!("sha256:{}", hex(&Sha256::digest(&layer)));
     apply_layer(&root, &layer[..], Some(&good)).unwrap();
     let bad = format!("sha256:{}", "0".repeat(64));
-    assert!(matches!(apply_layer(&root, &layer[..], Some(&bad)), Err(ExtractError::DiffId { .. })));
+    assert!(matches!(
+        apply_layer(&root, &layer[..], Some(&bad)),
+        Err(ExtractError::DiffId { .. })
+    ));
     fs::remove_dir_all(base).unwrap();
 }

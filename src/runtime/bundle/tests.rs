@@ -14,10 +14,16 @@ fn input<'a>(pod: &'a StaticPod, image: &'a ImageDefaults) -> BundleInput<'a> {
         container: &pod.pod.spec.containers[0],
         image,
         rootfs: "/r/rootfs".into(),
-        namespaces: PodNamespaces { net: Some("/p/ns/net".into()), ipc: Some("/p/ns/ipc".into()), uts: Some("/p/ns/uts".into()) },
+        namespaces: PodNamespaces {
+            net: Some("/p/ns/net".into()),
+            ipc: Some("/p/ns/ipc".into()),
+            uts: Some("/p/ns/uts".into()),
+        },
         etc_files: vec![("/etc/hosts".into(), "/p/etc/hosts".into())],
         shm: Some("/p/shm".into()),
-        volumes: [("data".to_string(), PathBuf::from("/host/data"))].into_iter().collect(),
+        volumes: [("data".to_string(), PathBuf::from("/host/data"))]
+            .into_iter()
+            .collect(),
         cgroups_path: "/staticlet/podX/c-0".into(),
         hostname: "web-gw1".into(),
         host_ip: "10.1.2.3".into(),
@@ -32,7 +38,11 @@ fn image() -> ImageDefaults {
     ImageDefaults {
         entrypoint: vec!["/entry".into()],
         cmd: vec!["serve".into()],
-        env: vec!["PATH=/bin".into(), "FROM_IMAGE=1".into(), "OVERRIDE=image".into()],
+        env: vec![
+            "PATH=/bin".into(),
+            "FROM_IMAGE=1".into(),
+            "OVERRIDE=image".into(),
+        ],
         working_dir: Some("/srv".into()),
     }
 }
@@ -50,9 +60,15 @@ fn args_follow_command_and_args_rules() {
         ..Default::default()
     };
     assert_eq!(process_args(&c(None, None), &img), vec!["/entry", "serve"]);
-    assert_eq!(process_args(&c(None, Some(vec!["x"])), &img), vec!["/entry", "x"]);
+    assert_eq!(
+        process_args(&c(None, Some(vec!["x"])), &img),
+        vec!["/entry", "x"]
+    );
     assert_eq!(process_args(&c(Some(vec!["sh"]), None), &img), vec!["sh"]);
-    assert_eq!(process_args(&c(Some(vec!["sh"]), Some(vec!["-c", "y"])), &img), vec!["sh", "-c", "y"]);
+    assert_eq!(
+        process_args(&c(Some(vec!["sh"]), Some(vec!["-c", "y"])), &img),
+        vec!["sh", "-c", "y"]
+    );
 }
 
 #[test]
@@ -63,7 +79,11 @@ fn env_merges_image_pod_and_downward_api() {
     );
     let img = image();
     let env = environment(&input(&p, &img));
-    let get = |k: &str| env.iter().find_map(|e| e.strip_prefix(&format!("{k}="))).map(String::from);
+    let get = |k: &str| {
+        env.iter()
+            .find_map(|e| e.strip_prefix(&format!("{k}=")))
+            .map(String::from)
+    };
     assert_eq!(get("PATH").as_deref(), Some("/bin"));
     assert_eq!(get("FROM_IMAGE").as_deref(), Some("1"));
     assert_eq!(get("OVERRIDE").as_deref(), Some("pod"));
@@ -95,7 +115,8 @@ fn security_context_and_user() {
     assert_eq!(v["process"]["user"]["additionalGids"][0], 3000);
     assert_eq!(v["process"]["noNewPrivileges"], true);
     assert_eq!(v["process"]["cwd"], "/srv");
-    let caps: Vec<String> = serde_json::from_value(v["process"]["capabilities"]["bounding"].clone()).unwrap();
+    let caps: Vec<String> =
+        serde_json::from_value(v["process"]["capabilities"]["bounding"].clone()).unwrap();
     assert!(caps.contains(&"CAP_NET_ADMIN".to_string()));
     assert!(!caps.contains(&"CAP_NET_RAW".to_string()));
     assert!(!caps.contains(&"CAP_KILL".to_string()));
@@ -108,9 +129,18 @@ fn privileged_gets_everything() {
     let p = pod("  - name: c\n    image: busybox\n    securityContext: {privileged: true, capabilities: {drop: [ALL]}}\n", "");
     let img = image();
     let v = json_of(&generate(&input(&p, &img)).unwrap());
-    assert_eq!(v["process"]["capabilities"]["bounding"].as_array().unwrap().len(), ALL_CAPS.len());
+    assert_eq!(
+        v["process"]["capabilities"]["bounding"]
+            .as_array()
+            .unwrap()
+            .len(),
+        ALL_CAPS.len()
+    );
     assert!(v["linux"].get("maskedPaths").is_none());
-    assert_eq!(v["linux"]["resources"]["devices"], json!([{"allow": true, "access": "rwm"}]));
+    assert_eq!(
+        v["linux"]["resources"]["devices"],
+        json!([{"allow": true, "access": "rwm"}])
+    );
 }
 
 #[test]
@@ -128,9 +158,18 @@ fn namespaces_hostname_and_mounts() {
     assert!(ns.contains(&json!({"type": "pid"})));
     assert_eq!(v["hostname"], "web-gw1");
     let mounts = v["mounts"].as_array().unwrap();
-    let find = |d: &str| mounts.iter().find(|m| m["destination"] == d).cloned().unwrap();
+    let find = |d: &str| {
+        mounts
+            .iter()
+            .find(|m| m["destination"] == d)
+            .cloned()
+            .unwrap()
+    };
     assert_eq!(find("/data")["source"], "/host/data");
-    assert!(find("/data")["options"].as_array().unwrap().contains(&json!("ro")));
+    assert!(find("/data")["options"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("ro")));
     assert_eq!(find("/sub")["source"], "/host/data/a/b");
     assert_eq!(find("/etc/hosts")["source"], "/p/etc/hosts");
     assert_eq!(find("/dev/shm")["source"], "/p/shm");
@@ -142,10 +181,16 @@ fn host_network_uses_host_namespaces() {
     let p = pod("  - name: c\n    image: busybox\n", "  hostNetwork: true\n");
     let img = image();
     let mut i = input(&p, &img);
-    i.namespaces = PodNamespaces { net: None, uts: None, ipc: Some("/p/ns/ipc".into()) };
+    i.namespaces = PodNamespaces {
+        net: None,
+        uts: None,
+        ipc: Some("/p/ns/ipc".into()),
+    };
     let v = json_of(&generate(&i).unwrap());
     let ns = v["linux"]["namespaces"].as_array().unwrap();
-    assert!(!ns.iter().any(|n| n["type"] == "network" || n["type"] == "uts"));
+    assert!(!ns
+        .iter()
+        .any(|n| n["type"] == "network" || n["type"] == "uts"));
     assert!(v.get("hostname").is_none());
 }
 
@@ -169,5 +214,7 @@ fn resources_map_to_cgroup_limits() {
 fn no_command_at_all_is_an_error() {
     let p = pod("  - name: c\n    image: busybox\n", "");
     let img = ImageDefaults::default();
-    assert!(generate(&input(&p, &img)).unwrap_err().contains("no command"));
+    assert!(generate(&input(&p, &img))
+        .unwrap_err()
+        .contains("no command"));
 }
