@@ -49,20 +49,81 @@ impl Histogram {
     }
 }
 
+/// Where a static pod's mirror pod stands in the API server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MirrorState {
+    /// The mirror pod exists, matches, and its status is current.
+    Synced,
+    /// Not yet created or updated (API server unreachable, waiting for the Node...).
+    Pending(String),
+    /// The API server refused it (admission, validation); the message is the server's.
+    Refused(String),
+}
+
+/// The agent publishes here after every change; readers (the status endpoint, the mirror
+/// sync) take a copy or wait for the next version. Writers never wait for readers.
 #[derive(Default)]
 pub struct StatusBoard {
-    inner: Mutex<Shared>,
+    inner: Mutex<(u64, Shared)>,
+    changed: std::sync::Condvar,
+    mirrors: Mutex<std::collections::BTreeMap<String, MirrorState>>,
 }
 
 impl StatusBoard {
     pub fn publish(&self, s: Shared) {
         if let Ok(mut g) = self.inner.lock() {
-            *g = s;
+            g.0 += 1;
+            g.1 = s;
         }
+        self.changed.notify_all();
     }
 
     pub fn read(&self) -> Shared {
-        self.inner.lock().map(|g| g.clone()).unwrap_or_default()
+        self.inner.lock().map(|g| g.1.clone()).unwrap_or_default()
+    }
+
+    /// Blocks until a version newer than `seen` is published, or `timeout` passes; returns
+    /// the current version and state either way.
+    pub fn wait_newer(&self, seen: u64, timeout: std::time::Duration) -> (u64, Shared) {
+        let Ok(g) = self.inner.lock() else { return (seen, Shared::default()) };
+        let g = match self.changed.wait_timeout_while(g, timeout, |g| g.0 <= seen) {
+            Ok((g, _)) => g,
+            Err(e) => e.into_inner().0,
+        };
+        (g.0, g.1.clone())
+    }
+
+    /// Records the mirror state of a pod (by UID); `None` forgets it.
+    pub fn set_mirror(&self, uid: &str, state: Option<MirrorState>) {
+        if let Ok(mut m) = self.mirrors.lock() {
+            match state {
+                Some(s) => m.insert(uid.to_string(), s),
+                None => m.remove(uid),
+            };
+        }
+    }
+
+    pub fn mirrors(&self) -> std::collections::BTreeMap<String, MirrorState> {
+        self.mirrors.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    /// The pods as the endpoint serves them: with a `staticlet.dev/MirrorSynced` condition
+    /// on each pod the mirror sync has reported on.
+    pub fn pods_with_mirrors(&self) -> Shared {
+        let mut s = self.read();
+        let mirrors = self.mirrors();
+        for p in &mut s.pods {
+            let Some(state) = p["metadata"]["uid"].as_str().and_then(|u| mirrors.get(u)) else { continue };
+            let (status, reason, message) = match state {
+                MirrorState::Synced => ("True", "Synced", String::new()),
+                MirrorState::Pending(m) => ("Unknown", "Pending", m.clone()),
+                MirrorState::Refused(m) => ("False", "Refused", m.clone()),
+            };
+            if let Some(conds) = p["status"]["conditions"].as_array_mut() {
+                conds.push(json!({"type": "staticlet.dev/MirrorSynced", "status": status, "reason": reason, "message": message}));
+            }
+        }
+        s
     }
 }
 

@@ -36,7 +36,7 @@ fn handle(req: tiny_http::Request, board: &Arc<StatusBoard>) {
             .split('&')
             .any(|kv| kv == format!("{name}=true") || kv == format!("{name}=1"))
     };
-    let state = board.read();
+    let state = board.pods_with_mirrors();
     let json = |v: serde_json::Value| {
         Response::from_string(serde_json::to_string_pretty(&v).unwrap_or_default())
             .with_header(header("application/json"))
