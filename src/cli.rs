@@ -156,6 +156,19 @@ pub enum ImagesAction {
     Import(ImagesImport),
     List(ImagesList),
     Rm(ImagesRm),
+    Pull(ImagesPull),
+}
+
+/// pull an image from its registry into the store
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "pull")]
+pub struct ImagesPull {
+    /// image reference, e.g. registry.example/ops/app:1.4 or busybox@sha256:...
+    #[argh(positional)]
+    pub reference: String,
+    /// a Docker config.json with registry credentials (default /root/.docker/config.json)
+    #[argh(option)]
+    pub image_credentials: Option<PathBuf>,
 }
 
 /// import an OCI layout directory, an OCI archive or a docker archive

@@ -16,6 +16,7 @@ pub mod host;
 pub mod image;
 pub mod logging;
 pub mod manifest;
+pub mod net;
 pub mod probe;
 pub mod reconcile;
 pub mod runtime;

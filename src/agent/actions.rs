@@ -47,21 +47,64 @@ fn image_defaults(image: &Image) -> ImageDefaults {
     }
 }
 
-/// Finds the container's image in the local store, honouring imagePullPolicy offline.
+/// One pull at a time: a gateway's uplink is narrow, and two pods wanting one image should
+/// not fetch it twice.
+static PULLS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn pull(config: &crate::config::Config, reference: &Reference) -> Result<(), String> {
+    let _one = PULLS.lock().unwrap_or_else(|e| e.into_inner());
+    let store = crate::image::ImageStore::open(&config.root_dir).map_err(|e| e.to_string())?;
+    let options = crate::image::pull::PullOptions::from_config(config);
+    let digest = crate::image::pull::pull(&store, reference, &options, &crate::timefmt::now_rfc3339()).map_err(|e| e.to_string())?;
+    log::info!("image {reference}: pulled ({digest})");
+    Ok(())
+}
+
+/// Whether an `Always` image is due for a background refresh (at most every 5 minutes, so a
+/// crash-looping container does not hammer the registry).
+fn refresh_due(reference: &Reference) -> bool {
+    static LAST: std::sync::Mutex<Vec<(String, Instant)>> = std::sync::Mutex::new(Vec::new());
+    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    let key = reference.to_string();
+    last.retain(|(_, t)| t.elapsed() < Duration::from_secs(300));
+    if last.iter().any(|(k, _)| *k == key) {
+        return false;
+    }
+    last.push((key, Instant::now()));
+    true
+}
+
+/// Finds the container's image, honouring imagePullPolicy the offline-first way: a present
+/// image is used at once; `Always` refreshes it in the background (the new version is used
+/// at the next start), and a missing image is pulled before this container starts.
 fn find_image(ctx: &Context, c: &Container) -> Result<Image, StartFailure> {
-    let reference = Reference::parse(&c.image)
-        .map_err(|e| failure("InvalidImageName", e.to_string(), false))?;
-    match ctx.store.resolve(&reference) {
-        Ok(Some(image)) => Ok(image),
-        Ok(None) => {
-            let reason = if c.pull_policy() == "Never" {
-                "ErrImageNeverPull"
-            } else {
-                "ErrImagePull"
-            };
-            Err(failure(reason, format!("image {reference} is not in the local store; import it with `staticlet images import`"), false))
+    let reference = Reference::parse(&c.image).map_err(|e| failure("InvalidImageName", e.to_string(), false))?;
+    let local = ctx.store.resolve(&reference).map_err(|e| failure("ErrImagePull", e.to_string(), false))?;
+    // Like podman, images named localhost/... are local builds or imports: never pulled.
+    let policy = if reference.domain == "localhost" { "Never" } else { c.pull_policy() };
+    match (policy, local) {
+        ("Always", Some(image)) if refresh_due(&reference) => {
+            let (config, r) = (ctx.config.clone(), reference.clone());
+            std::thread::spawn(move || {
+                if let Err(e) = pull(&config, &r) {
+                    log::warn!("image {r}: pull failed ({e}); using the local image (offline-first)");
+                }
+            });
+            Ok(image)
         }
-        Err(e) => Err(failure("ErrImagePull", e.to_string(), false)),
+        (_, Some(image)) => Ok(image),
+        ("Never", None) => Err(failure(
+            "ErrImageNeverPull",
+            format!("image {reference} is not in the local store and imagePullPolicy is Never; import it with `staticlet images import`"),
+            false,
+        )),
+        (_, None) => {
+            pull(&ctx.config, &reference).map_err(|e| failure("ErrImagePull", e, false))?;
+            match ctx.store.resolve(&reference) {
+                Ok(Some(image)) => Ok(image),
+                _ => Err(failure("ErrImagePull", format!("image {reference}: pulled but not found in the store"), false)),
+            }
+        }
     }
 }
 

@@ -102,6 +102,13 @@ pub fn main(cmd: &RunCmd) -> Result<(), Failure> {
         crate::status::server::start(addr, board.clone())
             .map_err(|e| Failure::Failed(format!("status endpoint {addr}: {e}")))?;
     }
+    let url_source = match &config.static_pod_url {
+        Some(url) => Some(
+            source::url::UrlSource::new(url, config.static_pod_url_header.clone(), config.manifest_url_ca_file.as_deref(), &config.root_dir, &config.node_name)
+                .map_err(Failure::Usage)?,
+        ),
+        None => None,
+    };
     let ctx = Arc::new(Context {
         crun: Crun {
             binary: runtime,
@@ -115,7 +122,7 @@ pub fn main(cmd: &RunCmd) -> Result<(), Failure> {
         board,
     });
     let ex = Rc::new(smol::LocalExecutor::new());
-    smol::block_on(ex.run(Agent::new(ctx, ex.clone()).run(rx)));
+    smol::block_on(ex.run(Agent::new(ctx, ex.clone()).run(rx, url_source)));
     Ok(())
 }
 
@@ -157,7 +164,7 @@ impl Agent {
         self.ex.spawn(fut).detach();
     }
 
-    async fn run(mut self, rx: Receiver<Event>) {
+    async fn run(mut self, rx: Receiver<Event>, url_source: Option<source::url::UrlSource>) {
         let now = self.now();
         let pending_exits =
             recover::recover(&self.ctx, &mut self.pods, &mut self.desired, now).await;
@@ -176,6 +183,14 @@ impl Agent {
                 self.ctx.events.clone(),
                 Event::Snapshot,
             ));
+        }
+        if let Some(src) = url_source {
+            let tx = self.ctx.events.clone();
+            let every = self.ctx.config.http_check_frequency;
+            std::thread::Builder::new()
+                .name("manifest-url".into())
+                .spawn(move || source::url::run(src, every, |snap| tx.send_blocking(Event::Snapshot(snap)).is_ok()))
+                .expect("spawning the manifest URL thread");
         }
         self.spawn(recover::watch_exits(self.ctx.clone()));
         self.spawn(watch_signals(self.ctx.events.clone()));

@@ -128,7 +128,12 @@ pub async fn recover(
             Some(key) => {
                 let origin = match &pod.source {
                     Source::File(p) => p.clone(),
-                    Source::Url(u) => PathBuf::from(format!("{u}#{}", pod.full_name())),
+                    Source::Url(u) => {
+                        // The same origin the URL source gives the item: the name as written.
+                        let suffix = format!("-{}", ctx.config.node_name);
+                        let name = pod.name().strip_suffix(&suffix).unwrap_or(pod.name());
+                        PathBuf::from(format!("{u}#{}/{name}", pod.namespace()))
+                    }
                 };
                 desired.seed(key, origin, pod.clone());
             }

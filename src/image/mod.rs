@@ -3,6 +3,7 @@
 
 pub mod extract;
 pub mod import;
+pub mod pull;
 pub mod reference;
 pub mod store;
 
@@ -41,6 +42,8 @@ pub enum ImageError {
         wanted: String,
         available: String,
     },
+    #[error("registry {registry}: {message}")]
+    Registry { registry: String, message: String },
     #[error("image {0} is in use by a container; stop its pods first")]
     InUse(String),
 }

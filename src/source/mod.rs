@@ -2,6 +2,7 @@
 //! reading as a [`Snapshot`] (the kubelet's "SET" operation); the desired pod set merges them.
 
 pub mod dir;
+pub mod url;
 
 use crate::manifest::{ManifestError, StaticPod};
 use std::path::PathBuf;

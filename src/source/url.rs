@@ -1,0 +1,246 @@
+//! The manifest URL (`staticPodURL`): a single Pod or a PodList, YAML or JSON, polled every
+//! `httpCheckFrequency`, cached on disk so a gateway that boots offline starts the last pods
+//! it was given.
+//!
+//! One request at a time, on its own thread, with a 10 s timeout and a 10 MB cap; failures
+//! back off (doubling, with jitter) and never touch the pods: a non-200 answer, a network or
+//! TLS error and an empty body all keep the current pods. `ETag`/`If-None-Match` are honoured,
+//! and an unchanged body does nothing.
+
+use super::{Entry, Snapshot, SourceKey};
+use crate::manifest::{self, ManifestError, Source, MAX_MANIFEST_BYTES};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// The cached last good body's metadata (`<root>/url-cache/meta.json`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheMeta {
+    pub url: String,
+    pub etag: Option<String>,
+    pub sha256: String,
+    pub fetched_at: String,
+}
+
+pub struct UrlSource {
+    pub url: String,
+    headers: BTreeMap<String, Vec<String>>,
+    agent: ureq::Agent,
+    cache_dir: PathBuf,
+    node: String,
+    etag: Option<String>,
+    body_sha: Option<String>,
+    last_error: Option<String>,
+}
+
+/// What one poll found.
+#[derive(Debug)]
+pub enum Poll {
+    /// A new valid body: its pods.
+    Changed(Snapshot),
+    /// Nothing new (304, or the same body).
+    Unchanged,
+    /// The request or the body failed; the current pods stay.
+    Failed(String),
+}
+
+fn sha_hex(b: &[u8]) -> String {
+    Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl UrlSource {
+    pub fn new(url: &str, headers: BTreeMap<String, Vec<String>>, ca_file: Option<&Path>, root_dir: &Path, node: &str) -> Result<UrlSource, String> {
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            return Err(format!("manifest URL {url:?} must start with https:// or http://"));
+        }
+        if url.starts_with("http://") {
+            log::warn!("manifest URL {url} is plain HTTP: pods are fetched without TLS (insecure)");
+        }
+        let extra: Vec<PathBuf> = ca_file.map(Path::to_path_buf).into_iter().collect();
+        let roots = crate::net::root_certs(&extra)?;
+        let mut src = UrlSource {
+            url: url.to_string(),
+            headers,
+            agent: crate::net::agent(roots, TIMEOUT),
+            cache_dir: root_dir.join("url-cache"),
+            node: node.to_string(),
+            etag: None,
+            body_sha: None,
+            last_error: None,
+        };
+        if let Some(meta) = src.cached_meta() {
+            src.etag = meta.etag;
+            src.body_sha = Some(meta.sha256);
+        }
+        Ok(src)
+    }
+
+    pub fn key(&self) -> SourceKey {
+        SourceKey::Url(self.url.clone())
+    }
+
+    fn cached_meta(&self) -> Option<CacheMeta> {
+        let meta: CacheMeta = serde_json::from_slice(&std::fs::read(self.cache_dir.join("meta.json")).ok()?).ok()?;
+        (meta.url == self.url).then_some(meta)
+    }
+
+    /// The pods of the cached last good body, for start-up before the first fetch.
+    pub fn cached(&self) -> Option<(Snapshot, CacheMeta)> {
+        let meta = self.cached_meta()?;
+        let body = std::fs::read(self.cache_dir.join("body")).ok()?;
+        if sha_hex(&body) != meta.sha256 {
+            log::warn!("cached manifest body for {} is damaged; ignoring it", self.url);
+            return None;
+        }
+        let snap = self.parse(&body).ok()?;
+        Some((snap, meta))
+    }
+
+    /// Splits a body into one entry per pod; a body that cannot be read at all is an error.
+    pub fn parse(&self, body: &[u8]) -> Result<Snapshot, String> {
+        if body.iter().all(|b| b.is_ascii_whitespace()) {
+            return Err("the body is empty (a valid empty PodList removes the pods; an empty body does not)".into());
+        }
+        let value = manifest::decode(body).map_err(|e| e.message)?;
+        let items = manifest::split_pod_list(value).map_err(|e| format!("{}: {}", e.field, e.message))?;
+        let source = Source::Url(self.url.clone());
+        let entries = items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| {
+                let ns = item["metadata"]["namespace"].as_str().unwrap_or("default").to_string();
+                let name = item["metadata"]["name"].as_str().map(String::from);
+                let origin = match &name {
+                    Some(n) => PathBuf::from(format!("{}#{ns}/{n}", self.url)),
+                    None => PathBuf::from(format!("{}#items[{i}]", self.url)),
+                };
+                let result = manifest::build(item, &source, &self.node)
+                    .map_err(|errors| ManifestError { origin: origin.display().to_string(), errors });
+                Entry { origin, result }
+            })
+            .collect();
+        Ok(Snapshot { key: self.key(), entries, complete: true })
+    }
+
+    /// One request. Writes the cache atomically when a new valid body arrives.
+    pub fn poll(&mut self, now: &str) -> Poll {
+        let mut req = self.agent.get(&self.url);
+        for (k, values) in &self.headers {
+            for v in values {
+                req = req.header(k.as_str(), v.as_str());
+            }
+        }
+        if let Some(etag) = &self.etag {
+            req = req.header("If-None-Match", etag.as_str());
+        }
+        let mut resp = match req.call() {
+            Ok(r) => r,
+            Err(e) => return Poll::Failed(format!("cannot fetch: {}", crate::net::explain(&e))),
+        };
+        let status = resp.status().as_u16();
+        if status == 304 {
+            return Poll::Unchanged;
+        }
+        if status != 200 {
+            return Poll::Failed(format!("the server answered {status}"));
+        }
+        let etag = resp.headers().get("etag").and_then(|v| v.to_str().ok()).map(String::from);
+        let mut body = Vec::new();
+        let read = resp.body_mut().with_config().limit(MAX_MANIFEST_BYTES as u64 + 1).reader().take(MAX_MANIFEST_BYTES as u64 + 1).read_to_end(&mut body);
+        if let Err(e) = read {
+            return Poll::Failed(if e.to_string().contains("limit") { "the body is larger than 10 MB".to_string() } else { format!("reading the body: {e}") });
+        }
+        if body.len() > MAX_MANIFEST_BYTES {
+            return Poll::Failed("the body is larger than 10 MB".into());
+        }
+        let sha = sha_hex(&body);
+        if self.body_sha.as_deref() == Some(sha.as_str()) {
+            self.etag = etag;
+            return Poll::Unchanged;
+        }
+        let snap = match self.parse(&body) {
+            Ok(s) => s,
+            Err(e) => return Poll::Failed(e),
+        };
+        let meta = CacheMeta { url: self.url.clone(), etag: etag.clone(), sha256: sha.clone(), fetched_at: now.to_string() };
+        if let Err(e) = self.save_cache(&body, &meta) {
+            log::warn!("cannot cache the manifest body from {}: {e}", self.url);
+        }
+        self.etag = etag;
+        self.body_sha = Some(sha);
+        Poll::Changed(snap)
+    }
+
+    /// Body first, then its metadata: a crash between the two leaves a body whose hash does
+    /// not match, which `cached` refuses, so a half-written cache is never used.
+    fn save_cache(&self, body: &[u8], meta: &CacheMeta) -> std::io::Result<()> {
+        std::fs::create_dir_all(&self.cache_dir)?;
+        crate::fsutil::write_atomic(&self.cache_dir.join("body"), body)?;
+        crate::fsutil::write_atomic(&self.cache_dir.join("meta.json"), &serde_json::to_vec_pretty(meta).unwrap_or_default())
+    }
+
+    /// Logs a failure once per distinct message.
+    fn report(&mut self, error: Option<String>) {
+        if error != self.last_error {
+            match &error {
+                Some(e) => log::warn!("manifest URL {}: {e}; keeping the current pods", self.url),
+                None if self.last_error.is_some() => log::info!("manifest URL {} answers again", self.url),
+                None => {}
+            }
+            self.last_error = error;
+        }
+    }
+}
+
+/// Jitter in [0.8, 1.2) from the clock's low bits: enough to keep a fleet from polling in step.
+fn jitter(d: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|t| t.subsec_nanos()).unwrap_or(0);
+    d.mul_f64(0.8 + (nanos % 400) as f64 / 1000.0)
+}
+
+/// The URL source's thread: the cache first (boot offline), then a poll every `every`, with
+/// backoff after failures. Each new version is sent as a snapshot.
+pub fn run(mut src: UrlSource, every: Duration, send: impl Fn(Snapshot) -> bool) {
+    match src.cached() {
+        Some((snap, meta)) => {
+            log::info!("manifest URL {}: starting from the cached version fetched at {} ({} pod(s))", src.url, meta.fetched_at, snap.entries.len());
+            if !send(snap) {
+                return;
+            }
+        }
+        None => log::info!("manifest URL {}: no cached version yet", src.url),
+    }
+    let mut failures = 0u32;
+    loop {
+        let now = crate::timefmt::now_rfc3339();
+        let wait = match src.poll(&now) {
+            Poll::Changed(snap) => {
+                src.report(None);
+                failures = 0;
+                log::info!("manifest URL {}: new version ({} pod(s)), fetched at {now}", src.url, snap.entries.len());
+                if !send(snap) {
+                    return;
+                }
+                every
+            }
+            Poll::Unchanged => {
+                src.report(None);
+                failures = 0;
+                every
+            }
+            Poll::Failed(e) => {
+                src.report(Some(e));
+                failures = failures.saturating_add(1);
+                (every * 2u32.saturating_pow(failures.min(5) - 1)).min(MAX_BACKOFF.max(every))
+            }
+        };
+        std::thread::sleep(jitter(wait));
+    }
+}
