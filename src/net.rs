@@ -8,7 +8,11 @@ use std::time::Duration;
 use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
 
 /// Where Debian, Buildroot (ca-certificates) and most distributions keep the CA bundle.
-const SYSTEM_BUNDLES: &[&str] = &["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem"];
+const SYSTEM_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+];
 
 fn pem_certs(path: &Path) -> Result<Vec<Certificate<'static>>, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -52,7 +56,10 @@ pub fn agent(roots: RootCerts, timeout: Duration) -> ureq::Agent {
 /// Explains a request error in the words a user needs (a certificate problem above all).
 pub fn explain(e: &ureq::Error) -> String {
     let text = e.to_string();
-    if text.contains("certificate") || text.contains("UnknownIssuer") || text.contains("InvalidCertificate") {
+    if text.contains("certificate")
+        || text.contains("UnknownIssuer")
+        || text.contains("InvalidCertificate")
+    {
         format!("TLS certificate not trusted ({text}); give the CA that signed it (e.g. --manifest-url-ca-file, or certs.d/<host:port>/ca.crt for a registry)")
     } else {
         text

@@ -55,7 +55,9 @@ fn pull(config: &crate::config::Config, reference: &Reference) -> Result<(), Str
     let _one = PULLS.lock().unwrap_or_else(|e| e.into_inner());
     let store = crate::image::ImageStore::open(&config.root_dir).map_err(|e| e.to_string())?;
     let options = crate::image::pull::PullOptions::from_config(config);
-    let digest = crate::image::pull::pull(&store, reference, &options, &crate::timefmt::now_rfc3339()).map_err(|e| e.to_string())?;
+    let digest =
+        crate::image::pull::pull(&store, reference, &options, &crate::timefmt::now_rfc3339())
+            .map_err(|e| e.to_string())?;
     log::info!("image {reference}: pulled ({digest})");
     Ok(())
 }
@@ -78,10 +80,18 @@ fn refresh_due(reference: &Reference) -> bool {
 /// image is used at once; `Always` refreshes it in the background (the new version is used
 /// at the next start), and a missing image is pulled before this container starts.
 fn find_image(ctx: &Context, c: &Container) -> Result<Image, StartFailure> {
-    let reference = Reference::parse(&c.image).map_err(|e| failure("InvalidImageName", e.to_string(), false))?;
-    let local = ctx.store.resolve(&reference).map_err(|e| failure("ErrImagePull", e.to_string(), false))?;
+    let reference = Reference::parse(&c.image)
+        .map_err(|e| failure("InvalidImageName", e.to_string(), false))?;
+    let local = ctx
+        .store
+        .resolve(&reference)
+        .map_err(|e| failure("ErrImagePull", e.to_string(), false))?;
     // Like podman, images named localhost/... are local builds or imports: never pulled.
-    let policy = if reference.domain == "localhost" { "Never" } else { c.pull_policy() };
+    let policy = if reference.domain == "localhost" {
+        "Never"
+    } else {
+        c.pull_policy()
+    };
     match (policy, local) {
         ("Always", Some(image)) if refresh_due(&reference) => {
             let (config, r) = (ctx.config.clone(), reference.clone());

@@ -104,8 +104,14 @@ pub fn main(cmd: &RunCmd) -> Result<(), Failure> {
     }
     let url_source = match &config.static_pod_url {
         Some(url) => Some(
-            source::url::UrlSource::new(url, config.static_pod_url_header.clone(), config.manifest_url_ca_file.as_deref(), &config.root_dir, &config.node_name)
-                .map_err(Failure::Usage)?,
+            source::url::UrlSource::new(
+                url,
+                config.static_pod_url_header.clone(),
+                config.manifest_url_ca_file.as_deref(),
+                &config.root_dir,
+                &config.node_name,
+            )
+            .map_err(Failure::Usage)?,
         ),
         None => None,
     };
@@ -189,7 +195,11 @@ impl Agent {
             let every = self.ctx.config.http_check_frequency;
             std::thread::Builder::new()
                 .name("manifest-url".into())
-                .spawn(move || source::url::run(src, every, |snap| tx.send_blocking(Event::Snapshot(snap)).is_ok()))
+                .spawn(move || {
+                    source::url::run(src, every, |snap| {
+                        tx.send_blocking(Event::Snapshot(snap)).is_ok()
+                    })
+                })
                 .expect("spawning the manifest URL thread");
         }
         self.spawn(recover::watch_exits(self.ctx.clone()));

@@ -57,12 +57,19 @@ pub fn run(cmd: &ImagesCmd) -> Result<(), Failure> {
             Ok(())
         }
         ImagesAction::Pull(p) => {
-            let reference = Reference::parse(&p.reference).map_err(|e| Failure::Usage(format!("{:?}: {e}", p.reference)))?;
+            let reference = Reference::parse(&p.reference)
+                .map_err(|e| Failure::Usage(format!("{:?}: {e}", p.reference)))?;
             if let Some(c) = &p.image_credentials {
                 config.image_credentials = Some(c.clone());
             }
             let options = crate::image::pull::PullOptions::from_config(&config);
-            let digest = crate::image::pull::pull(&store, &reference, &options, &crate::timefmt::now_rfc3339()).map_err(failed)?;
+            let digest = crate::image::pull::pull(
+                &store,
+                &reference,
+                &options,
+                &crate::timefmt::now_rfc3339(),
+            )
+            .map_err(failed)?;
             if let Some(image) = store.resolve(&reference).map_err(failed)? {
                 store.rootfs(&image).map_err(failed)?;
             }

@@ -32,7 +32,10 @@ impl PullOptions {
         PullOptions {
             config_dir: c.config_dir.clone(),
             insecure: c.insecure_registries.clone(),
-            credentials: c.image_credentials.clone().or_else(|| Some(PathBuf::from("/root/.docker/config.json"))),
+            credentials: c
+                .image_credentials
+                .clone()
+                .or_else(|| Some(PathBuf::from("/root/.docker/config.json"))),
         }
     }
 }
@@ -47,7 +50,10 @@ struct Client {
 }
 
 fn err(registry: &str, message: impl Into<String>) -> ImageError {
-    ImageError::Registry { registry: registry.to_string(), message: message.into() }
+    ImageError::Registry {
+        registry: registry.to_string(),
+        message: message.into(),
+    }
 }
 
 /// `user:password` for `host` from a Docker config.json `auths` section, base64 as stored.
@@ -55,9 +61,24 @@ fn basic_auth(options: &PullOptions, host: &str) -> Option<String> {
     let path = options.credentials.as_ref()?;
     let v: Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
     let auths = v.get("auths")?.as_object()?;
-    let keys = [host.to_string(), format!("https://{host}"), format!("http://{host}"), format!("https://{host}/v1/")];
-    let docker_hub = ["https://index.docker.io/v1/".to_string(), "docker.io".to_string()];
-    let entry = keys.iter().chain(if host == "registry-1.docker.io" { docker_hub.iter() } else { [].iter() }).find_map(|k| auths.get(k))?;
+    let keys = [
+        host.to_string(),
+        format!("https://{host}"),
+        format!("http://{host}"),
+        format!("https://{host}/v1/"),
+    ];
+    let docker_hub = [
+        "https://index.docker.io/v1/".to_string(),
+        "docker.io".to_string(),
+    ];
+    let entry = keys
+        .iter()
+        .chain(if host == "registry-1.docker.io" {
+            docker_hub.iter()
+        } else {
+            [].iter()
+        })
+        .find_map(|k| auths.get(k))?;
     let auth = entry.get("auth")?.as_str()?;
     crate::net::base64_decode(auth).filter(|d| d.contains(&b':'))?;
     Some(auth.to_string())
@@ -86,20 +107,41 @@ fn challenge(header: &str) -> Option<(String, Vec<(String, String)>)> {
 
 fn percent_encode(s: &str) -> String {
     s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect()
 }
 
 impl Client {
     fn new(reference: &Reference, options: &PullOptions) -> Result<Client, ImageError> {
-        let host = if reference.domain == "docker.io" { "registry-1.docker.io".to_string() } else { reference.domain.clone() };
-        let insecure = options.insecure.iter().any(|r| r == &reference.domain || r == &host);
-        let ca = options.config_dir.join("certs.d").join(&reference.domain).join("ca.crt");
+        let host = if reference.domain == "docker.io" {
+            "registry-1.docker.io".to_string()
+        } else {
+            reference.domain.clone()
+        };
+        let insecure = options
+            .insecure
+            .iter()
+            .any(|r| r == &reference.domain || r == &host);
+        let ca = options
+            .config_dir
+            .join("certs.d")
+            .join(&reference.domain)
+            .join("ca.crt");
         let extra: Vec<PathBuf> = ca.exists().then_some(ca).into_iter().collect();
         let roots = crate::net::root_certs(&extra).map_err(|m| err(&host, m))?;
         Ok(Client {
             agent: crate::net::agent(roots, TIMEOUT),
-            base: format!("{}://{host}/v2/{}", if insecure { "http" } else { "https" }, reference.path),
+            base: format!(
+                "{}://{host}/v2/{}",
+                if insecure { "http" } else { "https" },
+                reference.path
+            ),
             basic: basic_auth(options, &host).or_else(|| basic_auth(options, &reference.domain)),
             registry: host,
             repo: reference.path.clone(),
@@ -108,7 +150,11 @@ impl Client {
     }
 
     /// GETs `url`, answering an authentication challenge once.
-    fn get(&mut self, url: &str, accept: Option<&str>) -> Result<ureq::http::Response<ureq::Body>, ImageError> {
+    fn get(
+        &mut self,
+        url: &str,
+        accept: Option<&str>,
+    ) -> Result<ureq::http::Response<ureq::Body>, ImageError> {
         for attempt in 0..2 {
             let mut req = self.agent.get(url);
             if let Some(a) = accept {
@@ -119,11 +165,18 @@ impl Client {
             } else if let (Some(b), true) = (&self.basic, attempt > 0) {
                 req = req.header("Authorization", &format!("Basic {b}"));
             }
-            let resp = req.call().map_err(|e| err(&self.registry, crate::net::explain(&e)))?;
+            let resp = req
+                .call()
+                .map_err(|e| err(&self.registry, crate::net::explain(&e)))?;
             if resp.status().as_u16() != 401 || attempt > 0 {
                 return Ok(resp);
             }
-            let header = resp.headers().get("www-authenticate").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+            let header = resp
+                .headers()
+                .get("www-authenticate")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
             match challenge(&header) {
                 Some((scheme, params)) if scheme == "bearer" => self.token = Some(self.fetch_token(&params)?),
                 Some((scheme, _)) if scheme == "basic" && self.basic.is_some() => {}
@@ -135,8 +188,14 @@ impl Client {
     }
 
     fn fetch_token(&self, params: &[(String, String)]) -> Result<String, ImageError> {
-        let get = |k: &str| params.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
-        let realm = get("realm").ok_or_else(|| err(&self.registry, "bearer challenge without a realm"))?;
+        let get = |k: &str| {
+            params
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+        };
+        let realm =
+            get("realm").ok_or_else(|| err(&self.registry, "bearer challenge without a realm"))?;
         let scope = get("scope").unwrap_or_else(|| format!("repository:{}:pull", self.repo));
         let mut url = format!("{realm}?scope={}", percent_encode(&scope));
         if let Some(service) = get("service") {
@@ -146,14 +205,39 @@ impl Client {
         if let Some(b) = &self.basic {
             req = req.header("Authorization", &format!("Basic {b}"));
         }
-        let mut resp = req.call().map_err(|e| err(&self.registry, format!("token from {realm}: {}", crate::net::explain(&e))))?;
+        let mut resp = req.call().map_err(|e| {
+            err(
+                &self.registry,
+                format!("token from {realm}: {}", crate::net::explain(&e)),
+            )
+        })?;
         let status = resp.status().as_u16();
-        let body = resp.body_mut().with_config().limit(MAX_MANIFEST).read_to_string().unwrap_or_default();
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(MAX_MANIFEST)
+            .read_to_string()
+            .unwrap_or_default();
         if status == 401 || status == 403 {
-            return Err(err(&self.registry, format!("authentication failed (wrong credentials?): {}", body.trim())));
+            return Err(err(
+                &self.registry,
+                format!(
+                    "authentication failed (wrong credentials?): {}",
+                    body.trim()
+                ),
+            ));
         }
-        let v: Value = serde_json::from_str(&body).map_err(|_| err(&self.registry, format!("token endpoint answered {status}: {}", body.trim())))?;
-        v.get("token").or_else(|| v.get("access_token")).and_then(Value::as_str).map(String::from).ok_or_else(|| err(&self.registry, "the token endpoint returned no token"))
+        let v: Value = serde_json::from_str(&body).map_err(|_| {
+            err(
+                &self.registry,
+                format!("token endpoint answered {status}: {}", body.trim()),
+            )
+        })?;
+        v.get("token")
+            .or_else(|| v.get("access_token"))
+            .and_then(Value::as_str)
+            .map(String::from)
+            .ok_or_else(|| err(&self.registry, "the token endpoint returned no token"))
     }
 
     /// A manifest or index by tag or digest; verified when asked by digest.
@@ -161,15 +245,48 @@ impl Client {
         let url = format!("{}/manifests/{reference}", self.base);
         let mut resp = self.get(&url, Some(ACCEPT))?;
         let status = resp.status().as_u16();
-        let body = resp.body_mut().with_config().limit(MAX_MANIFEST).read_to_vec().map_err(|e| err(&self.registry, e.to_string()))?;
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(MAX_MANIFEST)
+            .read_to_vec()
+            .map_err(|e| err(&self.registry, e.to_string()))?;
         match status {
             200 => {}
-            401 | 403 => return Err(err(&self.registry, format!("access denied to {} (wrong credentials?): {}", self.repo, String::from_utf8_lossy(&body).trim()))),
-            _ => return Err(err(&self.registry, format!("manifest {}:{reference}: {status} {}", self.repo, String::from_utf8_lossy(&body).trim()))),
+            401 | 403 => {
+                return Err(err(
+                    &self.registry,
+                    format!(
+                        "access denied to {} (wrong credentials?): {}",
+                        self.repo,
+                        String::from_utf8_lossy(&body).trim()
+                    ),
+                ))
+            }
+            _ => {
+                return Err(err(
+                    &self.registry,
+                    format!(
+                        "manifest {}:{reference}: {status} {}",
+                        self.repo,
+                        String::from_utf8_lossy(&body).trim()
+                    ),
+                ))
+            }
         }
-        let digest = format!("sha256:{}", Sha256::digest(&body).iter().map(|b| format!("{b:02x}")).collect::<String>());
+        let digest = format!(
+            "sha256:{}",
+            Sha256::digest(&body)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        );
         if reference.starts_with("sha256:") && digest != reference {
-            return Err(ImageError::Corrupt { origin: format!("{}/{}", self.registry, self.repo), expected: reference.into(), actual: digest });
+            return Err(ImageError::Corrupt {
+                origin: format!("{}/{}", self.registry, self.repo),
+                expected: reference.into(),
+                actual: digest,
+            });
         }
         Ok((body, digest))
     }
@@ -181,10 +298,17 @@ impl Client {
         let url = format!("{}/blobs/{digest}", self.base);
         let mut resp = self.get(&url, None)?;
         if resp.status().as_u16() != 200 {
-            return Err(err(&self.registry, format!("blob {digest}: {}", resp.status())));
+            return Err(err(
+                &self.registry,
+                format!("blob {digest}: {}", resp.status()),
+            ));
         }
         let reader = resp.body_mut().with_config().limit(u64::MAX).reader();
-        store.put_blob(reader.take(u64::MAX), Some(digest), &format!("{}/{}@{digest}", self.registry, self.repo))?;
+        store.put_blob(
+            reader.take(u64::MAX),
+            Some(digest),
+            &format!("{}/{}@{digest}", self.registry, self.repo),
+        )?;
         Ok(())
     }
 }
@@ -196,21 +320,38 @@ fn is_index(body: &[u8]) -> bool {
 }
 
 /// Pulls `reference` into the store and records it; returns the manifest digest.
-pub fn pull(store: &ImageStore, reference: &Reference, options: &PullOptions, now: &str) -> Result<String, ImageError> {
+pub fn pull(
+    store: &ImageStore,
+    reference: &Reference,
+    options: &PullOptions,
+    now: &str,
+) -> Result<String, ImageError> {
     let mut client = Client::new(reference, options)?;
-    let wanted = reference.digest.clone().or_else(|| reference.tag.clone()).unwrap_or_else(|| "latest".into());
+    let wanted = reference
+        .digest
+        .clone()
+        .or_else(|| reference.tag.clone())
+        .unwrap_or_else(|| "latest".into());
     let (mut body, mut digest) = client.manifest(&wanted)?;
     if is_index(&body) {
-        let index = ImageIndex::from_reader(&body[..]).map_err(|e| err(&client.registry, format!("index: {e}")))?;
-        let chosen = select_platform(index.manifests(), &format!("{reference}"))?.digest().to_string();
+        let index = ImageIndex::from_reader(&body[..])
+            .map_err(|e| err(&client.registry, format!("index: {e}")))?;
+        let chosen = select_platform(index.manifests(), &format!("{reference}"))?
+            .digest()
+            .to_string();
         (body, digest) = client.manifest(&chosen)?;
     }
-    let manifest = ImageManifest::from_reader(&body[..]).map_err(|e| err(&client.registry, format!("manifest {digest}: {e}")))?;
+    let manifest = ImageManifest::from_reader(&body[..])
+        .map_err(|e| err(&client.registry, format!("manifest {digest}: {e}")))?;
     client.blob(store, manifest.config().digest().as_ref())?;
     for layer in manifest.layers() {
         client.blob(store, layer.digest().as_ref())?;
     }
-    store.put_blob(&body[..], Some(&digest), &format!("{}/{}@{digest}", client.registry, client.repo))?;
+    store.put_blob(
+        &body[..],
+        Some(&digest),
+        &format!("{}/{}@{digest}", client.registry, client.repo),
+    )?;
     store.tag(reference, &digest, now)?;
     Ok(digest)
 }
@@ -236,9 +377,18 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("config.json");
         std::fs::write(&file, r#"{"auths": {"127.0.0.1:5000": {"auth": "dXNlcjpwYXNz"}, "https://index.docker.io/v1/": {"auth": "aHViOmh1Yg=="}}}"#).unwrap();
-        let o = PullOptions { credentials: Some(file), ..Default::default() };
-        assert_eq!(basic_auth(&o, "127.0.0.1:5000").as_deref(), Some("dXNlcjpwYXNz"));
-        assert_eq!(basic_auth(&o, "registry-1.docker.io").as_deref(), Some("aHViOmh1Yg=="));
+        let o = PullOptions {
+            credentials: Some(file),
+            ..Default::default()
+        };
+        assert_eq!(
+            basic_auth(&o, "127.0.0.1:5000").as_deref(),
+            Some("dXNlcjpwYXNz")
+        );
+        assert_eq!(
+            basic_auth(&o, "registry-1.docker.io").as_deref(),
+            Some("aHViOmh1Yg==")
+        );
         assert_eq!(basic_auth(&o, "other:1"), None);
         std::fs::remove_dir_all(dir).unwrap();
     }

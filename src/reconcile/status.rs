@@ -48,7 +48,11 @@ fn container_json(
             "back-off {delay}s restarting failed container={} pod={}_{}({})", c.name, s.pod.name(), s.pod.namespace(), s.pod.uid())}})
     } else if let Some((reason, message)) = &c.waiting {
         // After the first failed pull, the kubelet shows the backoff.
-        let reason = if reason == "ErrImagePull" && c.backoff.waiting(now) { "ImagePullBackOff" } else { reason.as_str() };
+        let reason = if reason == "ErrImagePull" && c.backoff.waiting(now) {
+            "ImagePullBackOff"
+        } else {
+            reason.as_str()
+        };
         json!({"waiting": {"reason": reason, "message": message}})
     } else if init_pending && !c.init {
         json!({"waiting": {"reason": "PodInitializing"}})

@@ -52,13 +52,24 @@ pub enum Poll {
 }
 
 fn sha_hex(b: &[u8]) -> String {
-    Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
+    Sha256::digest(b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
 }
 
 impl UrlSource {
-    pub fn new(url: &str, headers: BTreeMap<String, Vec<String>>, ca_file: Option<&Path>, root_dir: &Path, node: &str) -> Result<UrlSource, String> {
+    pub fn new(
+        url: &str,
+        headers: BTreeMap<String, Vec<String>>,
+        ca_file: Option<&Path>,
+        root_dir: &Path,
+        node: &str,
+    ) -> Result<UrlSource, String> {
         if !(url.starts_with("https://") || url.starts_with("http://")) {
-            return Err(format!("manifest URL {url:?} must start with https:// or http://"));
+            return Err(format!(
+                "manifest URL {url:?} must start with https:// or http://"
+            ));
         }
         if url.starts_with("http://") {
             log::warn!("manifest URL {url} is plain HTTP: pods are fetched without TLS (insecure)");
@@ -87,7 +98,8 @@ impl UrlSource {
     }
 
     fn cached_meta(&self) -> Option<CacheMeta> {
-        let meta: CacheMeta = serde_json::from_slice(&std::fs::read(self.cache_dir.join("meta.json")).ok()?).ok()?;
+        let meta: CacheMeta =
+            serde_json::from_slice(&std::fs::read(self.cache_dir.join("meta.json")).ok()?).ok()?;
         (meta.url == self.url).then_some(meta)
     }
 
@@ -96,7 +108,10 @@ impl UrlSource {
         let meta = self.cached_meta()?;
         let body = std::fs::read(self.cache_dir.join("body")).ok()?;
         if sha_hex(&body) != meta.sha256 {
-            log::warn!("cached manifest body for {} is damaged; ignoring it", self.url);
+            log::warn!(
+                "cached manifest body for {} is damaged; ignoring it",
+                self.url
+            );
             return None;
         }
         let snap = self.parse(&body).ok()?;
@@ -109,24 +124,35 @@ impl UrlSource {
             return Err("the body is empty (a valid empty PodList removes the pods; an empty body does not)".into());
         }
         let value = manifest::decode(body).map_err(|e| e.message)?;
-        let items = manifest::split_pod_list(value).map_err(|e| format!("{}: {}", e.field, e.message))?;
+        let items =
+            manifest::split_pod_list(value).map_err(|e| format!("{}: {}", e.field, e.message))?;
         let source = Source::Url(self.url.clone());
         let entries = items
             .into_iter()
             .enumerate()
             .map(|(i, item)| {
-                let ns = item["metadata"]["namespace"].as_str().unwrap_or("default").to_string();
+                let ns = item["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or("default")
+                    .to_string();
                 let name = item["metadata"]["name"].as_str().map(String::from);
                 let origin = match &name {
                     Some(n) => PathBuf::from(format!("{}#{ns}/{n}", self.url)),
                     None => PathBuf::from(format!("{}#items[{i}]", self.url)),
                 };
-                let result = manifest::build(item, &source, &self.node)
-                    .map_err(|errors| ManifestError { origin: origin.display().to_string(), errors });
+                let result =
+                    manifest::build(item, &source, &self.node).map_err(|errors| ManifestError {
+                        origin: origin.display().to_string(),
+                        errors,
+                    });
                 Entry { origin, result }
             })
             .collect();
-        Ok(Snapshot { key: self.key(), entries, complete: true })
+        Ok(Snapshot {
+            key: self.key(),
+            entries,
+            complete: true,
+        })
     }
 
     /// One request. Writes the cache atomically when a new valid body arrives.
@@ -151,11 +177,25 @@ impl UrlSource {
         if status != 200 {
             return Poll::Failed(format!("the server answered {status}"));
         }
-        let etag = resp.headers().get("etag").and_then(|v| v.to_str().ok()).map(String::from);
+        let etag = resp
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .map(String::from);
         let mut body = Vec::new();
-        let read = resp.body_mut().with_config().limit(MAX_MANIFEST_BYTES as u64 + 1).reader().take(MAX_MANIFEST_BYTES as u64 + 1).read_to_end(&mut body);
+        let read = resp
+            .body_mut()
+            .with_config()
+            .limit(MAX_MANIFEST_BYTES as u64 + 1)
+            .reader()
+            .take(MAX_MANIFEST_BYTES as u64 + 1)
+            .read_to_end(&mut body);
         if let Err(e) = read {
-            return Poll::Failed(if e.to_string().contains("limit") { "the body is larger than 10 MB".to_string() } else { format!("reading the body: {e}") });
+            return Poll::Failed(if e.to_string().contains("limit") {
+                "the body is larger than 10 MB".to_string()
+            } else {
+                format!("reading the body: {e}")
+            });
         }
         if body.len() > MAX_MANIFEST_BYTES {
             return Poll::Failed("the body is larger than 10 MB".into());
@@ -169,7 +209,12 @@ impl UrlSource {
             Ok(s) => s,
             Err(e) => return Poll::Failed(e),
         };
-        let meta = CacheMeta { url: self.url.clone(), etag: etag.clone(), sha256: sha.clone(), fetched_at: now.to_string() };
+        let meta = CacheMeta {
+            url: self.url.clone(),
+            etag: etag.clone(),
+            sha256: sha.clone(),
+            fetched_at: now.to_string(),
+        };
         if let Err(e) = self.save_cache(&body, &meta) {
             log::warn!("cannot cache the manifest body from {}: {e}", self.url);
         }
@@ -183,7 +228,10 @@ impl UrlSource {
     fn save_cache(&self, body: &[u8], meta: &CacheMeta) -> std::io::Result<()> {
         std::fs::create_dir_all(&self.cache_dir)?;
         crate::fsutil::write_atomic(&self.cache_dir.join("body"), body)?;
-        crate::fsutil::write_atomic(&self.cache_dir.join("meta.json"), &serde_json::to_vec_pretty(meta).unwrap_or_default())
+        crate::fsutil::write_atomic(
+            &self.cache_dir.join("meta.json"),
+            &serde_json::to_vec_pretty(meta).unwrap_or_default(),
+        )
     }
 
     /// Logs a failure once per distinct message.
@@ -191,7 +239,9 @@ impl UrlSource {
         if error != self.last_error {
             match &error {
                 Some(e) => log::warn!("manifest URL {}: {e}; keeping the current pods", self.url),
-                None if self.last_error.is_some() => log::info!("manifest URL {} answers again", self.url),
+                None if self.last_error.is_some() => {
+                    log::info!("manifest URL {} answers again", self.url)
+                }
                 None => {}
             }
             self.last_error = error;
@@ -201,7 +251,10 @@ impl UrlSource {
 
 /// Jitter in [0.8, 1.2) from the clock's low bits: enough to keep a fleet from polling in step.
 fn jitter(d: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|t| t.subsec_nanos()).unwrap_or(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|t| t.subsec_nanos())
+        .unwrap_or(0);
     d.mul_f64(0.8 + (nanos % 400) as f64 / 1000.0)
 }
 
@@ -210,7 +263,12 @@ fn jitter(d: Duration) -> Duration {
 pub fn run(mut src: UrlSource, every: Duration, send: impl Fn(Snapshot) -> bool) {
     match src.cached() {
         Some((snap, meta)) => {
-            log::info!("manifest URL {}: starting from the cached version fetched at {} ({} pod(s))", src.url, meta.fetched_at, snap.entries.len());
+            log::info!(
+                "manifest URL {}: starting from the cached version fetched at {} ({} pod(s))",
+                src.url,
+                meta.fetched_at,
+                snap.entries.len()
+            );
             if !send(snap) {
                 return;
             }
@@ -224,7 +282,11 @@ pub fn run(mut src: UrlSource, every: Duration, send: impl Fn(Snapshot) -> bool)
             Poll::Changed(snap) => {
                 src.report(None);
                 failures = 0;
-                log::info!("manifest URL {}: new version ({} pod(s)), fetched at {now}", src.url, snap.entries.len());
+                log::info!(
+                    "manifest URL {}: new version ({} pod(s)), fetched at {now}",
+                    src.url,
+                    snap.entries.len()
+                );
                 if !send(snap) {
                     return;
                 }

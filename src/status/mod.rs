@@ -85,7 +85,9 @@ impl StatusBoard {
     /// Blocks until a version newer than `seen` is published, or `timeout` passes; returns
     /// the current version and state either way.
     pub fn wait_newer(&self, seen: u64, timeout: std::time::Duration) -> (u64, Shared) {
-        let Ok(g) = self.inner.lock() else { return (seen, Shared::default()) };
+        let Ok(g) = self.inner.lock() else {
+            return (seen, Shared::default());
+        };
         let g = match self.changed.wait_timeout_while(g, timeout, |g| g.0 <= seen) {
             Ok((g, _)) => g,
             Err(e) => e.into_inner().0,
@@ -113,7 +115,9 @@ impl StatusBoard {
         let mut s = self.read();
         let mirrors = self.mirrors();
         for p in &mut s.pods {
-            let Some(state) = p["metadata"]["uid"].as_str().and_then(|u| mirrors.get(u)) else { continue };
+            let Some(state) = p["metadata"]["uid"].as_str().and_then(|u| mirrors.get(u)) else {
+                continue;
+            };
             let (status, reason, message) = match state {
                 MirrorState::Synced => ("True", "Synced", String::new()),
                 MirrorState::Pending(m) => ("Unknown", "Pending", m.clone()),

@@ -3,6 +3,8 @@
 //! completely when the test ends.
 #![allow(dead_code)]
 
+pub mod tls;
+
 use flate2::write::GzEncoder;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};

@@ -1,0 +1,237 @@
+//! The API server seam: one small trait ([`Api`]) that sends a JSON request and returns the
+//! status code and JSON body, with one real implementation over ureq (TLS by rustls, a
+//! timeout on every call) and an in-memory fake for unit tests.
+//!
+//! Only a transport failure (refused, timed out, TLS) is an error here; every HTTP answer,
+//! 4xx and 5xx included, is a [`Reply`] the sync interprets, because "namespace not found"
+//! and "forbidden" are states to report, not failures of the link.
+
+use super::kubeconfig::Kubeconfig;
+use serde_json::Value;
+use std::time::Duration;
+use ureq::tls::{Certificate, ClientCert, KeyKind, PemItem, PrivateKey, RootCerts, TlsConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The server could not be reached or did not answer in time.
+    #[error("{method} {url}: {message}")]
+    Unreachable {
+        method: &'static str,
+        url: String,
+        message: String,
+    },
+    /// The TLS settings from the kubeconfig cannot be used.
+    #[error("kubeconfig {path}: {field}: {message}")]
+    Tls {
+        path: String,
+        field: &'static str,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Post,
+    Put,
+    /// A JSON merge patch (RFC 7386): lists are replaced whole, which is what status needs.
+    Patch,
+    Delete,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Patch => "PATCH",
+            Method::Delete => "DELETE",
+        }
+    }
+}
+
+/// An HTTP answer from the API server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    pub code: u16,
+    /// The decoded JSON body (a `Status` for errors), or the raw text as a JSON string.
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn ok(&self) -> bool {
+        (200..300).contains(&self.code)
+    }
+    /// `reason` of a `Status`, e.g. `AlreadyExists`, `NotFound`, `Conflict`.
+    pub fn reason(&self) -> &str {
+        self.body["reason"].as_str().unwrap_or("")
+    }
+    /// The server's own words, as users should see them.
+    pub fn message(&self) -> String {
+        match (&self.body["message"], &self.body) {
+            (Value::String(m), _) => m.clone(),
+            (_, Value::String(text)) if !text.trim().is_empty() => {
+                format!("HTTP {}: {}", self.code, text.trim())
+            }
+            _ => format!("HTTP {}", self.code),
+        }
+    }
+}
+
+/// Sends one request to the API server; `path` starts with `/`.
+pub trait Api: Send {
+    fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Reply, ApiError>;
+}
+
+/// The real client: one ureq agent (connections are kept and reused).
+pub struct HttpApi {
+    agent: ureq::Agent,
+    server: String,
+    token: Option<String>,
+}
+
+impl HttpApi {
+    pub fn new(kc: &Kubeconfig, timeout: Duration) -> Result<HttpApi, ApiError> {
+        let tls_err = |field: &'static str, message: String| ApiError::Tls {
+            path: kc.path.display().to_string(),
+            field,
+            message,
+        };
+        let mut tls = TlsConfig::builder().disable_verification(kc.insecure);
+        let roots = match &kc.ca_pem {
+            Some(pem) => Some(pem.clone()),
+            // Without a CA in the kubeconfig, trust the system's (as kubectl does).
+            None if !kc.insecure => Some(std::fs::read(SYSTEM_ROOTS).map_err(|e| {
+                tls_err(
+                    "certificate-authority",
+                    format!("not set, and the system's {SYSTEM_ROOTS} cannot be read: {e}"),
+                )
+            })?),
+            None => None,
+        };
+        if let Some(pem) = roots {
+            let certs: Vec<Certificate<'static>> = ureq::tls::parse_pem(&pem)
+                .filter_map(|i| match i {
+                    Ok(PemItem::Certificate(c)) => Some(c),
+                    _ => None,
+                })
+                .collect();
+            if certs.is_empty() {
+                return Err(tls_err("certificate-authority", "no certificate in it".into()));
+            }
+            tls = tls.root_certs(RootCerts::new_with_certs(&certs));
+        }
+        if let Some((cert, key)) = &kc.client_cert {
+            let (chain, key) = client_pair(cert, key).map_err(|(f, m)| tls_err(f, m))?;
+            tls = tls.client_cert(Some(ClientCert::new_with_certs(&chain, key)));
+        }
+        let agent = ureq::Agent::config_builder()
+            .tls_config(tls.build())
+            .timeout_global(Some(timeout))
+            .timeout_connect(Some(timeout.min(Duration::from_secs(5))))
+            .http_status_as_error(false)
+            .user_agent(format!("staticlet/{}", env!("CARGO_PKG_VERSION")))
+            .build()
+            .into();
+        Ok(HttpApi {
+            agent,
+            server: kc.server.clone(),
+            token: kc.token.clone(),
+        })
+    }
+}
+
+const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+impl Api for HttpApi {
+    fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Reply, ApiError> {
+        let url = format!("{}{path}", self.server);
+        let unreachable = |message: String| ApiError::Unreachable {
+            method: method.as_str(),
+            url: url.clone(),
+            message,
+        };
+        let content_type = match method {
+            Method::Patch => "application/merge-patch+json",
+            _ => "application/json",
+        };
+        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        let text = body.map(Value::to_string).unwrap_or_default();
+        macro_rules! with_headers {
+            ($req:expr) => {{
+                let r = $req.header("Accept", "application/json");
+                match &auth {
+                    Some(a) => r.header("Authorization", a.as_str()),
+                    None => r,
+                }
+            }};
+        }
+        let result = match method {
+            Method::Get => with_headers!(self.agent.get(&url)).call(),
+            Method::Post => with_headers!(self.agent.post(&url)).content_type(content_type).send(&text),
+            Method::Put => with_headers!(self.agent.put(&url)).content_type(content_type).send(&text),
+            Method::Patch => with_headers!(self.agent.patch(&url)).content_type(content_type).send(&text),
+            Method::Delete if body.is_some() => with_headers!(self.agent.delete(&url))
+                .force_send_body()
+                .content_type(content_type)
+                .send(&text),
+            Method::Delete => with_headers!(self.agent.delete(&url)).call(),
+        };
+        let mut resp = result.map_err(|e| unreachable(e.to_string()))?;
+        let code = resp.status().as_u16();
+        let text = resp
+            .body_mut()
+            .with_config()
+            .limit(64 * 1024 * 1024)
+            .read_to_string()
+            .map_err(|e| unreachable(format!("reading the answer: {e}")))?;
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Ok(Reply { code, body })
+    }
+}
+
+/// The client certificate chain and key from PEM, in ureq's types; `Err((field, message))`.
+pub(crate) fn client_pair(
+    cert: &[u8],
+    key: &[u8],
+) -> Result<(Vec<Certificate<'static>>, PrivateKey<'static>), (&'static str, String)> {
+    let mut chain = Vec::new();
+    for item in ureq::tls::parse_pem(cert) {
+        match item {
+            Ok(PemItem::Certificate(c)) => chain.push(c),
+            Ok(_) => {}
+            Err(e) => return Err(("client-certificate", format!("not PEM: {e}"))),
+        }
+    }
+    if chain.is_empty() {
+        return Err(("client-certificate", "no PEM certificate in it".into()));
+    }
+    let mut found = None;
+    for item in ureq::tls::parse_pem(key) {
+        match item {
+            Ok(PemItem::PrivateKey(k)) => {
+                found = Some(k);
+                break;
+            }
+            Ok(_) => {}
+            Err(e) => return Err(("client-key", format!("not PEM: {e}"))),
+        }
+    }
+    let key = found.ok_or((
+        "client-key",
+        "no PEM private key in it (RSA, PKCS#8 or EC)".to_string(),
+    ))?;
+    Ok((chain, key))
+}
+
+/// ureq's key as rustls takes it (for the consistency check at load time).
+pub(crate) fn rustls_key(key: &PrivateKey<'_>) -> rustls::pki_types::PrivateKeyDer<'static> {
+    use rustls::pki_types::{PrivatePkcs1KeyDer, PrivatePkcs8KeyDer, PrivateSec1KeyDer};
+    let der = key.der().to_vec();
+    match key.kind() {
+        KeyKind::Pkcs1 => PrivatePkcs1KeyDer::from(der).into(),
+        KeyKind::Sec1 => PrivateSec1KeyDer::from(der).into(),
+        _ => PrivatePkcs8KeyDer::from(der).into(),
+    }
+}

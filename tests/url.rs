@@ -1,0 +1,258 @@
+//! The manifest URL against a real HTTPS server on loopback with a test CA.
+
+mod common;
+
+use common::tls::TestCa;
+use common::*;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// What the test server answers, and what it saw.
+#[derive(Default)]
+struct Served {
+    status: u16,
+    body: Vec<u8>,
+    headers_seen: Vec<(String, String)>,
+    requests: usize,
+}
+
+struct Server {
+    port: u16,
+    state: Arc<Mutex<Served>>,
+    server: Arc<tiny_http::Server>,
+}
+
+impl Server {
+    fn start(ca: &TestCa) -> Server {
+        let (cert, key) = ca.server();
+        let server = Arc::new(
+            tiny_http::Server::https(
+                "127.0.0.1:0",
+                tiny_http::SslConfig {
+                    certificate: cert.into_bytes(),
+                    private_key: key.into_bytes(),
+                },
+            )
+            .unwrap(),
+        );
+        let port = server.server_addr().to_ip().unwrap().port();
+        let state = Arc::new(Mutex::new(Served {
+            status: 200,
+            ..Default::default()
+        }));
+        let (s, st) = (server.clone(), state.clone());
+        std::thread::spawn(move || {
+            for req in s.incoming_requests() {
+                let resp = {
+                    let mut g = st.lock().unwrap();
+                    g.requests += 1;
+                    g.headers_seen = req
+                        .headers()
+                        .iter()
+                        .map(|h| (h.field.to_string(), h.value.to_string()))
+                        .collect();
+                    tiny_http::Response::from_data(g.body.clone()).with_status_code(g.status)
+                };
+                let _ = req.respond(resp);
+            }
+        });
+        Server {
+            port,
+            state,
+            server,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("https://127.0.0.1:{}/pods", self.port)
+    }
+
+    fn serve(&self, status: u16, body: &str) {
+        let mut g = self.state.lock().unwrap();
+        g.status = status;
+        g.body = body.as_bytes().to_vec();
+    }
+
+    fn requests(&self) -> usize {
+        self.state.lock().unwrap().requests
+    }
+
+    fn stop(&self) {
+        self.server.unblock();
+    }
+}
+
+fn pod_list(pods: &[(&str, &str)]) -> String {
+    let items: Vec<String> = pods
+        .iter()
+        .map(|(name, cmd)| format!(r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{name}","namespace":"default"}},"spec":{{"terminationGracePeriodSeconds":1,"containers":[{{"name":"main","image":"{IMAGE}","command":["sleep","{cmd}"]}}]}}}}"#))
+        .collect();
+    format!(
+        r#"{{"apiVersion":"v1","kind":"PodList","items":[{}]}}"#,
+        items.join(",")
+    )
+}
+
+fn url_agent(tag: &str, server: &Server, ca: Option<&std::path::Path>, headers: &str) -> Agent {
+    let mut a = Agent::new(tag);
+    let config = a.base.join("config.yaml");
+    std::fs::write(&config, "apiVersion: staticlet.dev/v1alpha1\nkind: StaticletConfiguration\nhttpCheckFrequency: 1s\n").unwrap();
+    a.extra_args = vec![
+        "--config".into(),
+        config.display().to_string(),
+        "--manifest-url".into(),
+        server.url(),
+    ];
+    if let Some(ca) = ca {
+        a.extra_args
+            .extend(["--manifest-url-ca-file".into(), ca.display().to_string()]);
+    }
+    if !headers.is_empty() {
+        a.extra_args
+            .extend(["--manifest-url-header".into(), headers.into()]);
+    }
+    a
+}
+
+fn uid_of(a: &Agent, pod: &str) -> Option<String> {
+    a.pod(pod)
+        .and_then(|p| p["metadata"]["uid"].as_str().map(String::from))
+}
+
+#[test]
+fn url_pods_follow_the_server() {
+    let ca = TestCa::new("url-test-ca");
+    let server = Server::start(&ca);
+    server.serve(200, &pod_list(&[("fromurl", "1000")]));
+    let ca_file = ca.write(
+        &std::env::temp_dir(),
+        &format!("url-ca-{}.pem", std::process::id()),
+    );
+    let mut a = url_agent(
+        "url",
+        &server,
+        Some(&ca_file),
+        "X-Gateway:gw1,Authorization:Bearer s3cret",
+    );
+    a.start();
+    a.wait_running("fromurl", "main");
+    let p = a.pod("fromurl").unwrap();
+    assert_eq!(
+        p["metadata"]["annotations"]["kubernetes.io/config.source"],
+        "http"
+    );
+    let seen = server.state.lock().unwrap().headers_seen.clone();
+    assert!(
+        seen.iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case("x-gateway") && v == "gw1"),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case("authorization") && v == "Bearer s3cret"),
+        "{seen:?}"
+    );
+
+    // A changed body replaces the pod.
+    let first = uid_of(&a, "fromurl").unwrap();
+    server.serve(200, &pod_list(&[("fromurl", "2000")]));
+    wait_until("the replaced pod", Duration::from_secs(30), || {
+        uid_of(&a, "fromurl").filter(|u| *u != first)
+    });
+    a.wait_running("fromurl", "main");
+
+    // An empty body and a server error keep the pods.
+    let current = uid_of(&a, "fromurl").unwrap();
+    server.serve(200, "");
+    wait_until(
+        "the empty body to be reported",
+        Duration::from_secs(10),
+        || a.agent_log().contains("the body is empty").then_some(()),
+    );
+    server.serve(500, "oops");
+    wait_until("the 500 to be reported", Duration::from_secs(10), || {
+        a.agent_log().contains("answered 500").then_some(())
+    });
+    assert_eq!(uid_of(&a, "fromurl").as_deref(), Some(current.as_str()));
+
+    // An oversized body is refused, the pods stay.
+    server.serve(
+        200,
+        &format!(
+            "{}{}",
+            pod_list(&[("fromurl", "3000")]),
+            " ".repeat(11 * 1024 * 1024)
+        ),
+    );
+    wait_until(
+        "the oversized body to be refused",
+        Duration::from_secs(20),
+        || a.agent_log().contains("larger than 10 MB").then_some(()),
+    );
+    assert_eq!(uid_of(&a, "fromurl").as_deref(), Some(current.as_str()));
+
+    // A valid empty PodList removes them.
+    server.serve(200, r#"{"apiVersion":"v1","kind":"PodList","items":[]}"#);
+    wait_until("the pod to go", Duration::from_secs(30), || {
+        a.pod("fromurl").is_none().then_some(())
+    });
+    server.stop();
+    let _ = std::fs::remove_file(ca_file);
+}
+
+#[test]
+fn a_certificate_that_does_not_verify_is_refused() {
+    let ca = TestCa::new("untrusted-ca");
+    let server = Server::start(&ca);
+    server.serve(200, &pod_list(&[("never", "1000")]));
+    let mut a = url_agent("badca", &server, None, "");
+    a.start();
+    wait_until("the TLS refusal", Duration::from_secs(20), || {
+        a.agent_log()
+            .contains("TLS certificate not trusted")
+            .then_some(())
+    });
+    assert!(a.pod("never").is_none());
+    assert!(
+        server.requests() == 0,
+        "no request got through without a verified certificate"
+    );
+    server.stop();
+}
+
+#[test]
+fn boot_offline_starts_the_cached_pods() {
+    let ca = TestCa::new("cache-ca");
+    let server = Server::start(&ca);
+    server.serve(200, &pod_list(&[("cached", "1000")]));
+    let ca_file = ca.write(
+        &std::env::temp_dir(),
+        &format!("cache-ca-{}.pem", std::process::id()),
+    );
+    let mut first = url_agent("cache1", &server, Some(&ca_file), "");
+    first.start();
+    first.wait_running("cached", "main");
+    let uid = uid_of(&first, "cached").unwrap();
+    let cache = first.root.join("url-cache");
+    assert!(cache.join("body").exists() && cache.join("meta.json").exists());
+    server.stop();
+
+    // A gateway that boots with the server gone: a fresh root dir holding only the cache.
+    let mut second = url_agent("cache2", &server, Some(&ca_file), "");
+    std::fs::create_dir_all(second.root.join("url-cache")).unwrap();
+    for f in ["body", "meta.json"] {
+        std::fs::copy(cache.join(f), second.root.join("url-cache").join(f)).unwrap();
+    }
+    drop(first);
+    second.start();
+    second.wait_running("cached", "main");
+    assert_eq!(
+        uid_of(&second, "cached").as_deref(),
+        Some(uid.as_str()),
+        "URL pod UIDs derive from the URL, not the node or the run"
+    );
+    assert!(second
+        .agent_log()
+        .contains("starting from the cached version fetched at"));
+    let _ = std::fs::remove_file(ca_file);
+}
