@@ -55,6 +55,17 @@ impl ImageStore {
             let p = dir.join(sub);
             fs::create_dir_all(&p).map_err(|source| ImageError::Io { path: p, source })?;
         }
+        // What an interrupted import or pull left behind is never used: remove it.
+        let tmp = dir.join("tmp");
+        if let Ok(entries) = fs::read_dir(&tmp) {
+            for e in entries.flatten() {
+                let _ = if e.path().is_dir() {
+                    fs::remove_dir_all(e.path())
+                } else {
+                    fs::remove_file(e.path())
+                };
+            }
+        }
         Ok(ImageStore { dir })
     }
 
