@@ -55,15 +55,24 @@ impl ImageStore {
             let p = dir.join(sub);
             fs::create_dir_all(&p).map_err(|source| ImageError::Io { path: p, source })?;
         }
-        // What an interrupted import or pull left behind is never used: remove it.
+        // What an interrupted import or pull left behind is never used: remove the temporary
+        // files of processes that are gone (names carry the writer's pid; live ones are busy).
         let tmp = dir.join("tmp");
         if let Ok(entries) = fs::read_dir(&tmp) {
             for e in entries.flatten() {
-                let _ = if e.path().is_dir() {
-                    fs::remove_dir_all(e.path())
-                } else {
-                    fs::remove_file(e.path())
-                };
+                let name = e.file_name().to_string_lossy().to_string();
+                let pid = name
+                    .trim_start_matches('.')
+                    .split('-')
+                    .nth(1)
+                    .and_then(|p| p.parse::<u32>().ok());
+                if pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists()) {
+                    let _ = if e.path().is_dir() {
+                        fs::remove_dir_all(e.path())
+                    } else {
+                        fs::remove_file(e.path())
+                    };
+                }
             }
         }
         Ok(ImageStore { dir })
