@@ -59,6 +59,8 @@ pub struct Config {
     pub config_dir: PathBuf,
     pub insecure_registries: Vec<String>,
     pub image_credentials: Option<PathBuf>,
+    /// Most processes one container may have (the kubelet's `podPidsLimit`; -1: no limit).
+    pub pod_pids_limit: i64,
     /// KubeletConfiguration fields that staticlet does not use, to be logged once.
     pub ignored_fields: Vec<String>,
 }
@@ -86,6 +88,7 @@ impl Default for Config {
             config_dir: PathBuf::from("/etc/staticlet"),
             insecure_registries: Vec::new(),
             image_credentials: None,
+            pod_pids_limit: 1024,
             ignored_fields: Vec::new(),
         }
     }
@@ -140,6 +143,7 @@ struct StaticletFile {
     config_dir: Option<String>,
     insecure_registries: Option<Vec<String>>,
     image_credentials: Option<String>,
+    pod_pids_limit: Option<i64>,
 }
 
 /// The KubeletConfiguration fields staticlet uses; all others are reported as ignored.
@@ -154,6 +158,7 @@ const KUBELET_FIELDS: &[&str] = &[
     "containerLogMaxSize",
     "containerLogMaxFiles",
     "systemReserved",
+    "podPidsLimit",
 ];
 
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
@@ -283,6 +288,15 @@ fn resolve(f: StaticletFile, path: &Path) -> Result<Config, ConfigError> {
     }
     c.insecure_registries = f.insecure_registries.unwrap_or_default();
     c.image_credentials = non_empty(f.image_credentials).map(PathBuf::from);
+    if let Some(n) = f.pod_pids_limit {
+        if n == 0 || n < -1 {
+            return Err(invalid(
+                "podPidsLimit",
+                format!("{n}: must be -1 (no limit) or a positive number"),
+            ));
+        }
+        c.pod_pids_limit = n;
+    }
     Ok(c)
 }
 

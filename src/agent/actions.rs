@@ -199,6 +199,7 @@ fn prepare(
         shm: sb.shm.clone(),
         volumes: sb.volumes.clone(),
         cgroups_path: cgroup.clone(),
+        pids_limit: (ctx.config.pod_pids_limit > 0).then_some(ctx.config.pod_pids_limit),
         hostname: sb.hostname.clone(),
         host_ip: sb.host_ip.clone(),
         pod_ip: sb.pod_ip.clone(),

@@ -84,6 +84,8 @@ pub struct BundleInput<'a> {
     /// Host directory of each volume, by volume name.
     pub volumes: BTreeMap<String, PathBuf>,
     pub cgroups_path: String,
+    /// Most processes the container may have; `None` for no limit.
+    pub pids_limit: Option<i64>,
     pub hostname: String,
     pub host_ip: String,
     pub pod_ip: String,
@@ -362,6 +364,9 @@ pub fn generate(input: &BundleInput) -> Result<Spec, String> {
         "cgroupsPath": input.cgroups_path,
         "resources": resources(c),
     });
+    if let Some(n) = input.pids_limit {
+        linux["resources"]["pids"] = json!({"limit": n});
+    }
     if privileged {
         linux["resources"]["devices"] = json!([{"allow": true, "access": "rwm"}]);
     } else {

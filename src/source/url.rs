@@ -106,7 +106,7 @@ impl UrlSource {
     /// The pods of the cached last good body, for start-up before the first fetch.
     pub fn cached(&self) -> Option<(Snapshot, CacheMeta)> {
         let meta = self.cached_meta()?;
-        let body = std::fs::read(self.cache_dir.join("body")).ok()?;
+        let body = std::fs::read(self.cache_dir.join(format!("body.{}", meta.sha256))).ok()?;
         if sha_hex(&body) != meta.sha256 {
             log::warn!(
                 "cached manifest body for {} is damaged; ignoring it",
@@ -223,15 +223,24 @@ impl UrlSource {
         Poll::Changed(snap)
     }
 
-    /// Body first, then its metadata: a crash between the two leaves a body whose hash does
-    /// not match, which `cached` refuses, so a half-written cache is never used.
+    /// The body goes to `body.<sha256>`, then `meta.json` (naming it) replaces the old one,
+    /// then older bodies go. Each write is atomic, and a crash at any point leaves a meta.json
+    /// whose body is complete: the old version or the new one, never half of either.
     fn save_cache(&self, body: &[u8], meta: &CacheMeta) -> std::io::Result<()> {
         std::fs::create_dir_all(&self.cache_dir)?;
-        crate::fsutil::write_atomic(&self.cache_dir.join("body"), body)?;
+        let name = format!("body.{}", meta.sha256);
+        crate::fsutil::write_atomic(&self.cache_dir.join(&name), body)?;
         crate::fsutil::write_atomic(
             &self.cache_dir.join("meta.json"),
             &serde_json::to_vec_pretty(meta).unwrap_or_default(),
-        )
+        )?;
+        for e in std::fs::read_dir(&self.cache_dir)?.flatten() {
+            let n = e.file_name().to_string_lossy().to_string();
+            if (n.starts_with("body.") && n != name) || n.starts_with(".tmp-") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        Ok(())
     }
 
     /// Logs a failure once per distinct message.

@@ -25,6 +25,7 @@ fn input<'a>(pod: &'a StaticPod, image: &'a ImageDefaults) -> BundleInput<'a> {
             .into_iter()
             .collect(),
         cgroups_path: "/staticlet/podX/c-0".into(),
+        pids_limit: Some(512),
         hostname: "web-gw1".into(),
         host_ip: "10.1.2.3".into(),
         pod_ip: String::new(),
@@ -174,6 +175,7 @@ fn namespaces_hostname_and_mounts() {
     assert_eq!(find("/etc/hosts")["source"], "/p/etc/hosts");
     assert_eq!(find("/dev/shm")["source"], "/p/shm");
     assert_eq!(v["linux"]["cgroupsPath"], "/staticlet/podX/c-0");
+    assert_eq!(v["linux"]["resources"]["pids"]["limit"], 512);
 }
 
 #[test]
