@@ -7,6 +7,27 @@ use std::process::Command;
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn missing_options_are_named_one_by_one() {
+        let config: std::collections::BTreeMap<String, String> = super::KERNEL_OPTIONS
+            .iter()
+            .map(|(k, _)| (k.to_string(), "y".to_string()))
+            .filter(|(k, _)| k != "CONFIG_MEMCG")
+            .chain([
+                ("CONFIG_OVERLAY_FS".to_string(), "m".to_string()),
+                ("CONFIG_PID_NS".to_string(), "n".to_string()),
+            ])
+            .collect();
+        let missing: Vec<&str> = super::missing_kernel_options(&config)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(missing, vec!["CONFIG_PID_NS", "CONFIG_MEMCG"]);
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CgroupMode {
     /// Pure cgroup v2 (the unified hierarchy at /sys/fs/cgroup).
@@ -95,6 +116,66 @@ pub fn runtime_version(runtime: &Path) -> Option<String> {
         .next()
         .and_then(|l| l.split_whitespace().last())
         .map(String::from)
+}
+
+/// Kernel options containers need (the same list the Buildroot package enables).
+pub const KERNEL_OPTIONS: &[(&str, &str)] = &[
+    ("CONFIG_NAMESPACES", "namespaces"),
+    ("CONFIG_UTS_NS", "UTS namespaces (pod hostnames)"),
+    ("CONFIG_IPC_NS", "IPC namespaces"),
+    ("CONFIG_PID_NS", "PID namespaces"),
+    (
+        "CONFIG_NET_NS",
+        "network namespaces (pods without hostNetwork)",
+    ),
+    ("CONFIG_CGROUPS", "control groups"),
+    ("CONFIG_MEMCG", "memory limits"),
+    ("CONFIG_CGROUP_SCHED", "CPU limits"),
+    ("CONFIG_CGROUP_PIDS", "process limits (podPidsLimit)"),
+    ("CONFIG_CGROUP_FREEZER", "the freezer"),
+    ("CONFIG_CGROUP_DEVICE", "device rules (cgroup v1)"),
+    ("CONFIG_CGROUP_BPF", "device rules (cgroup v2)"),
+    ("CONFIG_BPF_SYSCALL", "device rules (cgroup v2)"),
+    ("CONFIG_CPUSETS", "cpusets"),
+    ("CONFIG_SECCOMP", "seccomp"),
+    ("CONFIG_OVERLAY_FS", "copy-on-write container filesystems"),
+    ("CONFIG_POSIX_MQUEUE", "/dev/mqueue in containers"),
+    ("CONFIG_KEYS", "keyrings"),
+    ("CONFIG_VETH", "veth pairs"),
+    ("CONFIG_BRIDGE", "bridges"),
+];
+
+/// The running kernel's configuration (`/proc/config.gz`), as `CONFIG_X` -> value.
+pub fn kernel_config() -> Option<std::collections::BTreeMap<String, String>> {
+    use std::io::Read;
+    let file = fs::File::open("/proc/config.gz").ok()?;
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(file)
+        .read_to_string(&mut text)
+        .ok()?;
+    Some(
+        text.lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    )
+}
+
+/// Options from [`KERNEL_OPTIONS`] that a kernel configuration does not enable.
+pub fn missing_kernel_options(
+    config: &std::collections::BTreeMap<String, String>,
+) -> Vec<(&'static str, &'static str)> {
+    KERNEL_OPTIONS
+        .iter()
+        .copied()
+        .filter(|(k, _)| !matches!(config.get(*k).map(String::as_str), Some("y" | "m")))
+        .collect()
+}
+
+/// Whether the cgroup2 mount looks like Buildroot's `cgroupfs-v2-mount` (its init script
+/// mounts cgroup2 at /sys/fs/cgroup from S30cgroupfs2).
+pub fn buildroot_cgroupfs2() -> bool {
+    Path::new("/etc/init.d/S30cgroupfs2").exists()
 }
 
 pub fn is_root() -> bool {

@@ -49,6 +49,7 @@ pub fn run(cmd: &DoctorCmd) -> Result<(), Failure> {
         ),
     }
     check_cgroups(&mut r);
+    check_kernel(&mut r);
     if host::overlay_supported() {
         r.ok(
             "overlayfs",
@@ -95,6 +96,9 @@ pub fn run(cmd: &DoctorCmd) -> Result<(), Failure> {
 fn check_cgroups(r: &mut Report) {
     match host::cgroup_mode() {
         CgroupMode::V2 => {
+            if host::buildroot_cgroupfs2() {
+                r.ok("cgroups", "cgroup2 mounted by Buildroot's S30cgroupfs2 (cgroupfs-v2-mount)");
+            }
             let controllers = std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers").unwrap_or_default();
             let missing: Vec<&str> = ["cpu", "memory", "pids"].into_iter().filter(|c| !controllers.split_whitespace().any(|x| x == *c)).collect();
             if missing.is_empty() {
@@ -113,7 +117,37 @@ fn check_cgroups(r: &mut Report) {
                 stuck.iter().map(|c| format!("mkdir -p /sys/fs/cgroup/{c} && mount -t cgroup -o {c} cgroup /sys/fs/cgroup/{c}")).collect::<Vec<_>>().join("; ")
             ),
         ),
+        CgroupMode::None if host::buildroot_cgroupfs2() => r.fail("cgroups", "S30cgroupfs2 is installed but no cgroup filesystem is mounted at /sys/fs/cgroup: check that the kernel has CONFIG_CGROUPS and that S30cgroupfs2 ran before S95staticlet"),
         CgroupMode::None => r.fail("cgroups", "no cgroup filesystem at /sys/fs/cgroup: mount cgroup2 there (mount -t cgroup2 none /sys/fs/cgroup; Buildroot: BR2_PACKAGE_CGROUPFS_V2_MOUNT=y)"),
+    }
+}
+
+fn check_kernel(r: &mut Report) {
+    let Some(config) = host::kernel_config() else {
+        r.ok(
+            "kernel config",
+            "/proc/config.gz not available (CONFIG_IKCONFIG_PROC); kernel options not checked",
+        );
+        return;
+    };
+    let missing = host::missing_kernel_options(&config);
+    if missing.is_empty() {
+        r.ok("kernel config", "every option containers need is enabled");
+    }
+    for (option, what) in missing {
+        let detail = format!("{option} is not set ({what}); enable it (Buildroot: STATICLET_LINUX_CONFIG_FIXUPS sets it)");
+        if [
+            "CONFIG_VETH",
+            "CONFIG_BRIDGE",
+            "CONFIG_KEYS",
+            "CONFIG_CPUSETS",
+        ]
+        .contains(&option)
+        {
+            r.warn("kernel config", &detail);
+        } else {
+            r.fail("kernel config", &detail);
+        }
     }
 }
 
