@@ -21,6 +21,7 @@ pub enum Command {
     Validate(ValidateCmd),
     Images(ImagesCmd),
     Doctor(DoctorCmd),
+    Drain(DrainCmd),
     Version(VersionCmd),
     Monitor(MonitorCmd),
 }
@@ -210,6 +211,18 @@ pub struct DoctorCmd {
     /// the OCI runtime binary (default: crun on PATH)
     #[argh(option)]
     pub runtime: Option<PathBuf>,
+}
+
+/// stop every pod of this root dir and remove what they used (the agent must be stopped)
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "drain")]
+pub struct DrainCmd {
+    /// configuration file
+    #[argh(option)]
+    pub config: Option<PathBuf>,
+    /// state directory (default /var/lib/staticlet)
+    #[argh(option)]
+    pub root_dir: Option<PathBuf>,
 }
 
 /// print the version

@@ -516,3 +516,63 @@ fn pre_stop_hook_runs_and_grace_period_ends_in_sigkill() {
     );
     assert!(a.crun_list().is_empty());
 }
+
+#[test]
+fn drain_stops_every_pod_once_the_agent_is_stopped() {
+    let mut a = Agent::new("drain");
+    a.start();
+    a.write_manifest("one.yaml", &pod_yaml("one", "", "", "[sleep, '1000']"));
+    a.write_manifest(
+        "two.yaml",
+        &pod_yaml("two", "", "", "[sh, -c, 'echo hi; sleep 1000']"),
+    );
+    a.wait_running("one", "main");
+    a.wait_running("two", "main");
+    let config = a.base.join("drain.yaml");
+    std::fs::write(&config, format!("apiVersion: staticlet.dev/v1alpha1\nkind: StaticletConfiguration\nstatusAddress: 127.0.0.1:{}\npodLogsDir: {}\n", a.port, a.logs.display())).unwrap();
+    let root = a.root.clone();
+    let drain = || {
+        std::process::Command::new(bin())
+            .arg("drain")
+            .arg("--config")
+            .arg(&config)
+            .arg("--root-dir")
+            .arg(&root)
+            .output()
+            .unwrap()
+    };
+    let refused = drain();
+    assert_eq!(
+        refused.status.code(),
+        Some(2),
+        "refused while the agent runs"
+    );
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("stop it first"));
+    a.kill9();
+    let out = drain();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("stopped default/one-node1") && text.contains("stopped default/two-node1"),
+        "{text}"
+    );
+    assert!(a.crun_list().is_empty());
+    assert!(a.monitors().is_empty());
+    assert!(
+        a.mounts_below_base().is_empty(),
+        "{:?}",
+        a.mounts_below_base()
+    );
+    assert!(std::fs::read_dir(a.root.join("pods"))
+        .unwrap()
+        .next()
+        .is_none());
+    assert!(
+        std::fs::read_dir(&a.logs).unwrap().count() == 2,
+        "logs are kept"
+    );
+}

@@ -524,6 +524,7 @@ async fn wait_exit(pid: i32, limit: Duration) -> bool {
 pub async fn stop(
     ctx: Arc<Context>,
     pod: StaticPod,
+    sb: Sandbox,
     index: usize,
     running: Running,
     grace: Duration,
@@ -540,7 +541,7 @@ pub async fn stop(
         c.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref()),
         grace.is_zero(),
     ) {
-        let sb = Sandbox::default();
+        // In the pod's network namespace, like a probe: an httpGet hook reaches the pod.
         let (ok, msg) = run_handler(&ctx, &pod, &sb, c, &running, pre, grace).await;
         if !ok {
             log::warn!("{}/{}: preStop hook failed: {msg}", pod.full_name(), c.name);

@@ -6,8 +6,8 @@
 //! within its grace period, probes) runs as a task that reports back with an event, so one
 //! pod never waits for another, and nothing on that path touches the network.
 
-mod actions;
-mod recover;
+pub mod actions;
+pub mod recover;
 
 use crate::cli::{run_config, Failure, RunCmd};
 use crate::config::Config;
@@ -101,6 +101,13 @@ pub fn main(cmd: &RunCmd) -> Result<(), Failure> {
     if let Some(addr) = config.status_address {
         crate::status::server::start(addr, board.clone())
             .map_err(|e| Failure::Failed(format!("status endpoint {addr}: {e}")))?;
+    }
+    if config.kubeconfig.is_some() {
+        // A bad kubeconfig is a usage error; an unreachable API server is not an error.
+        crate::mirror::start(&config, board.clone()).map_err(|e| match e {
+            crate::mirror::MirrorError::Thread(_) => Failure::Failed(e.to_string()),
+            _ => Failure::Usage(e.to_string()),
+        })?;
     }
     let url_source = match &config.static_pod_url {
         Some(url) => Some(
@@ -502,9 +509,14 @@ impl Agent {
                     c.name,
                     grace.as_secs()
                 );
+                let sb = match &p.sandbox {
+                    SandboxState::Ready(sb) => sb.clone(),
+                    _ => Sandbox::default(),
+                };
                 spawn(Box::pin(actions::stop(
                     ctx,
                     p.pod.clone(),
+                    sb,
                     index,
                     running,
                     grace,

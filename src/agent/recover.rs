@@ -40,7 +40,7 @@ impl PodRecord {
         )
     }
 
-    fn load(dir: &Path) -> Option<StaticPod> {
+    pub fn load(dir: &Path) -> Option<StaticPod> {
         let rec: PodRecord = serde_json::from_slice(&fs::read(dir.join("pod.json")).ok()?).ok()?;
         let pod = serde_json::from_value(rec.pod.clone()).ok()?;
         Some(StaticPod {

@@ -1,6 +1,7 @@
 //! The subcommands. Each returns the process exit code; errors are printed here, once.
 
 mod doctor;
+mod drain;
 mod images;
 mod validate;
 
@@ -12,6 +13,7 @@ pub fn dispatch(cli: Cli) -> i32 {
         Command::Validate(cmd) => validate::run(&cmd),
         Command::Images(cmd) => images::run(&cmd),
         Command::Doctor(cmd) => doctor::run(&cmd),
+        Command::Drain(cmd) => drain::run(&cmd),
         Command::Version(_) => {
             println!("staticlet {}", env!("CARGO_PKG_VERSION"));
             Ok(())
