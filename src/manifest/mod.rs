@@ -121,6 +121,17 @@ impl StaticPod {
             .get(ANN_SEEN)
             .map(String::as_str)
     }
+    /// The container at `index`, counting init containers first (the order they run in).
+    pub fn container(&self, index: usize) -> &pod::Container {
+        let spec = &self.pod.spec;
+        let n = spec.init_containers.len();
+        if index < n {
+            &spec.init_containers[index]
+        } else {
+            &spec.containers[index - n]
+        }
+    }
+
     /// Stamps the first-seen annotation (not part of the hash).
     pub fn set_seen(&mut self, when: &str) {
         self.pod

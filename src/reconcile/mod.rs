@@ -182,13 +182,7 @@ impl PodState {
     }
 
     pub fn spec_of(&self, index: usize) -> &Container {
-        let spec = &self.pod.pod.spec;
-        let n = spec.init_containers.len();
-        if index < n {
-            &spec.init_containers[index]
-        } else {
-            &spec.containers[index - n]
-        }
+        self.pod.container(index)
     }
 
     pub fn uid(&self) -> &str {

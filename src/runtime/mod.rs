@@ -11,6 +11,7 @@
 
 pub mod bundle;
 pub mod crun;
+pub mod instance;
 pub mod logwriter;
 pub mod monitor;
 pub mod podsetup;

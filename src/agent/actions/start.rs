@@ -1,0 +1,250 @@
+//! Starting one container instance: rootfs, bundle, monitor, and the monitor's report.
+
+use super::image::{failure, find_image, image_defaults};
+use super::{Context, Event};
+use crate::image::Image;
+use crate::manifest::pod::Container;
+use crate::manifest::StaticPod;
+use crate::reconcile::{Running, StartFailure};
+use crate::runtime::bundle::{self, BundleInput};
+use crate::runtime::podsetup::{self, Sandbox};
+use crate::runtime::{Layout, MonitorSpec, StartedRecord};
+use smol::io::AsyncBufReadExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+fn user_of(
+    pod: &StaticPod,
+    c: &Container,
+    image: &Image,
+    rootfs: &std::path::Path,
+) -> Result<(u32, u32, Vec<u32>), StartFailure> {
+    let pod_sc = pod.pod.spec.security_context.clone().unwrap_or_default();
+    let sc = c.security_context.clone().unwrap_or_default();
+    let image_user = image
+        .config
+        .config()
+        .as_ref()
+        .and_then(|c| c.user().clone())
+        .unwrap_or_default();
+    let (mut uid, mut gid) = podsetup::resolve_user(rootfs, &image_user)
+        .map_err(|m| failure("CreateContainerConfigError", m, false))?;
+    if let Some(u) = sc.run_as_user.or(pod_sc.run_as_user) {
+        uid = u as u32;
+        gid = podsetup::resolve_user(rootfs, &u.to_string())
+            .map(|x| x.1)
+            .unwrap_or(0);
+    }
+    if let Some(g) = sc.run_as_group.or(pod_sc.run_as_group) {
+        gid = g as u32;
+    }
+    Ok((
+        uid,
+        gid,
+        pod_sc
+            .supplemental_groups
+            .iter()
+            .map(|g| *g as u32)
+            .collect(),
+    ))
+}
+
+/// Everything before the monitor runs: image, rootfs, bundle, monitor.json.
+fn prepare(
+    ctx: &Context,
+    pod: &StaticPod,
+    sb: &Sandbox,
+    index: usize,
+    attempt: u32,
+) -> Result<PathBuf, StartFailure> {
+    let _spec = &pod.pod.spec;
+    let c = pod.container(index);
+    let image = find_image(ctx, c)?;
+    let image_rootfs = ctx
+        .store
+        .rootfs(&image)
+        .map_err(|e| failure("ErrImagePull", e.to_string(), false))?;
+    let instance = ctx.layout.instance(pod.uid(), &c.name, attempt);
+    // A leftover from an interrupted start of the same attempt is discarded first.
+    podsetup::release_instance(&instance);
+    std::fs::create_dir_all(&instance).map_err(|e| {
+        failure(
+            "CreateContainerError",
+            format!("{}: {e}", instance.display()),
+            false,
+        )
+    })?;
+    let rootfs = podsetup::prepare_rootfs(&image_rootfs, &instance)
+        .map_err(|e| failure("CreateContainerError", format!("rootfs: {e}"), false))?;
+    let (uid, gid, additional_gids) = user_of(pod, c, &image, &image_rootfs)?;
+    let defaults = image_defaults(&image);
+    let cgroup = Layout::container_cgroup(pod.uid(), &c.name, attempt);
+    let input = BundleInput {
+        pod,
+        container: c,
+        image: &defaults,
+        rootfs,
+        namespaces: sb.namespaces.clone(),
+        etc_files: sb.etc_files.clone(),
+        shm: sb.shm.clone(),
+        volumes: sb.volumes.clone(),
+        cgroups_path: cgroup.clone(),
+        pids_limit: (ctx.config.pod_pids_limit > 0).then_some(ctx.config.pod_pids_limit),
+        hostname: sb.hostname.clone(),
+        host_ip: sb.host_ip.clone(),
+        pod_ip: sb.pod_ip.clone(),
+        uid,
+        gid,
+        additional_gids,
+    };
+    let oci =
+        bundle::generate(&input).map_err(|m| failure("CreateContainerConfigError", m, false))?;
+    let config_json = serde_json::to_vec_pretty(&oci).unwrap_or_default();
+    crate::fsutil::write_atomic(&instance.join("config.json"), &config_json)
+        .map_err(|e| failure("CreateContainerError", e.to_string(), false))?;
+    let id = Layout::container_id(pod.uid(), &c.name, attempt);
+    let log_path = ctx
+        .layout
+        .log_file(pod.namespace(), pod.name(), pod.uid(), &c.name, attempt);
+    prune_logs(&log_path, attempt);
+    let memory_cgroups = crate::host::cgroup_dirs(&cgroup)
+        .into_iter()
+        .filter(|d| {
+            matches!(crate::host::cgroup_mode(), crate::host::CgroupMode::V2)
+                || d.starts_with("/sys/fs/cgroup/memory")
+        })
+        .collect();
+    let spec = MonitorSpec {
+        runtime: ctx.crun.binary.clone(),
+        runtime_root: ctx.crun.root.clone(),
+        id: id.clone(),
+        bundle: instance.clone(),
+        log_path,
+        log_max_size: ctx.config.container_log_max_size,
+        log_max_files: ctx.config.container_log_max_files,
+        exit_file: ctx.layout.exit_file(&id),
+        memory_cgroups,
+        pod_uid: pod.uid().to_string(),
+        container: c.name.clone(),
+        attempt,
+    };
+    crate::fsutil::write_atomic(
+        &instance.join("monitor.json"),
+        &serde_json::to_vec(&spec).unwrap_or_default(),
+    )
+    .map_err(|e| failure("CreateContainerError", e.to_string(), false))?;
+    Ok(instance)
+}
+
+/// Keeps the logs of this attempt and the one before (for `logs --previous`), as the
+/// kubelet keeps one dead container per container.
+fn prune_logs(log_path: &std::path::Path, attempt: u32) {
+    let Some(dir) = log_path.parent() else { return };
+    let _ = std::fs::create_dir_all(dir);
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        let n: Option<u32> = name.split('.').next().and_then(|n| n.parse().ok());
+        if n.is_some_and(|n| n + 1 < attempt) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+pub async fn start(ctx: Arc<Context>, pod: StaticPod, sb: Sandbox, index: usize, attempt: u32) {
+    let began = Instant::now();
+    let uid = pod.uid().to_string();
+    let result = start_inner(&ctx, pod, sb, index, attempt).await;
+    let _ = ctx
+        .events
+        .send(Event::Started {
+            uid,
+            index,
+            result,
+            latency: began.elapsed(),
+        })
+        .await;
+}
+
+async fn start_inner(
+    ctx: &Arc<Context>,
+    pod: StaticPod,
+    sb: Sandbox,
+    index: usize,
+    attempt: u32,
+) -> Result<Running, StartFailure> {
+    let instance = smol::unblock({
+        let (ctx, pod) = (ctx.clone(), pod.clone());
+        move || prepare(&ctx, &pod, &sb, index, attempt)
+    })
+    .await?;
+    let mut child = smol::process::Command::new(&ctx.exe)
+        .arg("monitor")
+        .arg(&instance)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| {
+            failure(
+                "CreateContainerError",
+                format!("cannot start the monitor {}: {e}", ctx.exe.display()),
+                false,
+            )
+        })?;
+    let stdout = child.stdout.take();
+    // Reap the monitor whenever it ends; it is re-parented to init if the agent dies first.
+    smol::spawn(async move {
+        let _ = child.status().await;
+    })
+    .detach();
+    let mut line = String::new();
+    if let Some(out) = stdout {
+        let mut reader = smol::io::BufReader::new(out);
+        let read = smol::future::or(async { reader.read_line(&mut line).await.ok() }, async {
+            smol::Timer::after(Duration::from_secs(120)).await;
+            None
+        });
+        read.await;
+    }
+    let line = line.trim();
+    if line.starts_with("started ") {
+        let rec: StartedRecord = std::fs::read(instance.join("started.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(|| {
+                failure(
+                    "StartError",
+                    "the monitor reported a start but wrote no started.json",
+                    true,
+                )
+            })?;
+        let name = &pod
+            .pod
+            .spec
+            .init_containers
+            .iter()
+            .chain(&pod.pod.spec.containers)
+            .nth(index)
+            .map(|c| c.name.clone())
+            .unwrap_or_default();
+        return Ok(Running {
+            attempt,
+            id: Layout::container_id(pod.uid(), name, attempt),
+            pid: rec.container_pid,
+            monitor_pid: rec.monitor_pid,
+            started_at: rec.started_at,
+            since: Duration::ZERO,
+        });
+    }
+    let message = line
+        .strip_prefix("failed ")
+        .unwrap_or("the monitor ended without a report")
+        .to_string();
+    smol::unblock(move || podsetup::release_instance(&instance)).await;
+    // As the kubelet reports a container whose process could not be started: waiting with
+    // RunContainerError, last state terminated with StartError, exit code 128.
+    Err(failure("RunContainerError", message, true))
+}
