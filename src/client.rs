@@ -93,8 +93,13 @@ pub fn get(cmd: &GetCmd) -> Result<(), Failure> {
         None | Some("wide") => {
             let wide = cmd.output.as_deref() == Some("wide");
             let items = list["items"].as_array().cloned().unwrap_or_default();
+            // The MIRROR column appears once the mirror sync reports (a kubeconfig is set).
+            let show_mirror = items.iter().any(|p| mirror_condition(p).is_some());
             let mut rows = vec![{
                 let mut h = vec!["NAMESPACE", "NAME", "READY", "STATUS", "RESTARTS", "AGE"];
+                if show_mirror {
+                    h.push("MIRROR");
+                }
                 if wide {
                     h.extend(["IP", "NODE", "MANIFEST"]);
                 }
@@ -131,6 +136,9 @@ pub fn get(cmd: &GetCmd) -> Result<(), Failure> {
                     restarts.to_string(),
                     age(p),
                 ];
+                if show_mirror {
+                    row.push(mirror_column(p).to_string());
+                }
                 if wide {
                     row.push(
                         p["status"]["podIP"]
@@ -148,6 +156,22 @@ pub fn get(cmd: &GetCmd) -> Result<(), Failure> {
                 rows.push(row);
             }
             print_table(&rows);
+            let refused: Vec<String> = items
+                .iter()
+                .filter_map(|p| {
+                    let c = mirror_condition(p).filter(|c| c["reason"] == "Refused")?;
+                    Some(format!(
+                        "  {}/{}: {}",
+                        p["metadata"]["namespace"].as_str().unwrap_or(""),
+                        p["metadata"]["name"].as_str().unwrap_or(""),
+                        c["message"].as_str().unwrap_or("")
+                    ))
+                })
+                .collect();
+            if !refused.is_empty() {
+                println!("\nMirror pods refused by the API server (the pods run):");
+                println!("{}", refused.join("\n"));
+            }
             let problems = fetch(addr, "/manifests")?;
             let problems = problems.as_array().cloned().unwrap_or_default();
             if !problems.is_empty() {
@@ -167,6 +191,23 @@ pub fn get(cmd: &GetCmd) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+fn mirror_condition(pod: &Value) -> Option<&Value> {
+    pod["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "staticlet.dev/MirrorSynced")
+}
+
+/// The MIRROR column: whether the pod's mirror in the API server is current.
+fn mirror_column(pod: &Value) -> &'static str {
+    match mirror_condition(pod).map(|c| &c["reason"]) {
+        Some(r) if r == "Synced" => "synced",
+        Some(r) if r == "Refused" => "refused",
+        Some(_) => "pending",
+        None => "-",
+    }
 }
 
 fn print_table(rows: &[Vec<String>]) {

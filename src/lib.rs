@@ -2,7 +2,7 @@
 //!
 //! The pipeline runs one way, and the module list follows it:
 //! manifest sources ([`source`]) -> desired pod set ([`desired`]) -> reconciler -> runtime
-//! (crun) -> observed status -> status endpoint and mirror sync. [`manifest`] turns bytes into
+//! (crun) -> observed status -> status endpoint and mirror sync ([`mirror`]). [`manifest`] turns bytes into
 //! validated pods, [`image`] keeps images offline, [`config`] and [`cli`] are the front door.
 
 pub mod agent;
@@ -16,6 +16,7 @@ pub mod host;
 pub mod image;
 pub mod logging;
 pub mod manifest;
+pub mod mirror;
 pub mod net;
 pub mod probe;
 pub mod reconcile;

@@ -9,7 +9,7 @@
 use super::kubeconfig::Kubeconfig;
 use serde_json::Value;
 use std::time::Duration;
-use ureq::tls::{Certificate, ClientCert, KeyKind, PemItem, PrivateKey, RootCerts, TlsConfig};
+use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -118,7 +118,10 @@ impl HttpApi {
                 })
                 .collect();
             if certs.is_empty() {
-                return Err(tls_err("certificate-authority", "no certificate in it".into()));
+                return Err(tls_err(
+                    "certificate-authority",
+                    "no certificate in it".into(),
+                ));
             }
             tls = tls.root_certs(RootCerts::new_with_certs(&certs));
         }
@@ -169,9 +172,15 @@ impl Api for HttpApi {
         }
         let result = match method {
             Method::Get => with_headers!(self.agent.get(&url)).call(),
-            Method::Post => with_headers!(self.agent.post(&url)).content_type(content_type).send(&text),
-            Method::Put => with_headers!(self.agent.put(&url)).content_type(content_type).send(&text),
-            Method::Patch => with_headers!(self.agent.patch(&url)).content_type(content_type).send(&text),
+            Method::Post => with_headers!(self.agent.post(&url))
+                .content_type(content_type)
+                .send(&text),
+            Method::Put => with_headers!(self.agent.put(&url))
+                .content_type(content_type)
+                .send(&text),
+            Method::Patch => with_headers!(self.agent.patch(&url))
+                .content_type(content_type)
+                .send(&text),
             Method::Delete if body.is_some() => with_headers!(self.agent.delete(&url))
                 .force_send_body()
                 .content_type(content_type)
@@ -223,15 +232,4 @@ pub(crate) fn client_pair(
         "no PEM private key in it (RSA, PKCS#8 or EC)".to_string(),
     ))?;
     Ok((chain, key))
-}
-
-/// ureq's key as rustls takes it (for the consistency check at load time).
-pub(crate) fn rustls_key(key: &PrivateKey<'_>) -> rustls::pki_types::PrivateKeyDer<'static> {
-    use rustls::pki_types::{PrivatePkcs1KeyDer, PrivatePkcs8KeyDer, PrivateSec1KeyDer};
-    let der = key.der().to_vec();
-    match key.kind() {
-        KeyKind::Pkcs1 => PrivatePkcs1KeyDer::from(der).into(),
-        KeyKind::Sec1 => PrivateSec1KeyDer::from(der).into(),
-        _ => PrivatePkcs8KeyDer::from(der).into(),
-    }
 }

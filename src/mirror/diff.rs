@@ -70,7 +70,10 @@ pub fn wants(pods: &[Value]) -> Vec<Want> {
             let m = &p["metadata"];
             let hash = m["annotations"][ANN_HASH].as_str().or(m["uid"].as_str())?;
             Some(Want {
-                key: (m["namespace"].as_str()?.to_string(), m["name"].as_str()?.to_string()),
+                key: (
+                    m["namespace"].as_str()?.to_string(),
+                    m["name"].as_str()?.to_string(),
+                ),
                 uid: m["uid"].as_str().unwrap_or(hash).to_string(),
                 hash: hash.to_string(),
                 pod: p.clone(),
@@ -83,7 +86,10 @@ pub fn wants(pods: &[Value]) -> Vec<Want> {
 pub fn seen(pod: &Value) -> Option<(Key, Seen)> {
     let m = &pod["metadata"];
     let hash = m["annotations"][ANN_MIRROR].as_str()?;
-    let key = (m["namespace"].as_str()?.to_string(), m["name"].as_str()?.to_string());
+    let key = (
+        m["namespace"].as_str()?.to_string(),
+        m["name"].as_str()?.to_string(),
+    );
     Some((
         key,
         Seen {
@@ -105,10 +111,11 @@ pub fn mirror_body(want: &Want, node: &str, node_uid: &str) -> Value {
     let mut ann = m["annotations"].as_object().cloned().unwrap_or_default();
     ann.insert(ANN_MIRROR.into(), json!(want.hash));
     meta["annotations"] = Value::Object(ann);
-    meta["ownerReferences"] =
-        json!([{"apiVersion": "v1", "kind": "Node", "name": node, "uid": node_uid, "controller": true}]);
+    meta["ownerReferences"] = json!([{"apiVersion": "v1", "kind": "Node", "name": node, "uid": node_uid, "controller": true}]);
     let mut spec = want.pod["spec"].clone();
-    spec["nodeName"] = json!(node);
+    if let Some(s) = spec.as_object_mut() {
+        s.insert("nodeName".into(), json!(node));
+    }
     json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec})
 }
 
@@ -121,11 +128,13 @@ pub fn status_to_write(want: &Want, last: Option<&Value>) -> Value {
         .and_then(|l| l["conditions"].as_array())
         .map(|a| a.iter().collect())
         .unwrap_or_default();
-    if let Some(conds) = status["conditions"].as_array_mut() {
-        for c in conds {
-            if let Some(o) = old.iter().find(|o| o["type"] == c["type"] && o["status"] == c["status"]) {
-                c["lastTransitionTime"] = o["lastTransitionTime"].clone();
-            }
+    let conds = status.get_mut("conditions").and_then(Value::as_array_mut);
+    for c in conds.into_iter().flatten().filter_map(Value::as_object_mut) {
+        if let Some(o) = old
+            .iter()
+            .find(|o| o.get("type") == c.get("type") && o.get("status") == c.get("status"))
+        {
+            c.insert("lastTransitionTime".into(), o["lastTransitionTime"].clone());
         }
     }
     status
@@ -136,7 +145,14 @@ pub fn status_to_write(want: &Want, last: Option<&Value>) -> Value {
 /// it lacks so stale ones (a pod IP) are removed.
 pub fn status_patch(status: &Value, mirror_uid: &str) -> Value {
     let mut s: Map<String, Value> = status.as_object().cloned().unwrap_or_default();
-    for k in ["podIP", "podIPs", "initContainerStatuses", "message", "reason", "nominatedNodeName"] {
+    for k in [
+        "podIP",
+        "podIPs",
+        "initContainerStatuses",
+        "message",
+        "reason",
+        "nominatedNodeName",
+    ] {
         s.entry(k).or_insert(Value::Null);
     }
     json!({"metadata": {"uid": mirror_uid}, "status": s})
@@ -170,7 +186,11 @@ pub fn plan(
     let wanted: BTreeMap<&Key, &Want> = wants.iter().map(|w| (&w.key, w)).collect();
     for (key, s) in seen {
         if !wanted.contains_key(key) && !held(key, now) {
-            ops.push(Op::Delete { key: key.clone(), uid: s.uid.clone(), why: Why::Orphan });
+            ops.push(Op::Delete {
+                key: key.clone(),
+                uid: s.uid.clone(),
+                why: Why::Orphan,
+            });
         }
     }
     for w in wants {
@@ -180,8 +200,16 @@ pub fn plan(
         match seen.get(&w.key) {
             None => ops.push(Op::Create(w.key.clone())),
             Some(s) if s.hash != w.hash || s.deleting => {
-                let why = if s.deleting { Why::Deleting } else { Why::Changed };
-                ops.push(Op::Delete { key: w.key.clone(), uid: s.uid.clone(), why });
+                let why = if s.deleting {
+                    Why::Deleting
+                } else {
+                    Why::Changed
+                };
+                ops.push(Op::Delete {
+                    key: w.key.clone(),
+                    uid: s.uid.clone(),
+                    why,
+                });
                 ops.push(Op::Create(w.key.clone()));
             }
             Some(s) => {

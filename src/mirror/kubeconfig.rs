@@ -83,7 +83,12 @@ pub fn parse(
         Some(c) => c.to_string(),
         None => match doc["current-context"].as_str() {
             Some(c) if !c.is_empty() => c.to_string(),
-            _ => return Err(err("current-context", "not set; give --kubeconfig-context".into())),
+            _ => {
+                return Err(err(
+                    "current-context",
+                    "not set; give --kubeconfig-context".into(),
+                ))
+            }
         },
     };
     let find = |list: &str, name: &str, inner: &str| -> Result<Value, KubeconfigError> {
@@ -98,7 +103,10 @@ pub fn parse(
     let ctx = find("contexts", &context, "context")?;
     let cluster_name = ctx["cluster"].as_str().unwrap_or_default().to_string();
     if cluster_name.is_empty() {
-        return Err(err(&format!("contexts[{context}].context.cluster"), "missing".into()));
+        return Err(err(
+            &format!("contexts[{context}].context.cluster"),
+            "missing".into(),
+        ));
     }
     let cluster = find("clusters", &cluster_name, "cluster")?;
     let user_name = ctx["user"].as_str().unwrap_or_default().to_string();
@@ -110,18 +118,27 @@ pub fn parse(
     let cfield = |f: &str| format!("clusters[{cluster_name}].cluster.{f}");
     let ufield = |f: &str| format!("users[{user_name}].user.{f}");
 
-    let server = cluster["server"].as_str().unwrap_or_default().trim_end_matches('/');
+    let server = cluster["server"]
+        .as_str()
+        .unwrap_or_default()
+        .trim_end_matches('/');
     if !(server.starts_with("https://") || server.starts_with("http://")) {
-        return Err(err(&cfield("server"), format!("{server:?} is not an http(s) URL")));
+        return Err(err(
+            &cfield("server"),
+            format!("{server:?} is not an http(s) URL"),
+        ));
     }
-    let insecure = cluster["insecure-skip-tls-verify"].as_bool().unwrap_or(false);
-    let ca_pem = bytes_of(&cluster, "certificate-authority", base)
-        .map_err(|(f, m)| err(&cfield(&f), m))?;
+    let insecure = cluster["insecure-skip-tls-verify"]
+        .as_bool()
+        .unwrap_or(false);
+    let ca_pem =
+        bytes_of(&cluster, "certificate-authority", base).map_err(|(f, m)| err(&cfield(&f), m))?;
     if let Some(pem) = &ca_pem {
         if insecure {
             return Err(err(
                 &cfield("insecure-skip-tls-verify"),
-                "a certificate authority with the insecure flag is not allowed (as for kubectl)".into(),
+                "a certificate authority with the insecure flag is not allowed (as for kubectl)"
+                    .into(),
             ));
         }
         check_certs(pem).map_err(|m| err(&cfield("certificate-authority"), m))?;
@@ -129,7 +146,10 @@ pub fn parse(
 
     for unsupported in ["exec", "auth-provider", "username", "password"] {
         if !user[unsupported].is_null() {
-            return Err(err(&ufield(unsupported), "not supported by staticlet; use a client certificate or a token".into()));
+            return Err(err(
+                &ufield(unsupported),
+                "not supported by staticlet; use a client certificate or a token".into(),
+            ));
         }
     }
     let cert = bytes_of(&user, "client-certificate", base).map_err(|(f, m)| err(&ufield(&f), m))?;
@@ -140,8 +160,18 @@ pub fn parse(
             Some((c, k))
         }
         (None, None) => None,
-        (Some(_), None) => return Err(err(&ufield("client-key"), "missing (client-certificate is set)".into())),
-        (None, Some(_)) => return Err(err(&ufield("client-certificate"), "missing (client-key is set)".into())),
+        (Some(_), None) => {
+            return Err(err(
+                &ufield("client-key"),
+                "missing (client-certificate is set)".into(),
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(err(
+                &ufield("client-certificate"),
+                "missing (client-key is set)".into(),
+            ))
+        }
     };
     let token = match (user["token"].as_str(), user["tokenFile"].as_str()) {
         (Some(t), _) if !t.is_empty() => Some(t.trim().to_string()),
@@ -204,16 +234,26 @@ fn check_certs(pem: &[u8]) -> Result<(), String> {
 /// Parses the pair as ureq will, and checks with rustls that the key belongs to the
 /// certificate: ureq panics on a pair that rustls refuses.
 fn check_client_pair(cert: &[u8], key: &[u8]) -> Result<(), (&'static str, String)> {
-    let (chain, key) = super::api::client_pair(cert, key)?;
+    use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+    super::api::client_pair(cert, key)?;
+    let chain = CertificateDer::pem_slice_iter(cert)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ("client-certificate", format!("not PEM: {e}")))?;
+    let key =
+        PrivateKeyDer::from_pem_slice(key).map_err(|e| ("client-key", format!("not PEM: {e}")))?;
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let chain = chain.iter().map(|c| rustls::pki_types::CertificateDer::from(c.der().to_vec())).collect();
     rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| ("client-key", e.to_string()))?
         .with_root_certificates(rustls::RootCertStore::empty())
-        .with_client_auth_cert(chain, super::api::rustls_key(&key))
+        .with_client_auth_cert(chain, key)
         .map(|_| ())
-        .map_err(|e| ("client-key", format!("does not fit the client certificate: {e}")))
+        .map_err(|e| {
+            (
+                "client-key",
+                format!("does not fit the client certificate: {e}"),
+            )
+        })
 }
 
 /// Standard base64 with padding, as kubeconfig `*-data` fields use; whitespace is ignored.

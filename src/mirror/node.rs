@@ -26,7 +26,12 @@ pub struct HostFacts {
 impl HostFacts {
     /// Reads this host (a few small files and `uname`; cheap enough to repeat).
     pub fn read(runtime_version: &str) -> HostFacts {
-        let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default().trim().to_string();
+        let read = |p: &str| {
+            std::fs::read_to_string(p)
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        };
         HostFacts {
             internal_ip: crate::runtime::podsetup::host_ip(),
             hostname: crate::config::default_node_name(),
@@ -44,7 +49,8 @@ impl HostFacts {
 
 /// `crun://<version>` (runs `crun --version`, so once per start).
 pub fn runtime_version(runtime: &Path) -> String {
-    crate::host::runtime_version(runtime).map_or_else(|| "crun://unknown".into(), |v| format!("crun://{v}"))
+    crate::host::runtime_version(runtime)
+        .map_or_else(|| "crun://unknown".into(), |v| format!("crun://{v}"))
 }
 
 /// `MemTotal:  8049976 kB` from /proc/meminfo.
@@ -87,7 +93,11 @@ pub fn kubelet_version() -> String {
 }
 
 /// The labels a Node is registered with: the well-known three, then the user's.
-pub fn labels(node: &str, facts: &HostFacts, extra: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+pub fn labels(
+    node: &str,
+    facts: &HostFacts,
+    extra: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
     let mut l = BTreeMap::from([
         ("kubernetes.io/hostname".to_string(), node.to_string()),
         ("kubernetes.io/os".to_string(), "linux".to_string()),
@@ -113,17 +123,26 @@ pub fn node_status(
     let cpu_milli = facts.cpus as i128 * 1000;
     let mem_bytes = facts.memory_kib as i128 * 1024;
     let minus = |total: i128, res: &str, milli: bool| -> i128 {
-        let r = reserved.get(res).and_then(|q| Quantity::parse(q)).map_or(0, |q| {
-            if milli {
-                q.milli()
-            } else {
-                q.value()
-            }
-        });
+        let r = reserved
+            .get(res)
+            .and_then(|q| Quantity::parse(q))
+            .map_or(0, |q| if milli { q.milli() } else { q.value() });
         (total - r).max(0)
     };
-    let cpu_text = |m: i128| if m % 1000 == 0 { (m / 1000).to_string() } else { format!("{m}m") };
-    let mem_text = |b: i128| if b % 1024 == 0 { format!("{}Ki", b / 1024) } else { b.to_string() };
+    let cpu_text = |m: i128| {
+        if m % 1000 == 0 {
+            (m / 1000).to_string()
+        } else {
+            format!("{m}m")
+        }
+    };
+    let mem_text = |b: i128| {
+        if b % 1024 == 0 {
+            format!("{}Ki", b / 1024)
+        } else {
+            b.to_string()
+        }
+    };
     json!({
         "capacity": {"cpu": cpu_text(cpu_milli), "memory": mem_text(mem_bytes), "pods": "110"},
         "allocatable": {
@@ -199,14 +218,29 @@ mod tests {
 
     #[test]
     fn status_subtracts_system_reserved() {
-        let reserved = BTreeMap::from([("cpu".to_string(), "250m".to_string()), ("memory".to_string(), "64Mi".to_string())]);
+        let reserved = BTreeMap::from([
+            ("cpu".to_string(), "250m".to_string()),
+            ("memory".to_string(), "64Mi".to_string()),
+        ]);
         let s = node_status(&facts(), &reserved, "t0", "t1");
-        assert_eq!(s["capacity"], json!({"cpu": "4", "memory": "2000000Ki", "pods": "110"}));
-        assert_eq!(s["allocatable"], json!({"cpu": "3750m", "memory": "1934464Ki", "pods": "110"}));
-        assert_eq!(s["addresses"][0], json!({"type": "InternalIP", "address": "10.1.2.3"}));
+        assert_eq!(
+            s["capacity"],
+            json!({"cpu": "4", "memory": "2000000Ki", "pods": "110"})
+        );
+        assert_eq!(
+            s["allocatable"],
+            json!({"cpu": "3750m", "memory": "1934464Ki", "pods": "110"})
+        );
+        assert_eq!(
+            s["addresses"][0],
+            json!({"type": "InternalIP", "address": "10.1.2.3"})
+        );
         assert_eq!(s["nodeInfo"]["architecture"], "arm64");
         assert_eq!(s["nodeInfo"]["containerRuntimeVersion"], "crun://1.8.1");
-        assert!(s["nodeInfo"]["kubeletVersion"].as_str().unwrap().contains("staticlet"));
+        assert!(s["nodeInfo"]["kubeletVersion"]
+            .as_str()
+            .unwrap()
+            .contains("staticlet"));
         assert_eq!(s["conditions"][0]["lastTransitionTime"], "t0");
         assert_eq!(s["conditions"][0]["lastHeartbeatTime"], "t1");
         let none = node_status(&facts(), &BTreeMap::new(), "t0", "t1");
@@ -215,9 +249,15 @@ mod tests {
 
     #[test]
     fn host_files_and_labels() {
-        assert_eq!(mem_total_kib("MemTotal:        8049976 kB\nMemFree: 1 kB\n"), 8049976);
+        assert_eq!(
+            mem_total_kib("MemTotal:        8049976 kB\nMemFree: 1 kB\n"),
+            8049976
+        );
         assert_eq!(mem_total_kib("garbage"), 0);
-        assert_eq!(pretty_name("NAME=x\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\n"), "Debian GNU/Linux 12 (bookworm)");
+        assert_eq!(
+            pretty_name("NAME=x\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\n"),
+            "Debian GNU/Linux 12 (bookworm)"
+        );
         assert_eq!(pretty_name(""), "Linux");
         let extra = BTreeMap::from([("example.com/site".to_string(), "berlin".to_string())]);
         let l = labels("node1", &facts(), &extra);

@@ -66,7 +66,11 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new((min, max): (Duration, Duration)) -> Backoff {
-        Backoff { min, max, current: None }
+        Backoff {
+            min,
+            max,
+            current: None,
+        }
     }
     /// The next delay; `jitter` is in `[0, 1)`.
     pub fn next(&mut self, jitter: f64) -> Duration {
@@ -84,8 +88,36 @@ pub fn jitter() -> f64 {
     (h.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// Why the link is down, as the log and `/pods` say it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LinkError {
+    #[error("not connected yet")]
+    NotYet,
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    #[error("{call}: unauthorized ({message}); check the kubeconfig's credentials")]
+    Unauthorized { call: String, message: String },
+    /// The server answered, but the node's own objects (Node, Lease, pod list) need more.
+    #[error("{what}: {message}")]
+    Refused { what: String, message: String },
+}
+
+impl LinkError {
+    pub fn refused(what: impl Into<String>, message: impl Into<String>) -> LinkError {
+        LinkError::Refused {
+            what: what.into(),
+            message: message.into(),
+        }
+    }
+}
+
 pub(super) enum Link {
-    Down { reason: String, retry_at: Instant, backoff: Backoff, ever_up: bool },
+    Down {
+        reason: LinkError,
+        retry_at: Instant,
+        backoff: Backoff,
+        ever_up: bool,
+    },
     Up,
 }
 
@@ -124,13 +156,18 @@ impl<A: Api> Syncer<A> {
     pub fn new(api: A, s: Settings, t: Timing, board: Arc<StatusBoard>, facts: HostFacts) -> Self {
         let now = Instant::now();
         let link = Link::Down {
-            reason: "not connected yet".into(),
+            reason: LinkError::NotYet,
             retry_at: now,
             backoff: Backoff::new(t.link_retry),
             ever_up: false,
         };
         Syncer {
-            api, s, t, board, facts, link,
+            api,
+            s,
+            t,
+            board,
+            facts,
+            link,
             node_uid: None,
             ready_since: crate::timefmt::now_rfc3339(),
             labels_refused: false,
@@ -153,7 +190,9 @@ impl<A: Api> Syncer<A> {
         loop {
             let now = Instant::now();
             self.step(now);
-            let wait = self.next_wake(now).saturating_duration_since(Instant::now());
+            let wait = self
+                .next_wake(now)
+                .saturating_duration_since(Instant::now());
             let (v, shared) = self.board.wait_newer(self.version, wait);
             if v != self.version {
                 self.version = v;
@@ -175,23 +214,31 @@ impl<A: Api> Syncer<A> {
         self.report();
     }
 
-    fn connect(&mut self, now: Instant) -> Result<(), String> {
+    fn connect(&mut self, now: Instant) -> Result<(), LinkError> {
         self.register_node()?;
         self.write_node_status(now, true)?;
         self.renew_lease(now)?;
         self.list(now)?;
         if let Link::Down { ever_up, .. } = &self.link {
             if *ever_up {
-                log::info!("API server {} reachable again; resynced node {}", self.s.server, self.s.node);
+                log::info!(
+                    "API server {} reachable again; resynced node {}",
+                    self.s.server,
+                    self.s.node
+                );
             } else {
-                log::info!("connected to the API server {} as node {}", self.s.server, self.s.node);
+                log::info!(
+                    "connected to the API server {} as node {}",
+                    self.s.server,
+                    self.s.node
+                );
             }
         }
         self.link = Link::Up;
         self.sync_mirrors(now)
     }
 
-    fn tick(&mut self, now: Instant) -> Result<(), String> {
+    fn tick(&mut self, now: Instant) -> Result<(), LinkError> {
         if now >= self.next_lease {
             self.renew_lease(now)?;
         }
@@ -204,25 +251,51 @@ impl<A: Api> Syncer<A> {
         self.sync_mirrors(now)
     }
 
-    fn link_failed(&mut self, reason: String, now: Instant) {
+    fn link_failed(&mut self, reason: LinkError, now: Instant) {
         let (mut backoff, ever_up, old) = match std::mem::replace(&mut self.link, Link::Up) {
-            Link::Down { backoff, ever_up, reason, .. } => (backoff, ever_up, Some(reason)),
+            Link::Down {
+                backoff,
+                ever_up,
+                reason,
+                ..
+            } => (backoff, ever_up, Some(reason)),
             Link::Up => (Backoff::new(self.t.link_retry), true, None),
         };
-        if old.as_deref() != Some(reason.as_str()) {
-            log::warn!("API server {}: {reason}; pods keep running, retrying with backoff", self.s.server);
+        if old.as_ref() != Some(&reason) {
+            log::warn!(
+                "API server {}: {reason}; pods keep running, retrying with backoff",
+                self.s.server
+            );
         }
         // Only the current picture is kept: the next connect lists the mirrors again.
         self.seen.clear();
         let retry_at = now + backoff.next(jitter());
-        self.link = Link::Down { reason, retry_at, backoff, ever_up };
+        self.link = Link::Down {
+            reason,
+            retry_at,
+            backoff,
+            ever_up,
+        };
     }
 
     /// One call; a 401 counts as a link failure (the credentials, not the pod, are wrong).
-    pub(super) fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Reply, String> {
-        let r = self.api.call(method, path, body).map_err(|e| e.to_string())?;
+    pub(super) fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Reply, LinkError> {
+        // The cause alone (not the URL), so an outage is one log line however many calls fail.
+        let r = self.api.call(method, path, body).map_err(|e| match e {
+            super::api::ApiError::Unreachable { message, .. } => LinkError::Unreachable(message),
+            e => LinkError::Unreachable(e.to_string()),
+        })?;
+        log::debug!("API server: {} {path}: {}", method.as_str(), r.code);
         if r.code == 401 {
-            return Err(format!("{} {path}: unauthorized ({}); check the kubeconfig's credentials", method.as_str(), r.message()));
+            return Err(LinkError::Unauthorized {
+                call: format!("{} {path}", method.as_str()),
+                message: r.message(),
+            });
         }
         Ok(r)
     }
@@ -232,8 +305,17 @@ impl<A: Api> Syncer<A> {
         match &self.link {
             Link::Down { retry_at, .. } => wake = wake.min(*retry_at),
             Link::Up => {
-                wake = wake.min(self.next_lease).min(self.next_list).min(self.next_node_status);
-                if let Some(h) = self.holds.values().map(|h| h.until).filter(|u| *u > now).min() {
+                wake = wake
+                    .min(self.next_lease)
+                    .min(self.next_list)
+                    .min(self.next_node_status);
+                if let Some(h) = self
+                    .holds
+                    .values()
+                    .map(|h| h.until)
+                    .filter(|u| *u > now)
+                    .min()
+                {
                     wake = wake.min(h);
                 }
             }
@@ -246,7 +328,9 @@ impl<A: Api> Syncer<A> {
         let wants = super::diff::wants(&self.pods);
         for w in &wants {
             let state = match &self.link {
-                Link::Down { reason, .. } => MirrorState::Pending(format!("no connection to the API server: {reason}")),
+                Link::Down { reason, .. } => {
+                    MirrorState::Pending(format!("no connection to the API server: {reason}"))
+                }
                 Link::Up => match self.holds.get(&w.key).filter(|h| h.hash == w.hash) {
                     Some(h) => h.state.clone(),
                     None if self.synced(&w.key, &w.hash, &w.pod["status"]) => MirrorState::Synced,
@@ -280,7 +364,12 @@ impl<A: Api> Syncer<A> {
     }
 
     fn synced(&self, key: &Key, hash: &str, status: &Value) -> bool {
-        let (Some(s), Some(w)) = (self.seen.get(key), self.written.get(key)) else { return false };
-        s.hash == hash && !s.deleting && w.mirror_uid == s.uid && super::diff::same_status(&w.status, status)
+        let (Some(s), Some(w)) = (self.seen.get(key), self.written.get(key)) else {
+            return false;
+        };
+        s.hash == hash
+            && !s.deleting
+            && w.mirror_uid == s.uid
+            && super::diff::same_status(&w.status, status)
     }
 }

@@ -1,0 +1,80 @@
+//! Mirror pods: the last stage of the pipeline, the cluster's view of this gateway. When a
+//! kubeconfig is configured, a thread registers the Node, keeps its Lease, and keeps one
+//! mirror pod per static pod in the API server, as a kubelet does for its static pods.
+//!
+//! It only reads the status board, so nothing on the path that starts or stops a container
+//! ever waits for the network; the API server being away for hours changes nothing on the
+//! gateway, and the cluster catches up within seconds of its return.
+
+pub mod api;
+mod diff;
+pub mod kubeconfig;
+pub mod node;
+mod pods;
+mod register;
+pub mod sync;
+
+#[cfg(test)]
+mod fake;
+#[cfg(test)]
+mod tests;
+
+pub use diff::{mirror_body, plan, status_patch, wants, Op, Why};
+
+use crate::config::Config;
+use crate::status::StatusBoard;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Every API call gives up after this long (the sync retries with backoff).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum MirrorError {
+    #[error(transparent)]
+    Kubeconfig(#[from] kubeconfig::KubeconfigError),
+    #[error(transparent)]
+    Client(#[from] api::ApiError),
+    #[error("cannot start the mirror sync thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// Reads the kubeconfig and starts the sync thread. An error is a usage error (a bad
+/// kubeconfig); an unreachable server is not one, the thread simply keeps trying.
+pub fn start(config: &Config, board: Arc<StatusBoard>) -> Result<(), MirrorError> {
+    let Some(path) = &config.kubeconfig else {
+        return Ok(());
+    };
+    let kc = kubeconfig::load(path, config.kubeconfig_context.as_deref())?;
+    if kc.insecure {
+        log::warn!(
+            "kubeconfig {}: insecure-skip-tls-verify is set: the API server {} is not authenticated",
+            kc.path.display(),
+            kc.server
+        );
+    }
+    let client = api::HttpApi::new(&kc, CALL_TIMEOUT)?;
+    let runtime = config.runtime_path.clone();
+    let mut settings = sync::Settings {
+        node: config.node_name.clone(),
+        node_labels: config.node_labels.clone(),
+        system_reserved: config.system_reserved.clone(),
+        server: kc.server.clone(),
+        runtime_version: String::new(),
+    };
+    log::info!(
+        "mirror pods: API server {} (kubeconfig {}, context {})",
+        kc.server,
+        kc.path.display(),
+        kc.context
+    );
+    std::thread::Builder::new()
+        .name("mirror-sync".into())
+        .spawn(move || {
+            settings.runtime_version = node::runtime_version(&runtime);
+            let facts = node::HostFacts::read(&settings.runtime_version);
+            sync::Syncer::new(client, settings, sync::Timing::default(), board, facts).run();
+        })
+        .map_err(MirrorError::Thread)?;
+    Ok(())
+}
