@@ -1,0 +1,112 @@
+//! One step of the loop: plan every pod and run the actions as tasks.
+
+use super::{actions, Agent};
+use crate::reconcile::{plan, Action, SandboxState, Tick};
+use crate::runtime::podsetup::Sandbox;
+
+impl Agent {
+    /// Plans every pod and runs the actions; returns the earliest wake-up any pod asked for.
+    pub(super) fn step(&mut self) -> Option<Tick> {
+        let now = self.now();
+        let mut wake: Option<Tick> = None;
+        let terminating_names: std::collections::HashSet<String> = self
+            .pods
+            .values()
+            .filter(|p| p.terminating)
+            .map(|p| p.pod.full_name())
+            .collect();
+        let uids: Vec<String> = self.pods.keys().cloned().collect();
+        for uid in uids {
+            let p = &self.pods[&uid];
+            // A replaced pod's successor waits until the old one is gone (ports, names).
+            if !p.terminating && terminating_names.contains(&p.pod.full_name()) {
+                continue;
+            }
+            let plan = plan(p, now);
+            if let Some(w) = plan.wake {
+                wake = Some(wake.map_or(w, |x: Tick| x.min(w)));
+            }
+            for action in plan.actions {
+                self.execute(&uid, action);
+            }
+        }
+        wake
+    }
+
+    fn execute(&mut self, uid: &str, action: Action) {
+        let ctx = self.ctx.clone();
+        let ex = self.ex.clone();
+        let spawn =
+            |f: std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>| ex.spawn(f).detach();
+        let p = self.pods.get_mut(uid).expect("planned pods exist");
+        match action {
+            Action::SetupSandbox => {
+                p.sandbox = SandboxState::SettingUp;
+                let pod = p.pod.clone();
+                spawn(Box::pin(actions::setup(ctx, pod)));
+            }
+            Action::Start { index, attempt } => {
+                p.on_starting(index);
+                let SandboxState::Ready(sb) = &p.sandbox else {
+                    return;
+                };
+                spawn(Box::pin(actions::start(
+                    ctx,
+                    p.pod.clone(),
+                    sb.clone(),
+                    index,
+                    attempt,
+                )));
+            }
+            Action::Stop { index, grace } => {
+                let c = &mut p.containers[index];
+                c.stopping = true;
+                let Some(running) = c.running.clone() else {
+                    return;
+                };
+                let reason = c
+                    .stop_reason
+                    .clone()
+                    .unwrap_or_else(|| "pod stopping".into());
+                log::debug!(
+                    "{}/{}: stopping ({reason}), grace {}s",
+                    p.pod.full_name(),
+                    c.name,
+                    grace.as_secs()
+                );
+                let sb = match &p.sandbox {
+                    SandboxState::Ready(sb) => sb.clone(),
+                    _ => Sandbox::default(),
+                };
+                spawn(Box::pin(actions::stop(
+                    ctx,
+                    p.pod.clone(),
+                    sb,
+                    index,
+                    running,
+                    grace,
+                )));
+            }
+            Action::Probe { index, kind } => {
+                p.on_probe_started(index, kind);
+                let (Some(running), SandboxState::Ready(sb)) =
+                    (p.containers[index].running.clone(), &p.sandbox)
+                else {
+                    return;
+                };
+                spawn(Box::pin(actions::probe(
+                    ctx,
+                    p.pod.clone(),
+                    sb.clone(),
+                    index,
+                    kind,
+                    running,
+                )));
+            }
+            Action::Teardown => {
+                p.sandbox = SandboxState::TearingDown;
+                spawn(Box::pin(actions::teardown(ctx, p.pod.clone())));
+            }
+        }
+    }
+}
