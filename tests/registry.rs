@@ -344,3 +344,105 @@ fn a_pod_runs_from_a_pulled_image_and_pull_errors_show_in_status() {
     );
     let _ = fs::remove_dir_all(base);
 }
+
+/// A minimal registry front that demands a bearer token (as Docker Hub, Harbor and GHCR do):
+/// 401 with `WWW-Authenticate: Bearer realm=...`, a token endpoint that checks the basic
+/// credentials, then blobs and manifests from an OCI layout.
+#[test]
+fn bearer_token_challenge_flow() {
+    let base = unique_dir("bearer");
+    let layout = busybox_layout(&base);
+    let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+    let port = server.server_addr().to_ip().unwrap().port();
+    let token_requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = token_requests.clone();
+    let layout_dir = layout.clone();
+    std::thread::spawn(move || {
+        let index: serde_json::Value =
+            serde_json::from_slice(&fs::read(layout_dir.join("index.json")).unwrap()).unwrap();
+        let manifest_digest = index["manifests"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        for req in server.incoming_requests() {
+            let url = req.url().to_string();
+            let auth = req
+                .headers()
+                .iter()
+                .find(|h| h.field.equiv("Authorization"))
+                .map(|h| h.value.to_string())
+                .unwrap_or_default();
+            let resp = if url.starts_with("/token") {
+                seen.lock().unwrap().push(format!("{url} {auth}"));
+                if auth == "Basic Z2F0ZXdheTpzM2NyZXQ=" {
+                    tiny_http::Response::from_string(r#"{"token":"tok-123"}"#)
+                } else {
+                    tiny_http::Response::from_string("{}").with_status_code(401)
+                }
+            } else if auth != "Bearer tok-123" {
+                let challenge = format!(
+                    r#"Bearer realm="http://127.0.0.1:{port}/token",service="fake-registry",scope="repository:ops/app:pull""#
+                );
+                tiny_http::Response::from_string("{}")
+                    .with_status_code(401)
+                    .with_header(
+                        tiny_http::Header::from_bytes(
+                            &b"WWW-Authenticate"[..],
+                            challenge.as_bytes(),
+                        )
+                        .unwrap(),
+                    )
+            } else {
+                let digest = if url.ends_with("/manifests/1") {
+                    manifest_digest.clone()
+                } else {
+                    url.rsplit('/').next().unwrap().to_string()
+                };
+                match fs::read(
+                    layout_dir
+                        .join("blobs/sha256")
+                        .join(digest.trim_start_matches("sha256:")),
+                ) {
+                    Ok(b) => tiny_http::Response::from_data(b),
+                    Err(_) => tiny_http::Response::from_data(Vec::new()).with_status_code(404),
+                }
+            };
+            let _ = req.respond(resp);
+        }
+    });
+    let config = base.join("staticlet.yaml");
+    fs::write(&config, format!("apiVersion: staticlet.dev/v1alpha1\nkind: StaticletConfiguration\ninsecureRegistries: [\"127.0.0.1:{port}\"]\n")).unwrap();
+    let creds = base.join("auth.json");
+    fs::write(
+        &creds,
+        json!({"auths": {format!("127.0.0.1:{port}"): {"auth": "Z2F0ZXdheTpzM2NyZXQ="}}})
+            .to_string(),
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .args(["images", "--config"])
+        .arg(&config)
+        .arg("--root-dir")
+        .arg(base.join("root"))
+        .args([
+            "pull",
+            &format!("127.0.0.1:{port}/ops/app:1"),
+            "--image-credentials",
+        ])
+        .arg(&creds)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let requests = token_requests.lock().unwrap().clone();
+    assert!(!requests.is_empty(), "the token endpoint was asked");
+    assert!(
+        requests[0].contains("scope=repository%3Aops%2Fapp%3Apull")
+            && requests[0].contains("service=fake-registry"),
+        "{requests:?}"
+    );
+    let _ = fs::remove_dir_all(base);
+}
