@@ -131,6 +131,9 @@ pub const KERNEL_OPTIONS: &[(&str, &str)] = &[
     ("CONFIG_CGROUPS", "control groups"),
     ("CONFIG_MEMCG", "memory limits"),
     ("CONFIG_CGROUP_SCHED", "CPU limits"),
+    ("CONFIG_FAIR_GROUP_SCHED", "CPU shares"),
+    ("CONFIG_CFS_BANDWIDTH", "CPU limits (CFS quota)"),
+    ("CONFIG_CGROUP_CPUACCT", "CPU accounting"),
     ("CONFIG_CGROUP_PIDS", "process limits (podPidsLimit)"),
     ("CONFIG_CGROUP_FREEZER", "the freezer"),
     ("CONFIG_CGROUP_DEVICE", "device rules (cgroup v1)"),
@@ -143,6 +146,7 @@ pub const KERNEL_OPTIONS: &[(&str, &str)] = &[
     ("CONFIG_KEYS", "keyrings"),
     ("CONFIG_VETH", "veth pairs"),
     ("CONFIG_BRIDGE", "bridges"),
+    ("CONFIG_IKCONFIG_PROC", "/proc/config.gz, for this check"),
 ];
 
 /// The running kernel's configuration (`/proc/config.gz`), as `CONFIG_X` -> value.

@@ -9,10 +9,17 @@ use crate::manifest::pod::Container;
 use crate::manifest::quantity::Quantity;
 use crate::manifest::validate::capability_name;
 use crate::manifest::StaticPod;
-use oci_spec::runtime::Spec;
-use serde_json::{json, Value};
+use oci_spec::runtime::{
+    Capabilities, Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder,
+    LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder,
+    LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResources,
+    LinuxResourcesBuilder, Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
+    UserBuilder,
+};
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::str::FromStr;
 
 /// containerd's default capability set for Kubernetes containers.
 pub const DEFAULT_CAPS: &[&str] = &[
@@ -280,44 +287,122 @@ const ALL_CAPS: &[&str] = &[
     "CAP_CHECKPOINT_RESTORE",
 ];
 
-fn namespace(kind: &str, path: &Option<PathBuf>) -> Option<Value> {
-    path.as_ref().map(|p| json!({"type": kind, "path": p}))
+fn oci<T>(r: Result<T, oci_spec::OciSpecError>) -> Result<T, String> {
+    r.map_err(|e| format!("internal error building the OCI spec: {e}"))
 }
 
-/// CPU and memory limits the kubelet's way: limit -> CFS quota over a 100 ms period,
-/// request -> shares (crun maps shares to cpu.weight on cgroup v2).
-pub fn resources(c: &Container) -> Value {
+fn mount(
+    destination: &str,
+    kind: &str,
+    source: impl Into<PathBuf>,
+    options: &[&str],
+) -> Result<Mount, String> {
+    oci(MountBuilder::default()
+        .destination(destination)
+        .typ(kind)
+        .source(source.into())
+        .options(options.iter().map(|o| o.to_string()).collect::<Vec<_>>())
+        .build())
+}
+
+fn namespace(kind: LinuxNamespaceType, path: Option<&PathBuf>) -> Result<LinuxNamespace, String> {
+    let b = LinuxNamespaceBuilder::default().typ(kind);
+    oci(match path {
+        Some(p) => b.path(p.clone()).build(),
+        None => b.build(),
+    })
+}
+
+fn device_rule(
+    allow: bool,
+    kind: Option<LinuxDeviceType>,
+    major: Option<i64>,
+    minor: Option<i64>,
+) -> Result<LinuxDeviceCgroup, String> {
+    let mut b = LinuxDeviceCgroupBuilder::default()
+        .allow(allow)
+        .access("rwm");
+    if let Some(k) = kind {
+        b = b.typ(k);
+    }
+    if let Some(m) = major {
+        b = b.major(m);
+    }
+    if let Some(m) = minor {
+        b = b.minor(m);
+    }
+    oci(b.build())
+}
+
+/// CPU, memory and process limits the kubelet's way: CPU limit -> CFS quota over a 100 ms
+/// period, CPU request -> shares (crun maps shares to cpu.weight on cgroup v2).
+pub fn resources(
+    c: &Container,
+    pids_limit: Option<i64>,
+    privileged: bool,
+) -> Result<LinuxResources, String> {
     let get = |m: &BTreeMap<String, crate::manifest::pod::QuantityValue>, k: &str| {
         m.get(k).and_then(|q| Quantity::parse(&q.as_text()))
     };
-    let mut r = json!({"devices": [{"allow": false, "access": "rwm"}]});
+    let mut r = LinuxResourcesBuilder::default();
+    let mut devices = vec![device_rule(privileged, None, None, None)?];
+    if !privileged {
+        // null, zero, full, random, urandom, tty, console, ptmx and the pty slaves.
+        for (maj, min) in [
+            (1, Some(3)),
+            (1, Some(5)),
+            (1, Some(7)),
+            (1, Some(8)),
+            (1, Some(9)),
+            (5, Some(0)),
+            (5, Some(1)),
+            (5, Some(2)),
+            (136, None),
+        ] {
+            devices.push(device_rule(true, Some(LinuxDeviceType::C), Some(maj), min)?);
+        }
+    }
+    r = r.devices(devices);
     let cpu_limit = get(&c.resources.limits, "cpu");
     let cpu_request = get(&c.resources.requests, "cpu").or(cpu_limit);
-    let mut cpu = serde_json::Map::new();
-    if let Some(l) = cpu_limit {
-        cpu.insert("period".into(), json!(100_000u64));
-        cpu.insert("quota".into(), json!(((l.milli() * 100).max(1000)) as i64));
-    }
-    if let Some(r) = cpu_request {
-        cpu.insert(
-            "shares".into(),
-            json!(((r.milli() * 1024) / 1000).max(2) as u64),
-        );
-    }
-    if !cpu.is_empty() {
-        r["cpu"] = Value::Object(cpu);
+    if cpu_limit.is_some() || cpu_request.is_some() {
+        let mut cpu = LinuxCpuBuilder::default();
+        if let Some(l) = cpu_limit {
+            cpu = cpu
+                .period(100_000u64)
+                .quota((l.milli() * 100).max(1000) as i64);
+        }
+        if let Some(req) = cpu_request {
+            cpu = cpu.shares(((req.milli() * 1024) / 1000).max(2) as u64);
+        }
+        r = r.cpu(oci(cpu.build())?);
     }
     if let Some(m) = get(&c.resources.limits, "memory") {
-        r["memory"] = json!({"limit": m.value() as i64});
+        r = r.memory(oci(LinuxMemoryBuilder::default()
+            .limit(m.value() as i64)
+            .build())?);
     }
-    r
+    if let Some(n) = pids_limit {
+        r = r.pids(oci(LinuxPidsBuilder::default().limit(n).build())?);
+    }
+    oci(r.build())
 }
 
+fn capability_set(names: &[String]) -> Capabilities {
+    names
+        .iter()
+        .filter_map(|n| Capability::from_str(n.trim_start_matches("CAP_")).ok())
+        .collect()
+}
+
+/// Builds the container's `config.json` with oci-spec's types (serialised only, never parsed
+/// back, which keeps oci-spec's runtime deserializers out of the binary).
 pub fn generate(input: &BundleInput) -> Result<Spec, String> {
     let c = input.container;
     let sc = c.security_context.clone().unwrap_or_default();
     let privileged = sc.privileged.unwrap_or(false);
-    let caps = capabilities(c, privileged);
+    let read_only = sc.read_only_root_filesystem.unwrap_or(false);
+    let caps = capability_set(&capabilities(c, privileged));
     let args = process_args(c, input.image);
     if args.is_empty() {
         return Err(
@@ -331,19 +416,71 @@ pub fn generate(input: &BundleInput) -> Result<Spec, String> {
         .or_else(|| input.image.working_dir.clone().filter(|w| !w.is_empty()))
         .unwrap_or_else(|| "/".into());
     let mut mounts = vec![
-        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
-        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
-        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", if privileged { "rw" } else { "ro" }]}),
-        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}),
+        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        )?,
+        mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5",
+            ],
+        )?,
+        mount(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        )?,
+        mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &[
+                "nosuid",
+                "noexec",
+                "nodev",
+                if privileged { "rw" } else { "ro" },
+            ],
+        )?,
+        mount(
+            "/sys/fs/cgroup",
+            "cgroup",
+            "cgroup",
+            &["nosuid", "noexec", "nodev", "relatime", "ro"],
+        )?,
     ];
-    match &input.shm {
-        Some(shm) => mounts.push(json!({"destination": "/dev/shm", "type": "bind", "source": shm, "options": ["rbind", "nosuid", "nodev", "noexec"]})),
-        None => mounts.push(json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]})),
-    }
+    mounts.push(match &input.shm {
+        Some(shm) => mount(
+            "/dev/shm",
+            "bind",
+            shm.clone(),
+            &["rbind", "nosuid", "nodev", "noexec"],
+        )?,
+        None => mount(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        )?,
+    });
     for (dest, src) in &input.etc_files {
-        mounts.push(json!({"destination": dest, "type": "bind", "source": src, "options": ["rbind", "rprivate", if input.container.security_context.as_ref().and_then(|s| s.read_only_root_filesystem).unwrap_or(false) { "ro" } else { "rw" }]}));
+        mounts.push(mount(
+            dest,
+            "bind",
+            src.clone(),
+            &["rbind", "rprivate", if read_only { "ro" } else { "rw" }],
+        )?);
     }
     for m in &c.volume_mounts {
         let Some(host) = input.volumes.get(&m.name) else {
@@ -353,76 +490,84 @@ pub fn generate(input: &BundleInput) -> Result<Spec, String> {
             Some(sp) if !sp.is_empty() => host.join(sp),
             _ => host.clone(),
         };
-        mounts.push(json!({"destination": m.mount_path, "type": "bind", "source": source, "options": ["rbind", "rprivate", if m.read_only { "ro" } else { "rw" }]}));
+        mounts.push(mount(
+            &m.mount_path,
+            "bind",
+            source,
+            &["rbind", "rprivate", if m.read_only { "ro" } else { "rw" }],
+        )?);
     }
-    let mut namespaces = vec![json!({"type": "pid"}), json!({"type": "mount"})];
-    namespaces.extend(namespace("network", &input.namespaces.net));
-    namespaces.extend(namespace("ipc", &input.namespaces.ipc));
-    namespaces.extend(namespace("uts", &input.namespaces.uts));
-    let mut linux = json!({
-        "namespaces": namespaces,
-        "cgroupsPath": input.cgroups_path,
-        "resources": resources(c),
-    });
-    if let Some(n) = input.pids_limit {
-        linux["resources"]["pids"] = json!({"limit": n});
-    }
-    if privileged {
-        linux["resources"]["devices"] = json!([{"allow": true, "access": "rwm"}]);
-    } else {
-        linux["maskedPaths"] = json!(MASKED);
-        linux["readonlyPaths"] = json!(READONLY);
-        let allow = [
-            ("c", 1, 3),
-            ("c", 1, 5),
-            ("c", 1, 7),
-            ("c", 1, 8),
-            ("c", 1, 9),
-            ("c", 5, 0),
-            ("c", 5, 2),
-            ("c", 136, -1),
-        ];
-        let devs = linux["resources"]["devices"]
-            .as_array_mut()
-            .expect("devices was set above");
-        for (t, maj, min) in allow {
-            let mut rule = json!({"allow": true, "type": t, "major": maj, "access": "rwm"});
-            if min >= 0 {
-                rule["minor"] = json!(min);
-            }
-            devs.push(rule);
+    let mut namespaces = vec![
+        namespace(LinuxNamespaceType::Pid, None)?,
+        namespace(LinuxNamespaceType::Mount, None)?,
+    ];
+    for (kind, path) in [
+        (LinuxNamespaceType::Network, &input.namespaces.net),
+        (LinuxNamespaceType::Ipc, &input.namespaces.ipc),
+        (LinuxNamespaceType::Uts, &input.namespaces.uts),
+    ] {
+        if let Some(p) = path {
+            namespaces.push(namespace(kind, Some(p))?);
         }
     }
-    let mut process = json!({
-        "terminal": false,
-        "user": {"uid": input.uid, "gid": input.gid},
-        "args": args,
-        "env": environment(input),
-        "cwd": cwd,
-        "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
-        "noNewPrivileges": !sc.allow_privilege_escalation.unwrap_or(true) && !privileged,
-    });
+    let mut linux = oci(LinuxBuilder::default()
+        .namespaces(namespaces)
+        .cgroups_path(PathBuf::from(&input.cgroups_path))
+        .resources(resources(c, input.pids_limit, privileged)?)
+        .masked_paths(MASKED.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .readonly_paths(READONLY.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .build())?;
+    if privileged {
+        linux.set_masked_paths(None);
+        linux.set_readonly_paths(None);
+    }
+    let mut user = UserBuilder::default().uid(input.uid).gid(input.gid);
     if !input.additional_gids.is_empty() {
-        process["user"]["additionalGids"] = json!(input.additional_gids);
+        user = user.additional_gids(input.additional_gids.clone());
     }
-    let mut spec = json!({
-        "ociVersion": "1.0.2",
-        "process": process,
-        "root": {"path": input.rootfs, "readonly": sc.read_only_root_filesystem.unwrap_or(false)},
-        "mounts": mounts,
-        "linux": linux,
-        "annotations": {
-            "io.kubernetes.pod.name": input.pod.name(),
-            "io.kubernetes.pod.namespace": input.pod.namespace(),
-            "io.kubernetes.pod.uid": input.pod.uid(),
-            "io.kubernetes.container.name": c.name,
-        },
-    });
-    if input.namespaces.uts.is_some() {
-        spec["hostname"] = json!(input.hostname);
-    }
-    serde_json::from_value(spec)
-        .map_err(|e| format!("internal error: generated spec does not parse: {e}"))
+    let mut process = oci(ProcessBuilder::default()
+        .terminal(false)
+        .user(oci(user.build())?)
+        .args(args)
+        .env(environment(input))
+        .cwd(PathBuf::from(cwd))
+        .capabilities(oci(LinuxCapabilitiesBuilder::default()
+            .bounding(caps.clone())
+            .effective(caps.clone())
+            .permitted(caps)
+            .build())?)
+        .no_new_privileges(!sc.allow_privilege_escalation.unwrap_or(true) && !privileged)
+        .build())?;
+    // No rlimits: raising one above the agent's own hard limit fails without CAP_SYS_RESOURCE.
+    process.set_rlimits(None);
+    let annotations: HashMap<String, String> = [
+        ("io.kubernetes.pod.name", input.pod.name()),
+        ("io.kubernetes.pod.namespace", input.pod.namespace()),
+        ("io.kubernetes.pod.uid", input.pod.uid()),
+        ("io.kubernetes.container.name", c.name.as_str()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let mut spec = oci(SpecBuilder::default()
+        .version("1.0.2")
+        .process(process)
+        .root(oci(RootBuilder::default()
+            .path(input.rootfs.clone())
+            .readonly(read_only)
+            .build())?)
+        .mounts(mounts)
+        .linux(linux)
+        .annotations(annotations)
+        .build())?;
+    spec.set_hostname(
+        input
+            .namespaces
+            .uts
+            .is_some()
+            .then(|| input.hostname.clone()),
+    );
+    Ok(spec)
 }
 
 #[cfg(test)]

@@ -181,10 +181,10 @@ fn loopback_up() -> io::Result<()> {
         for (i, b) in b"lo\0".iter().enumerate() {
             req.ifr_name[i] = *b as libc::c_char;
         }
-        let mut r = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req);
+        let mut r = libc::ioctl(fd, libc::SIOCGIFFLAGS as libc::Ioctl, &mut req);
         if r == 0 {
             req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-            r = libc::ioctl(fd, libc::SIOCSIFFLAGS, &req);
+            r = libc::ioctl(fd, libc::SIOCSIFFLAGS as libc::Ioctl, &req);
         }
         let err = io::Error::last_os_error();
         libc::close(fd);

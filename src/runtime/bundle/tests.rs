@@ -1,5 +1,6 @@
 use super::*;
 use crate::manifest::{self, Source};
+use serde_json::json;
 
 fn pod(yaml_containers: &str, spec_extra: &str) -> StaticPod {
     let yaml = format!(
@@ -202,13 +203,17 @@ fn resources_map_to_cgroup_limits() {
         "  - name: c\n    image: busybox\n    resources:\n      limits: {cpu: 500m, memory: 64Mi}\n      requests: {cpu: 250m}\n",
         "",
     );
-    let r = resources(&p.pod.spec.containers[0]);
+    let r = serde_json::to_value(resources(&p.pod.spec.containers[0], Some(64), false).unwrap())
+        .unwrap();
+    assert_eq!(r["pids"]["limit"], 64);
+    assert_eq!(r["devices"][0], json!({"allow": false, "access": "rwm"}));
     assert_eq!(r["cpu"]["quota"], 50_000);
     assert_eq!(r["cpu"]["period"], 100_000);
     assert_eq!(r["cpu"]["shares"], 256);
     assert_eq!(r["memory"]["limit"], 64 * 1024 * 1024);
     let none = pod("  - name: c\n    image: busybox\n", "");
-    let r = resources(&none.pod.spec.containers[0]);
+    let r = serde_json::to_value(resources(&none.pod.spec.containers[0], None, false).unwrap())
+        .unwrap();
     assert!(r.get("cpu").is_none() && r.get("memory").is_none());
 }
 
