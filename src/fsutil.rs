@@ -29,7 +29,24 @@ pub fn temp_file(dir: &Path) -> io::Result<(PathBuf, File)> {
     }
 }
 
-/// Writes `content` to `path` atomically (temp file, fsync, rename, fsync of the directory).
+/// Replaces `path` with `content` atomically (temp file, rename) without forcing it to disk:
+/// for files a process crash must never see half-written but that a power cut may lose
+/// (bundles, exit records, the `/etc` files of a pod), which the start path must not wait for.
+pub fn write_replace(path: &Path, content: &[u8]) -> io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let (tmp, mut f) = temp_file(dir)?;
+    let result = f.write_all(content).and_then(|_| fs::rename(&tmp, path));
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Writes `content` to `path` atomically (temp file, fsync, rename, fsync of the directory),
+/// for state that must survive a power cut (the URL cache, the image references).
 pub fn write_atomic(path: &Path, content: &[u8]) -> io::Result<()> {
     let dir = path
         .parent()

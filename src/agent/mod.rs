@@ -77,6 +77,13 @@ pub struct Context {
 pub fn main(cmd: &RunCmd) -> Result<(), Failure> {
     let config = run_config(cmd)?;
     block_termination_signals();
+    // glibc gives every thread that allocates an arena of its own; the agent's few threads
+    // (probes, unpacking, the endpoint) need no such concurrency, and RSS is the budget.
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only tunes the allocator; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
     crate::logging::init(cmd.verbose);
     for f in &config.ignored_fields {
         log::info!("KubeletConfiguration field {f} is not used by staticlet; ignoring it");

@@ -34,7 +34,7 @@ impl PodRecord {
     }
 
     pub fn save(&self, dir: &Path) -> std::io::Result<()> {
-        crate::fsutil::write_atomic(
+        crate::fsutil::write_replace(
             &dir.join("pod.json"),
             &serde_json::to_vec_pretty(self).unwrap_or_default(),
         )
@@ -71,7 +71,7 @@ pub fn save_container(layout: &Layout, p: &PodState, index: usize) {
     };
     let dir = layout.container(p.uid(), &c.name);
     let _ = fs::create_dir_all(&dir);
-    if let Err(e) = crate::fsutil::write_atomic(
+    if let Err(e) = crate::fsutil::write_replace(
         &dir.join("status.json"),
         &serde_json::to_vec(&rec).unwrap_or_default(),
     ) {

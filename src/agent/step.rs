@@ -9,24 +9,28 @@ impl Agent {
     pub(super) fn step(&mut self) -> Option<Tick> {
         let now = self.now();
         let mut wake: Option<Tick> = None;
-        let terminating_names: std::collections::HashSet<String> = self
+        // Names whose previous version still has containers running.
+        let stopping_names: std::collections::HashSet<String> = self
             .pods
             .values()
-            .filter(|p| p.terminating)
+            .filter(|p| p.terminating && !p.all_stopped())
             .map(|p| p.pod.full_name())
             .collect();
         let uids: Vec<String> = self.pods.keys().cloned().collect();
         for uid in uids {
             let p = &self.pods[&uid];
-            // A replaced pod's successor waits until the old one is gone (ports, names).
-            if !p.terminating && terminating_names.contains(&p.pod.full_name()) {
-                continue;
-            }
+            // A replaced pod's successor prepares its sandbox at once but starts no container
+            // until the old version's containers have stopped (ports, files); the old pod's
+            // teardown does not hold it up. Every exit event plans again.
+            let held = !p.terminating && stopping_names.contains(&p.pod.full_name());
             let plan = plan(p, now);
             if let Some(w) = plan.wake {
                 wake = Some(wake.map_or(w, |x: Tick| x.min(w)));
             }
             for action in plan.actions {
+                if held && matches!(action, Action::Start { .. }) {
+                    continue;
+                }
                 self.execute(&uid, action);
             }
         }

@@ -12,7 +12,7 @@
 use super::logwriter::LogWriter;
 use super::{ExitRecord, MonitorSpec, StartedRecord};
 use crate::cli::Failure;
-use crate::fsutil::write_atomic;
+use crate::fsutil::write_replace;
 use std::fs;
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -84,7 +84,7 @@ fn runtime_cmd(spec: &MonitorSpec, dir: &Path) -> Command {
 /// Writes the exit record atomically; the agent learns of it through inotify.
 fn record_exit(spec: &MonitorSpec, rec: &ExitRecord) {
     let body = serde_json::to_vec(rec).unwrap_or_default();
-    let _ = write_atomic(&spec.exit_file, &body);
+    let _ = write_replace(&spec.exit_file, &body);
 }
 
 fn base_record(spec: &MonitorSpec) -> ExitRecord {
@@ -189,7 +189,7 @@ pub fn main(dir: &Path) -> Result<(), Failure> {
         container_pid: pid,
         started_at: started_at.clone(),
     };
-    let _ = write_atomic(
+    let _ = write_replace(
         &dir.join("started.json"),
         &serde_json::to_vec(&started).unwrap_or_default(),
     );

@@ -266,7 +266,7 @@ pub fn setup(pod: &StaticPod, pod_dir: &Path) -> Result<Sandbox, SetupError> {
         ("/etc/hostname", "hostname", format!("{hostname}\n")),
     ] {
         let p = etc.join(name);
-        crate::fsutil::write_atomic(&p, content.as_bytes()).map_err(io_err("writing", &p))?;
+        crate::fsutil::write_replace(&p, content.as_bytes()).map_err(io_err("writing", &p))?;
         sb.etc_files.push((dest.to_string(), p));
     }
     let ns_dir = pod_dir.join("ns");

@@ -100,7 +100,7 @@ fn prepare(
     let oci =
         bundle::generate(&input).map_err(|m| failure("CreateContainerConfigError", m, false))?;
     let config_json = serde_json::to_vec_pretty(&oci).unwrap_or_default();
-    crate::fsutil::write_atomic(&instance.join("config.json"), &config_json)
+    crate::fsutil::write_replace(&instance.join("config.json"), &config_json)
         .map_err(|e| failure("CreateContainerError", e.to_string(), false))?;
     let id = Layout::container_id(pod.uid(), &c.name, attempt);
     let log_path = ctx
@@ -128,7 +128,7 @@ fn prepare(
         container: c.name.clone(),
         attempt,
     };
-    crate::fsutil::write_atomic(
+    crate::fsutil::write_replace(
         &instance.join("monitor.json"),
         &serde_json::to_vec(&spec).unwrap_or_default(),
     )
