@@ -73,6 +73,18 @@ fn crun_error(
     format!("{} {what} {}: {last}", spec.runtime.display(), spec.id)
 }
 
+/// After a failed `crun create` or `crun start`: the error crun logged, with what was left
+/// of the container removed.
+fn abandon(spec: &MonitorSpec, dir: &Path, what: &str, status: std::process::ExitStatus) -> String {
+    let msg = crun_error(spec, dir, what, status);
+    let _ = runtime_cmd(spec, dir)
+        .args(["delete", "--force", &spec.id])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    msg
+}
+
 fn runtime_cmd(spec: &MonitorSpec, dir: &Path) -> Command {
     let mut c = Command::new(&spec.runtime);
     c.arg("--root")
@@ -155,13 +167,7 @@ pub fn main(dir: &Path) -> Result<(), Failure> {
         .status()
         .map_err(|e| fail(format!("cannot run {}: {e}", spec.runtime.display())))?;
     if !status.success() {
-        let msg = crun_error(&spec, dir, "create", status);
-        let _ = runtime_cmd(&spec, dir)
-            .args(["delete", "--force", &spec.id])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        return Err(fail(msg));
+        return Err(fail(abandon(&spec, dir, "create", status)));
     }
     let pid: i32 = fs::read_to_string(&pid_file)
         .ok()
@@ -176,13 +182,7 @@ pub fn main(dir: &Path) -> Result<(), Failure> {
         .status()
         .map_err(|e| fail(format!("cannot run {}: {e}", spec.runtime.display())))?;
     if !status.success() {
-        let msg = crun_error(&spec, dir, "start", status);
-        let _ = runtime_cmd(&spec, dir)
-            .args(["delete", "--force", &spec.id])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        return Err(fail(msg));
+        return Err(fail(abandon(&spec, dir, "start", status)));
     }
     let started = StartedRecord {
         monitor_pid: std::process::id() as i32,
