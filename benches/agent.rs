@@ -8,9 +8,13 @@
 //! crun), seen through one inotify watch: the same detection on both sides.
 //!
 //! Usage (normally through tests/bench/run, as root):
-//!   agent-<hash> [--bin PATH] [--out FILE] [--base DIR] [--reps N] [--cold-reps N]
-//!                [--idle-secs S] [--agent-log LEVEL] [--quick]
+//!   agent-<hash> [--target-dir DIR] [--bin PATH] [--out FILE] [--base DIR] [--reps N]
+//!                [--cold-reps N] [--idle-secs S] [--agent-log LEVEL] [--quick]
+//!                [--only start,edit,cold,idle,probe]
+//!                [--compare-bin PATH] [--compare-env K=V,...]
 //!   agent-<hash> --cleanup DIR     removes what an interrupted run left in DIR
+//! `--compare-*` adds a second staticlet as one more interleaved side of the start, edit and
+//! cold-start runs (its own root dir), to measure a change under the same noise.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
