@@ -10,6 +10,9 @@ pub fn http_get(url: &str, headers: &[(String, String)], timeout: Duration) -> (
         .timeout_global(Some(timeout))
         .http_status_as_error(false)
         .max_redirects(0)
+        .input_buffer_size(8 * 1024)
+        .output_buffer_size(8 * 1024)
+        .max_idle_connections(0)
         .build()
         .into();
     let mut req = agent.get(url).header(

@@ -142,7 +142,10 @@ impl Agent {
         let ctx = self.ctx.clone();
         self.spawn(async move {
             let _ = ctx.crun.delete(&rec.id).await;
-            smol::unblock(move || crate::runtime::podsetup::release_instance(&instance)).await;
+            crate::agent::blocking::run(move || {
+                crate::runtime::podsetup::release_instance(&instance)
+            })
+            .await;
             let _ = std::fs::remove_file(exit_file);
         });
     }

@@ -7,6 +7,7 @@
 //! pod never waits for another, and nothing on that path touches the network.
 
 pub mod actions;
+mod blocking;
 mod events;
 mod publish;
 pub mod recover;

@@ -119,7 +119,9 @@ pub async fn recover(
         let Some(pod) = PodRecord::load(&dir).filter(|p| is_uid(&uid) && p.uid() == uid) else {
             log::warn!("{}: no usable pod record; removing it", dir.display());
             let d = dir.clone();
-            smol::unblock(move || podsetup::teardown(&d)).await.ok();
+            crate::agent::blocking::run(move || podsetup::teardown(&d))
+                .await
+                .ok();
             continue;
         };
         let start_time = pod.seen().unwrap_or_default().to_string();
@@ -191,8 +193,7 @@ pub async fn recover(
                             r.pid
                         );
                         adopted.insert(id.clone());
-                        st.containers[index].running = Some(r);
-                        st.containers[index].ever_started = true;
+                        st.on_adopted(index, r, now);
                     }
                     (started, _) => {
                         // Started before but its monitor is gone with no record (a reboot, or
@@ -211,7 +212,8 @@ pub async fn recover(
                         }
                         let _ = ctx.crun.kill(&id, "SIGKILL").await;
                         let _ = ctx.crun.delete(&id).await;
-                        smol::unblock(move || podsetup::release_instance(&instance)).await;
+                        crate::agent::blocking::run(move || podsetup::release_instance(&instance))
+                            .await;
                         let _ = fs::remove_file(layout.exit_file(&id));
                     }
                 }

@@ -373,6 +373,24 @@ impl PodState {
         }
     }
 
+    /// A container found running when the agent started: probed again from now on (not
+    /// before its initial delay), ready only once its probes say so, no restart counted.
+    pub fn on_adopted(&mut self, index: usize, running: Running, now: Tick) {
+        let spec = self.spec_of(index).clone();
+        let c = &mut self.containers[index];
+        let since = running.since;
+        c.ever_started = true;
+        c.running = Some(running);
+        c.started = spec.startup_probe.is_none();
+        c.ready = spec.readiness_probe.is_none() && c.started;
+        for kind in ALL_PROBES {
+            c.probes[kind.index()] = ProbeTrack {
+                next: probe_of(&spec, kind).map(|pr| now.max(since + secs(pr.initial_delay()))),
+                ..Default::default()
+            };
+        }
+    }
+
     pub fn on_start_failed(&mut self, index: usize, failure: StartFailure, now: Tick, wall: &str) {
         let c = &mut self.containers[index];
         c.starting = false;

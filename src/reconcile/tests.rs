@@ -434,3 +434,30 @@ fn fake_runtime_and_manual_clock_drive_a_crash_loop() {
     );
     assert_eq!(status::phase(&st), "Running");
 }
+
+#[test]
+fn adopted_containers_are_probed_again() {
+    let mut st = pod("");
+    st.pod.pod.spec.containers[0].readiness_probe = Some(crate::manifest::pod::Probe {
+        handler: crate::manifest::pod::Handler {
+            exec: Some(crate::manifest::pod::ExecAction {
+                command: vec!["true".into()],
+            }),
+            ..Default::default()
+        },
+        initial_delay_seconds: Some(30),
+        ..Default::default()
+    });
+    st.on_adopted(0, running(0, s(0)), s(100));
+    assert_eq!(st.containers[0].restart_count, 0);
+    assert!(!st.containers[0].ready, "ready once the probe says so");
+    st.on_setup(Ok(Sandbox::default()), s(100));
+    assert_eq!(
+        plan(&st, s(100)).actions,
+        vec![Action::Probe {
+            index: 0,
+            kind: ProbeKind::Readiness
+        }],
+        "the initial delay has long passed"
+    );
+}

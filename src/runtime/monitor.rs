@@ -1,8 +1,8 @@
 //! The per-container monitor, in the spirit of conmon: the staticlet binary re-executed as
 //! `staticlet monitor <dir>`, one per container instance.
 //!
-//! It makes itself a session leader and a child subreaper, runs `crun create` with pipes as
-//! the container's stdout and stderr, and `crun start`. When crun exits, the container's init
+//! It makes itself a session leader and a child subreaper, and runs `crun run --detach` with
+//! pipes as the container's stdout and stderr. When crun exits, the container's init
 //! is re-parented to the monitor, so the monitor can wait for it and record its exit status
 //! even while the agent is down, restarting or killed. It writes the CRI log (with rotation)
 //! and, at the end, an exit record into the agent's exits directory, which the agent watches.
@@ -73,7 +73,7 @@ fn crun_error(
     format!("{} {what} {}: {last}", spec.runtime.display(), spec.id)
 }
 
-/// After a failed `crun create` or `crun start`: the error crun logged, with what was left
+/// After a failed `crun run`: the error crun logged, with what was left
 /// of the container removed.
 fn abandon(spec: &MonitorSpec, dir: &Path, what: &str, status: std::process::ExitStatus) -> String {
     let msg = crun_error(spec, dir, what, status);
@@ -154,9 +154,11 @@ pub fn main(dir: &Path) -> Result<(), Failure> {
     let (out_r, out_w) = pipe().map_err(|e| fail(format!("pipe: {e}")))?;
     let (err_r, err_w) = pipe().map_err(|e| fail(format!("pipe: {e}")))?;
     let pid_file = dir.join("container.pid");
+    // One `crun run --detach` (create and start in one exec, as bare crun is used): the
+    // container's process gets our pipes, and once crun exits it is our child (subreaper).
+    let started_at = crate::timefmt::rfc3339(SystemTime::now());
     let status = runtime_cmd(&spec, dir)
-        .arg("create")
-        .arg("--bundle")
+        .args(["run", "--detach", "--bundle"])
         .arg(&spec.bundle)
         .arg("--pid-file")
         .arg(&pid_file)
@@ -167,23 +169,12 @@ pub fn main(dir: &Path) -> Result<(), Failure> {
         .status()
         .map_err(|e| fail(format!("cannot run {}: {e}", spec.runtime.display())))?;
     if !status.success() {
-        return Err(fail(abandon(&spec, dir, "create", status)));
+        return Err(fail(abandon(&spec, dir, "run", status)));
     }
     let pid: i32 = fs::read_to_string(&pid_file)
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .ok_or_else(|| fail(format!("{} wrote no pid file", spec.runtime.display())))?;
-    let started_at = crate::timefmt::rfc3339(SystemTime::now());
-    let status = runtime_cmd(&spec, dir)
-        .args(["start", &spec.id])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map_err(|e| fail(format!("cannot run {}: {e}", spec.runtime.display())))?;
-    if !status.success() {
-        return Err(fail(abandon(&spec, dir, "start", status)));
-    }
     let started = StartedRecord {
         monitor_pid: std::process::id() as i32,
         container_pid: pid,

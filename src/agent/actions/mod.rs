@@ -20,7 +20,7 @@ pub async fn setup(ctx: Arc<Context>, pod: StaticPod) {
     let dir = ctx.layout.pod(pod.uid());
     let record = super::recover::PodRecord::of(&pod);
     let uid = pod.uid().to_string();
-    let result = smol::unblock(move || -> Result<Sandbox, String> {
+    let result = crate::agent::blocking::run(move || -> Result<Sandbox, String> {
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         record
             .save(&dir)
@@ -44,7 +44,7 @@ pub async fn teardown(ctx: Arc<Context>, pod: StaticPod) {
     let dir = ctx.layout.pod(&uid);
     let logs = ctx.layout.pod_logs(pod.namespace(), pod.name(), &uid);
     let cgroup = Layout::pod_cgroup(&uid);
-    smol::unblock(move || {
+    crate::agent::blocking::run(move || {
         if let Ok(containers) = std::fs::read_dir(dir.join("containers")) {
             for c in containers.flatten() {
                 if let Ok(instances) = std::fs::read_dir(c.path()) {

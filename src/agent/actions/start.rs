@@ -175,7 +175,7 @@ async fn start_inner(
     index: usize,
     attempt: u32,
 ) -> Result<Running, StartFailure> {
-    let instance = smol::unblock({
+    let instance = crate::agent::blocking::run({
         let (ctx, pod) = (ctx.clone(), pod.clone());
         move || prepare(&ctx, &pod, &sb, index, attempt)
     })
@@ -243,7 +243,7 @@ async fn start_inner(
         .strip_prefix("failed ")
         .unwrap_or("the monitor ended without a report")
         .to_string();
-    smol::unblock(move || podsetup::release_instance(&instance)).await;
+    crate::agent::blocking::run(move || podsetup::release_instance(&instance)).await;
     // As the kubelet reports a container whose process could not be started: waiting with
     // RunContainerError, last state terminated with StartError, exit code 128.
     Err(failure("RunContainerError", message, true))
