@@ -88,6 +88,17 @@ pub fn cgroup_dirs(relative: &str) -> Vec<PathBuf> {
     }
 }
 
+/// The directories of one controller's cgroup at `relative`: the unified one on v2, that
+/// controller's hierarchy on v1 (the mode is read once).
+pub fn controller_dirs(relative: &str, controller: &str) -> Vec<PathBuf> {
+    let v2 = cgroup_mode() == CgroupMode::V2;
+    let hierarchy = Path::new(CGROUP_ROOT).join(controller);
+    cgroup_dirs(relative)
+        .into_iter()
+        .filter(|d| v2 || d.starts_with(&hierarchy))
+        .collect()
+}
+
 pub fn overlay_supported() -> bool {
     fs::read_to_string("/proc/filesystems")
         .map(|s| s.lines().any(|l| l.ends_with("\toverlay")))

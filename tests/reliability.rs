@@ -572,14 +572,8 @@ fn cgroup_file(a: &Agent, pod: &str, controller: &str, file: &str) -> Option<Str
         .to_string();
     let attempt = id.rsplit('-').next()?;
     let rel = format!("/staticlet/pod{uid}/main-{attempt}");
-    staticlet::host::cgroup_dirs(&rel)
+    staticlet::host::controller_dirs(&rel, controller)
         .into_iter()
-        .filter(|d| {
-            matches!(
-                staticlet::host::cgroup_mode(),
-                staticlet::host::CgroupMode::V2
-            ) || d.starts_with(format!("/sys/fs/cgroup/{controller}"))
-        })
         .find_map(|d| fs::read_to_string(d.join(file)).ok())
 }
 

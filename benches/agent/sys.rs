@@ -147,20 +147,11 @@ pub fn monitors(root: &Path) -> Vec<i32> {
         .collect()
 }
 
-fn unescape_mount(s: &str) -> String {
-    s.replace("\\040", " ")
-        .replace("\\011", "\t")
-        .replace("\\012", "\n")
-        .replace("\\134", "\\")
-}
-
 /// Mount points at or below `prefix`, deepest first.
 pub fn mounts_below(prefix: &Path) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|m| PathBuf::from(unescape_mount(m)))
+    let mut out: Vec<PathBuf> = staticlet::fsutil::mounts()
+        .into_iter()
+        .map(|(target, _)| target)
         .filter(|m| m.starts_with(prefix))
         .collect();
     out.sort_by_key(|p| std::cmp::Reverse(p.components().count()));

@@ -107,13 +107,7 @@ fn prepare(
         .layout
         .log_file(pod.namespace(), pod.name(), pod.uid(), &c.name, attempt);
     prune_logs(&log_path, attempt);
-    let memory_cgroups = crate::host::cgroup_dirs(&cgroup)
-        .into_iter()
-        .filter(|d| {
-            matches!(crate::host::cgroup_mode(), crate::host::CgroupMode::V2)
-                || d.starts_with("/sys/fs/cgroup/memory")
-        })
-        .collect();
+    let memory_cgroups = crate::host::controller_dirs(&cgroup, "memory");
     let spec = MonitorSpec {
         runtime: ctx.crun.binary.clone(),
         runtime_root: ctx.crun.root.clone(),
