@@ -4,6 +4,8 @@
 //! to a temporary file in the same directory, fsynced, renamed over the target, and the
 //! directory is fsynced, so a reader sees the old or the new content, never half of either.
 
+pub mod beneath;
+
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;

@@ -142,7 +142,7 @@ impl Agent {
         let ctx = self.ctx.clone();
         self.spawn(async move {
             let _ = ctx.crun.delete(&rec.id).await;
-            crate::agent::blocking::run(move || {
+            crate::agent::blocking::run_logged("releasing a finished container", move || {
                 crate::runtime::podsetup::release_instance(&instance)
             })
             .await;

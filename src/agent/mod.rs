@@ -213,14 +213,16 @@ impl Agent {
         if let Some(src) = url_source {
             let tx = self.ctx.events.clone();
             let every = self.ctx.config.http_check_frequency;
-            std::thread::Builder::new()
+            let spawned = std::thread::Builder::new()
                 .name("manifest-url".into())
                 .spawn(move || {
                     source::url::run(src, every, |snap| {
                         tx.send_blocking(Event::Snapshot(snap)).is_ok()
                     })
-                })
-                .expect("spawning the manifest URL thread");
+                });
+            if let Err(e) = spawned {
+                log::error!("cannot start the manifest URL thread ({e}); URL pods keep their last good version");
+            }
         }
         self.spawn(recover::watch_exits(self.ctx.clone()));
         self.spawn(watch_signals(self.ctx.events.clone()));

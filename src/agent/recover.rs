@@ -119,9 +119,10 @@ pub async fn recover(
         let Some(pod) = PodRecord::load(&dir).filter(|p| is_uid(&uid) && p.uid() == uid) else {
             log::warn!("{}: no usable pod record; removing it", dir.display());
             let d = dir.clone();
-            crate::agent::blocking::run(move || podsetup::teardown(&d))
-                .await
-                .ok();
+            crate::agent::blocking::run_logged("removing a pod record", move || {
+                let _ = podsetup::teardown(&d);
+            })
+            .await;
             continue;
         };
         let start_time = pod.seen().unwrap_or_default().to_string();
@@ -212,8 +213,11 @@ pub async fn recover(
                         }
                         let _ = ctx.crun.kill(&id, "SIGKILL").await;
                         let _ = ctx.crun.delete(&id).await;
-                        crate::agent::blocking::run(move || podsetup::release_instance(&instance))
-                            .await;
+                        crate::agent::blocking::run_logged(
+                            "releasing an old instance",
+                            move || podsetup::release_instance(&instance),
+                        )
+                        .await;
                         let _ = fs::remove_file(layout.exit_file(&id));
                     }
                 }

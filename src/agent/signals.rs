@@ -6,18 +6,26 @@ use smol::channel::Sender;
 /// SIGTERM and SIGINT end the agent (not the containers).
 pub(super) async fn watch_signals(tx: Sender<Event>) {
     let (sig_tx, sig_rx) = smol::channel::bounded::<()>(1);
-    std::thread::spawn(move || {
-        // SAFETY: blocking the signals in this thread and waiting for them synchronously.
-        unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, libc::SIGTERM);
-            libc::sigaddset(&mut set, libc::SIGINT);
-            let mut sig = 0;
-            libc::sigwait(&set, &mut sig);
-        }
-        let _ = sig_tx.send_blocking(());
-    });
+    let spawned = std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            // SAFETY: blocking the signals in this thread and waiting for them synchronously.
+            unsafe {
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, libc::SIGTERM);
+                libc::sigaddset(&mut set, libc::SIGINT);
+                let mut sig = 0;
+                libc::sigwait(&set, &mut sig);
+            }
+            let _ = sig_tx.send_blocking(());
+        });
+    if let Err(e) = spawned {
+        log::error!(
+            "cannot start the signal thread ({e}); SIGTERM will not stop the agent cleanly"
+        );
+        return;
+    }
     if sig_rx.recv().await.is_ok() {
         let _ = tx.send(Event::Shutdown).await;
     }

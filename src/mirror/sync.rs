@@ -102,6 +102,16 @@ pub enum LinkError {
     Refused { what: String, message: String },
 }
 
+/// One log line per outage: when the link goes down, or when the failure changes kind
+/// (unreachable, unauthorized, refused). A connect that is refused and then times out is
+/// the same outage, whatever the error text says.
+pub(super) fn announce(old: Option<&LinkError>, new: &LinkError) -> bool {
+    match old {
+        None | Some(LinkError::NotYet) => true,
+        Some(old) => std::mem::discriminant(old) != std::mem::discriminant(new),
+    }
+}
+
 impl LinkError {
     pub fn refused(what: impl Into<String>, message: impl Into<String>) -> LinkError {
         LinkError::Refused {
@@ -261,7 +271,7 @@ impl<A: Api> Syncer<A> {
             } => (backoff, ever_up, Some(reason)),
             Link::Up => (Backoff::new(self.t.link_retry), true, None),
         };
-        if old.as_ref() != Some(&reason) {
+        if announce(old.as_ref(), &reason) {
             log::warn!(
                 "API server {}: {reason}; pods keep running, retrying with backoff",
                 self.s.server

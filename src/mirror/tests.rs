@@ -292,3 +292,19 @@ fn an_outage_backs_off_keeps_nothing_and_resyncs() {
     }
     assert_eq!(state(&board, "h2"), None);
 }
+
+#[test]
+fn one_log_line_per_outage_whatever_the_error_text() {
+    use super::sync::{announce, LinkError};
+    let refused = LinkError::Unreachable("Connection refused".into());
+    let timeout = LinkError::Unreachable("timeout: connect".into());
+    assert!(announce(None, &refused));
+    assert!(announce(Some(&LinkError::NotYet), &refused));
+    assert!(!announce(Some(&refused), &timeout));
+    assert!(!announce(Some(&refused), &refused));
+    let unauthorized = LinkError::Unauthorized {
+        call: "GET /api".into(),
+        message: "no".into(),
+    };
+    assert!(announce(Some(&timeout), &unauthorized));
+}

@@ -90,6 +90,9 @@ pub struct BundleInput<'a> {
     pub shm: Option<PathBuf>,
     /// Host directory of each volume, by volume name.
     pub volumes: BTreeMap<String, PathBuf>,
+    /// The staging point of each volumeMount with a `subPath`, by index (see
+    /// [`super::subpath`]): never `<volume>/<subPath>` resolved by the host.
+    pub sub_paths: BTreeMap<usize, PathBuf>,
     pub cgroups_path: String,
     /// Most processes the container may have; `None` for no limit.
     pub pids_limit: Option<i64>,
@@ -140,30 +143,46 @@ pub fn field_value(pod: &StaticPod, path: &str, host_ip: &str, pod_ip: &str) -> 
     }
 }
 
+/// The container's variables in order of first definition; setting one again replaces its
+/// value in place. A map beside the list keeps every lookup O(1), so an image or pod with
+/// thousands of variables costs linear time at each start.
+#[derive(Default)]
+struct Vars {
+    list: Vec<(String, String)>,
+    index: HashMap<String, usize>,
+}
+
+impl Vars {
+    fn set(&mut self, k: String, v: String) {
+        match self.index.get(&k) {
+            Some(&i) => self.list[i].1 = v,
+            None => {
+                self.index.insert(k.clone(), self.list.len());
+                self.list.push((k, v));
+            }
+        }
+    }
+    fn get(&self, k: &str) -> Option<&str> {
+        self.index.get(k).map(|&i| self.list[i].1.as_str())
+    }
+}
+
 /// Image env first, then the pod's (later entries win, as in Kubernetes), with `$(VAR)`
 /// references to earlier variables expanded.
 pub fn environment(input: &BundleInput) -> Vec<String> {
-    let mut vars: Vec<(String, String)> = Vec::new();
-    let set = |vars: &mut Vec<(String, String)>, k: String, v: String| match vars
-        .iter_mut()
-        .find(|(n, _)| *n == k)
-    {
-        Some(slot) => slot.1 = v,
-        None => vars.push((k, v)),
-    };
+    let mut vars = Vars::default();
     for kv in &input.image.env {
         if let Some((k, v)) = kv.split_once('=') {
-            set(&mut vars, k.into(), v.into());
+            vars.set(k.into(), v.into());
         }
     }
-    if !vars.iter().any(|(k, _)| k == "PATH") {
-        set(
-            &mut vars,
+    if vars.get("PATH").is_none() {
+        vars.set(
             "PATH".into(),
             "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
         );
     }
-    set(&mut vars, "HOSTNAME".into(), input.hostname.clone());
+    vars.set("HOSTNAME".into(), input.hostname.clone());
     for e in &input.container.env {
         let value = match (
             &e.value,
@@ -173,13 +192,16 @@ pub fn environment(input: &BundleInput) -> Vec<String> {
             (Some(v), None) => expand(v, &vars),
             (None, None) => String::new(),
         };
-        set(&mut vars, e.name.clone(), value);
+        vars.set(e.name.clone(), value);
     }
-    vars.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+    vars.list
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect()
 }
 
 /// Kubernetes' `$(VAR)` expansion; `$$(VAR)` escapes; unknown references stay as written.
-fn expand(value: &str, vars: &[(String, String)]) -> String {
+fn expand(value: &str, vars: &Vars) -> String {
     let mut out = String::new();
     let mut rest = value;
     while let Some(i) = rest.find('$') {
@@ -192,8 +214,8 @@ fn expand(value: &str, vars: &[(String, String)]) -> String {
             match body.find(')') {
                 Some(end) => {
                     let name = &body[..end];
-                    match vars.iter().find(|(k, _)| k == name) {
-                        Some((_, v)) => out.push_str(v),
+                    match vars.get(name) {
+                        Some(v) => out.push_str(v),
                         None => out.push_str(&format!("$({name})")),
                     }
                     rest = &body[end + 1..];
@@ -482,12 +504,14 @@ pub fn generate(input: &BundleInput) -> Result<Spec, String> {
             &["rbind", "rprivate", if read_only { "ro" } else { "rw" }],
         )?);
     }
-    for m in &c.volume_mounts {
+    for (i, m) in c.volume_mounts.iter().enumerate() {
         let Some(host) = input.volumes.get(&m.name) else {
             return Err(format!("volume {:?} has no host path", m.name));
         };
         let source = match &m.sub_path {
-            Some(sp) if !sp.is_empty() => host.join(sp),
+            Some(sp) if !sp.is_empty() => input.sub_paths.get(&i).cloned().ok_or_else(|| {
+                format!("volumeMount {:?}: subPath {sp:?} was not prepared", m.name)
+            })?,
             _ => host.clone(),
         };
         mounts.push(mount(

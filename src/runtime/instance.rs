@@ -1,7 +1,8 @@
 //! One container instance's filesystem: its own writable rootfs over the image (overlayfs,
 //! or a copy where overlayfs is missing), its removal, and the image user it runs as.
 
-use super::podsetup::{mount, unmount};
+use super::podsetup::mount;
+use crate::fsutil::beneath::read_in_root;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -46,10 +47,11 @@ pub fn prepare_rootfs(image_rootfs: &Path, instance: &Path) -> io::Result<PathBu
     }
 }
 
-/// Unmounts and removes an instance's rootfs and bundle.
+/// Unmounts and removes an instance's rootfs, subPath staging points and bundle.
 pub fn release_instance(instance: &Path) {
-    unmount(&instance.join("rootfs"));
-    let _ = fs::remove_dir_all(instance);
+    if let Err(e) = super::podsetup::remove_unmounted(instance) {
+        log::warn!("{e}");
+    }
 }
 
 /// Resolves a user spec (`1000`, `1000:1000`, `name`, `name:group`) against the image's
@@ -59,8 +61,11 @@ pub fn resolve_user(rootfs: &Path, user: &str) -> Result<(u32, u32), String> {
         Some((u, g)) => (u, Some(g)),
         None => (user, None),
     };
+    // The image's files are hostile: read them as the container would see them, never
+    // following a symlink out to the host's own /etc/passwd.
     let lookup = |file: &str, name: &str, field: usize| -> Option<(u32, u32)> {
-        let text = fs::read_to_string(rootfs.join(file)).ok()?;
+        let bytes = read_in_root(rootfs, Path::new(file), 1 << 20).ok()?;
+        let text = String::from_utf8_lossy(&bytes);
         text.lines().find_map(|l| {
             let f: Vec<&str> = l.split(':').collect();
             if f.first() != Some(&name) {
@@ -85,4 +90,36 @@ pub fn resolve_user(rootfs: &Path, user: &str) -> Result<(u32, u32), String> {
         },
     };
     Ok((uid, gid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resolve_user;
+    use std::fs;
+
+    /// An image whose /etc/passwd links to a host path must not make the agent read the
+    /// host's file: the link resolves inside the image, where there is nothing.
+    #[test]
+    fn image_passwd_links_never_reach_the_host() {
+        let base = std::env::temp_dir().join(format!("stl-user-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&base);
+        let rootfs = base.join("rootfs");
+        fs::create_dir_all(rootfs.join("etc")).unwrap();
+        let host = base.join("host-passwd");
+        fs::write(&host, "evil:x:4242:4343::/:/bin/sh\n").unwrap();
+        std::os::unix::fs::symlink(&host, rootfs.join("etc/passwd")).unwrap();
+        let e = resolve_user(&rootfs, "evil").unwrap_err();
+        assert!(e.contains("not in the image's /etc/passwd"), "{e}");
+        assert_eq!(resolve_user(&rootfs, "4242").unwrap(), (4242, 0));
+        // A link inside the image is followed as the container would.
+        fs::remove_file(rootfs.join("etc/passwd")).unwrap();
+        fs::write(
+            rootfs.join("etc/passwd.real"),
+            "app:x:1000:1001::/:/bin/sh\n",
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("/etc/passwd.real", rootfs.join("etc/passwd")).unwrap();
+        assert_eq!(resolve_user(&rootfs, "app").unwrap(), (1000, 1001));
+        fs::remove_dir_all(base).unwrap();
+    }
 }

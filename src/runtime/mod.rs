@@ -15,6 +15,7 @@ pub mod instance;
 pub mod logwriter;
 pub mod monitor;
 pub mod podsetup;
+pub mod subpath;
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};

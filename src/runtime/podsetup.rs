@@ -129,44 +129,46 @@ fn create_namespaces(
     fs::create_dir_all(dir)?;
     let dir = dir.to_path_buf();
     let hostname = hostname.to_string();
-    std::thread::spawn(move || -> io::Result<PodNamespaces> {
-        let mut flags = 0;
-        if net {
-            flags |= libc::CLONE_NEWNET | libc::CLONE_NEWUTS;
-        }
-        if ipc {
-            flags |= libc::CLONE_NEWIPC;
-        }
-        // SAFETY: unshare affects only this thread's namespaces (net, uts, ipc are per task).
-        if unsafe { libc::unshare(flags) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if net {
-            // SAFETY: the name points to hostname's bytes for its length.
-            unsafe { libc::sethostname(hostname.as_ptr().cast(), hostname.len()) };
-            loopback_up()?;
-        }
-        // SAFETY: gettid has no preconditions.
-        let tid = unsafe { libc::syscall(libc::SYS_gettid) };
-        let mut out = PodNamespaces::default();
-        for (kind, wanted, slot) in [
-            ("net", net, &mut out.net),
-            ("uts", net, &mut out.uts),
-            ("ipc", ipc, &mut out.ipc),
-        ] {
-            if !wanted {
-                continue;
+    std::thread::Builder::new()
+        .name("namespaces".into())
+        .spawn(move || -> io::Result<PodNamespaces> {
+            let mut flags = 0;
+            if net {
+                flags |= libc::CLONE_NEWNET | libc::CLONE_NEWUTS;
             }
-            let target = dir.join(kind);
-            fs::write(&target, b"")?;
-            let source = format!("/proc/self/task/{tid}/ns/{kind}");
-            mount(&source, &target, "none", libc::MS_BIND, None)?;
-            *slot = Some(target);
-        }
-        Ok(out)
-    })
-    .join()
-    .map_err(|_| io::Error::other("namespace thread panicked"))?
+            if ipc {
+                flags |= libc::CLONE_NEWIPC;
+            }
+            // SAFETY: unshare affects only this thread's namespaces (net, uts, ipc are per task).
+            if unsafe { libc::unshare(flags) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if net {
+                // SAFETY: the name points to hostname's bytes for its length.
+                unsafe { libc::sethostname(hostname.as_ptr().cast(), hostname.len()) };
+                loopback_up()?;
+            }
+            // SAFETY: gettid has no preconditions.
+            let tid = unsafe { libc::syscall(libc::SYS_gettid) };
+            let mut out = PodNamespaces::default();
+            for (kind, wanted, slot) in [
+                ("net", net, &mut out.net),
+                ("uts", net, &mut out.uts),
+                ("ipc", ipc, &mut out.ipc),
+            ] {
+                if !wanted {
+                    continue;
+                }
+                let target = dir.join(kind);
+                fs::write(&target, b"")?;
+                let source = format!("/proc/self/task/{tid}/ns/{kind}");
+                mount(&source, &target, "none", libc::MS_BIND, None)?;
+                *slot = Some(target);
+            }
+            Ok(out)
+        })?
+        .join()
+        .map_err(|_| io::Error::other("namespace thread panicked"))?
 }
 
 /// `ip link set lo up`, with one ioctl, in the calling thread's network namespace.
@@ -414,18 +416,60 @@ fn teardown_namespaces(pod_dir: &Path) {
 /// Removes everything `setup` made: mounts first (lazily), then the directory.
 pub fn teardown(pod_dir: &Path) -> io::Result<()> {
     teardown_namespaces(pod_dir);
-    let prefix = pod_dir.to_path_buf();
-    let mut mounted: Vec<PathBuf> = crate::fsutil::mounts()
-        .into_iter()
-        .map(|(t, _)| t)
-        .filter(|t| t.starts_with(&prefix))
-        .collect();
-    mounted.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    for m in mounted {
+    remove_unmounted(pod_dir)
+}
+
+/// Lazily unmounts everything mounted at or below `dir`, deepest first.
+fn unmount_below(dir: &Path) -> Vec<PathBuf> {
+    let below = || -> Vec<PathBuf> {
+        let mut m: Vec<PathBuf> = crate::fsutil::mounts()
+            .into_iter()
+            .map(|(t, _)| t)
+            .filter(|t| t.starts_with(dir))
+            .collect();
+        m.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        m
+    };
+    for m in below() {
         unmount(&m);
     }
-    match fs::remove_dir_all(pod_dir) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
+    below()
+}
+
+/// Removes `dir` once nothing is mounted below it. A bind mount left in place (a volume, a
+/// subPath) would make the removal delete what it shows, so then nothing is removed.
+///
+/// A lazily detached mount can keep its mount point busy for a moment (a container's last
+/// process still exiting, a propagated copy going away): `EBUSY` is retried with backoff for
+/// a few seconds before it is reported.
+pub fn remove_unmounted(dir: &Path) -> io::Result<()> {
+    let mut pause = std::time::Duration::from_millis(20);
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let left = unmount_below(dir);
+        let result = match left.first() {
+            Some(m) => Err(io::Error::new(
+                io::ErrorKind::ResourceBusy,
+                format!(
+                    "{} is still mounted; not removing {}",
+                    m.display(),
+                    dir.display()
+                ),
+            )),
+            None => match fs::remove_dir_all(dir) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                r => r,
+            },
+        };
+        match result {
+            Err(e)
+                if e.kind() == io::ErrorKind::ResourceBusy
+                    && std::time::Instant::now() < give_up =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(500));
+            }
+            r => return r,
+        }
     }
 }

@@ -167,6 +167,21 @@ pub fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Optio
     }
 }
 
+/// Like [`wait_until`], but gives `None` at the deadline, for a caller that reports what
+/// it saw last.
+pub fn wait_until_or_none<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > end {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// A real agent with everything of its own under one temporary directory.
 pub struct Agent {
     pub base: PathBuf,

@@ -82,33 +82,38 @@ async fn in_netns(
     f: impl FnOnce() -> (bool, String) + Send + 'static,
 ) -> (bool, String) {
     let (tx, rx) = smol::channel::bounded(1);
-    std::thread::spawn(move || {
-        if let Some(ns) = netns {
-            match std::fs::File::open(&ns) {
-                // SAFETY: setns on an owned, open namespace file descriptor, for this thread only.
-                Ok(f)
-                    if unsafe {
-                        libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET)
-                    } == 0 => {}
-                Ok(_) => {
-                    let _ = tx.send_blocking((
-                        false,
-                        format!(
-                            "setns {}: {}",
-                            ns.display(),
-                            std::io::Error::last_os_error()
-                        ),
-                    ));
-                    return;
-                }
-                Err(e) => {
-                    let _ = tx.send_blocking((false, format!("{}: {e}", ns.display())));
-                    return;
+    let spawned = std::thread::Builder::new()
+        .name("probe".into())
+        .spawn(move || {
+            if let Some(ns) = netns {
+                match std::fs::File::open(&ns) {
+                    // SAFETY: setns on an owned, open namespace file descriptor, for this thread only.
+                    Ok(f)
+                        if unsafe {
+                            libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET)
+                        } == 0 => {}
+                    Ok(_) => {
+                        let _ = tx.send_blocking((
+                            false,
+                            format!(
+                                "setns {}: {}",
+                                ns.display(),
+                                std::io::Error::last_os_error()
+                            ),
+                        ));
+                        return;
+                    }
+                    Err(e) => {
+                        let _ = tx.send_blocking((false, format!("{}: {e}", ns.display())));
+                        return;
+                    }
                 }
             }
-        }
-        let _ = tx.send_blocking(f());
-    });
+            let _ = tx.send_blocking(f());
+        });
+    if let Err(e) = spawned {
+        return (false, format!("cannot start a probe thread: {e}"));
+    }
     rx.recv()
         .await
         .unwrap_or((false, "probe thread failed".into()))

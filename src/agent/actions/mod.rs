@@ -27,7 +27,8 @@ pub async fn setup(ctx: Arc<Context>, pod: StaticPod) {
             .map_err(|e| format!("saving {}: {e}", dir.join("pod.json").display()))?;
         podsetup::setup(&pod, &dir).map_err(|e| e.to_string())
     })
-    .await;
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
     let _ = ctx.events.send(Event::SetupDone { uid, result }).await;
 }
 
@@ -44,7 +45,7 @@ pub async fn teardown(ctx: Arc<Context>, pod: StaticPod) {
     let dir = ctx.layout.pod(&uid);
     let logs = ctx.layout.pod_logs(pod.namespace(), pod.name(), &uid);
     let cgroup = Layout::pod_cgroup(&uid);
-    crate::agent::blocking::run(move || {
+    crate::agent::blocking::run_logged("tearing down a pod", move || {
         if let Ok(containers) = std::fs::read_dir(dir.join("containers")) {
             for c in containers.flatten() {
                 if let Ok(instances) = std::fs::read_dir(c.path()) {

@@ -77,6 +77,8 @@ fn prepare(
     let rootfs = podsetup::prepare_rootfs(&image_rootfs, &instance)
         .map_err(|e| failure("CreateContainerError", format!("rootfs: {e}"), false))?;
     let (uid, gid, additional_gids) = user_of(pod, c, &image, &image_rootfs)?;
+    let sub_paths = crate::runtime::subpath::bind_sub_paths(c, &sb.volumes, &instance)
+        .map_err(|e| failure("CreateContainerConfigError", e.to_string(), false))?;
     let defaults = image_defaults(&image);
     let cgroup = Layout::container_cgroup(pod.uid(), &c.name, attempt);
     let input = BundleInput {
@@ -88,6 +90,7 @@ fn prepare(
         etc_files: sb.etc_files.clone(),
         shm: sb.shm.clone(),
         volumes: sb.volumes.clone(),
+        sub_paths,
         cgroups_path: cgroup.clone(),
         pids_limit: (ctx.config.pod_pids_limit > 0).then_some(ctx.config.pod_pids_limit),
         hostname: sb.hostname.clone(),
@@ -173,7 +176,8 @@ async fn start_inner(
         let (ctx, pod) = (ctx.clone(), pod.clone());
         move || prepare(&ctx, &pod, &sb, index, attempt)
     })
-    .await?;
+    .await
+    .map_err(|e| failure("CreateContainerError", e.to_string(), false))??;
     let mut child = smol::process::Command::new(&ctx.exe)
         .arg("monitor")
         .arg(&instance)
@@ -237,7 +241,10 @@ async fn start_inner(
         .strip_prefix("failed ")
         .unwrap_or("the monitor ended without a report")
         .to_string();
-    crate::agent::blocking::run(move || podsetup::release_instance(&instance)).await;
+    crate::agent::blocking::run_logged("releasing a failed start", move || {
+        podsetup::release_instance(&instance)
+    })
+    .await;
     // As the kubelet reports a container whose process could not be started: waiting with
     // RunContainerError, last state terminated with StartError, exit code 128.
     Err(failure("RunContainerError", message, true))

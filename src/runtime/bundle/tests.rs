@@ -25,6 +25,7 @@ fn input<'a>(pod: &'a StaticPod, image: &'a ImageDefaults) -> BundleInput<'a> {
         volumes: [("data".to_string(), PathBuf::from("/host/data"))]
             .into_iter()
             .collect(),
+        sub_paths: Default::default(),
         cgroups_path: "/staticlet/podX/c-0".into(),
         pids_limit: Some(512),
         hostname: "web-gw1".into(),
@@ -152,7 +153,11 @@ fn namespaces_hostname_and_mounts() {
         "  volumes:\n  - {name: data, hostPath: {path: /host/data}}\n",
     );
     let img = image();
-    let v = json_of(&generate(&input(&p, &img)).unwrap());
+    let mut i = input(&p, &img);
+    // Without its staging point, a subPath mount is an error, never `<volume>/<subPath>`.
+    assert!(generate(&i).unwrap_err().contains("subPath"));
+    i.sub_paths.insert(1, "/r/subpaths/1".into());
+    let v = json_of(&generate(&i).unwrap());
     let ns = v["linux"]["namespaces"].as_array().unwrap();
     assert!(ns.contains(&json!({"type": "network", "path": "/p/ns/net"})));
     assert!(ns.contains(&json!({"type": "ipc", "path": "/p/ns/ipc"})));
@@ -172,7 +177,7 @@ fn namespaces_hostname_and_mounts() {
         .as_array()
         .unwrap()
         .contains(&json!("ro")));
-    assert_eq!(find("/sub")["source"], "/host/data/a/b");
+    assert_eq!(find("/sub")["source"], "/r/subpaths/1");
     assert_eq!(find("/etc/hosts")["source"], "/p/etc/hosts");
     assert_eq!(find("/dev/shm")["source"], "/p/shm");
     assert_eq!(v["linux"]["cgroupsPath"], "/staticlet/podX/c-0");
@@ -224,4 +229,35 @@ fn no_command_at_all_is_an_error() {
     assert!(generate(&input(&p, &img))
         .unwrap_err()
         .contains("no command"));
+}
+
+/// An image with a huge `Env` merged with a pod's: linear, not a search per variable. The
+/// quadratic merge took minutes at this size; the bound is two orders of magnitude above
+/// the linear cost, so it only fails for the wrong complexity.
+#[test]
+fn large_environments_merge_in_linear_time() {
+    let p = pod("  - name: c\n    image: busybox\n", "");
+    let mut img = image();
+    let n = 200_000;
+    img.env = (0..n).map(|i| format!("IMG_{i}={i}")).collect();
+    let mut i = input(&p, &img);
+    let mut c = i.container.clone();
+    c.env = (0..n)
+        .map(|k| crate::manifest::pod::EnvVar {
+            name: format!("IMG_{}", n - 1 - k),
+            value: Some(format!("$(IMG_{k})-pod")),
+            ..Default::default()
+        })
+        .collect();
+    i.container = &c;
+    let began = std::time::Instant::now();
+    let env = environment(&i);
+    assert!(
+        began.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        began.elapsed()
+    );
+    assert_eq!(env.len(), n + 2, "the image variables, PATH and HOSTNAME");
+    assert_eq!(env[0], "IMG_0=0-pod-pod");
+    assert!(env.contains(&"HOSTNAME=web-gw1".to_string()));
 }
