@@ -61,6 +61,9 @@ pub struct Config {
     pub image_credentials: Option<PathBuf>,
     /// Most processes one container may have (the kubelet's `podPidsLimit`; -1: no limit).
     pub pod_pids_limit: i64,
+    /// How long a container start may take in the runtime before it is abandoned (the
+    /// kubelet's `runtimeRequestTimeout`, 2 minutes).
+    pub runtime_request_timeout: Duration,
     /// KubeletConfiguration fields that staticlet does not use, to be logged once.
     pub ignored_fields: Vec<String>,
 }
@@ -89,6 +92,7 @@ impl Default for Config {
             insecure_registries: Vec::new(),
             image_credentials: None,
             pod_pids_limit: 1024,
+            runtime_request_timeout: Duration::from_secs(120),
             ignored_fields: Vec::new(),
         }
     }
@@ -144,6 +148,7 @@ struct StaticletFile {
     insecure_registries: Option<Vec<String>>,
     image_credentials: Option<String>,
     pod_pids_limit: Option<i64>,
+    runtime_request_timeout: Option<String>,
 }
 
 /// The KubeletConfiguration fields staticlet uses; all others are reported as ignored.
@@ -159,6 +164,7 @@ const KUBELET_FIELDS: &[&str] = &[
     "containerLogMaxFiles",
     "systemReserved",
     "podPidsLimit",
+    "runtimeRequestTimeout",
 ];
 
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
@@ -231,6 +237,11 @@ fn resolve(f: StaticletFile, path: &Path) -> Result<Config, ConfigError> {
             "httpCheckFrequency",
             f.http_check_frequency,
             &mut c.http_check_frequency,
+        ),
+        (
+            "runtimeRequestTimeout",
+            f.runtime_request_timeout,
+            &mut c.runtime_request_timeout,
         ),
     ] {
         if let Some(t) = non_empty(text) {

@@ -239,7 +239,14 @@ pub fn plan(s: &PodState, now: Tick) -> Plan {
                 });
             }
         }
-        if s.all_stopped() && !matches!(s.sandbox, SandboxState::TearingDown | SandboxState::Gone) {
+        // A sandbox still being set up is torn down only once that job is done: tearing down
+        // beside it would leave behind whatever it mounts after the teardown looked.
+        if s.all_stopped()
+            && !matches!(
+                s.sandbox,
+                SandboxState::SettingUp | SandboxState::TearingDown | SandboxState::Gone
+            )
+        {
             p.actions.push(Action::Teardown);
         }
         return p;

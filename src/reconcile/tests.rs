@@ -287,6 +287,19 @@ fn termination_stops_then_tears_down() {
     assert_eq!(plan(&st, s(2)).actions, vec![Action::Teardown]);
 }
 
+/// A manifest rewritten while its sandbox is being set up: the teardown waits for the setup
+/// job, so nothing that job mounts is left behind.
+#[test]
+fn teardown_waits_for_a_sandbox_setup_in_flight() {
+    let mut st = pod("");
+    assert_eq!(plan(&st, s(0)).actions, vec![Action::SetupSandbox]);
+    st.sandbox = SandboxState::SettingUp;
+    st.terminating = true;
+    assert!(plan(&st, s(0)).actions.is_empty());
+    st.on_setup(Ok(Sandbox::default()), s(1));
+    assert_eq!(plan(&st, s(1)).actions, vec![Action::Teardown]);
+}
+
 #[test]
 fn start_failures_are_reported_and_backed_off() {
     let mut st = pod("");

@@ -27,24 +27,22 @@ fn stream_index(stream: &str) -> usize {
 }
 
 impl LogWriter {
-    pub fn open(path: &Path, max_size: u64, max_files: u32) -> LogWriter {
+    /// Opens (creates) the log; an error here fails the container's start, as with the
+    /// kubelet, rather than running a container whose output goes nowhere.
+    pub fn open(path: &Path, max_size: u64, max_files: u32) -> std::io::Result<LogWriter> {
         if let Some(dir) = path.parent() {
-            let _ = fs::create_dir_all(dir);
+            fs::create_dir_all(dir)?;
         }
-        let file = OpenOptions::new().create(true).append(true).open(path).ok();
-        let size = file
-            .as_ref()
-            .and_then(|f| f.metadata().ok())
-            .map(|m| m.len())
-            .unwrap_or(0);
-        LogWriter {
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        Ok(LogWriter {
             path: path.to_path_buf(),
-            file,
+            file: Some(file),
             size,
             max_size,
             max_files: max_files.max(1),
             pending: [Vec::new(), Vec::new()],
-        }
+        })
     }
 
     /// Appends raw output of one stream; complete lines are written at once.
@@ -180,7 +178,7 @@ mod tests {
     fn writes_cri_lines_with_partials() {
         let d = dir();
         let p = d.join("0.log");
-        let mut w = LogWriter::open(&p, 1 << 20, 5);
+        let mut w = LogWriter::open(&p, 1 << 20, 5).unwrap();
         w.write("stdout", b"hello\nwor");
         w.write("stderr", b"oops\n");
         w.write("stdout", b"ld\n");
@@ -204,7 +202,7 @@ mod tests {
     fn rotation_keeps_size_and_count_bounded() {
         let d = dir();
         let p = d.join("0.log");
-        let mut w = LogWriter::open(&p, 4096, 3);
+        let mut w = LogWriter::open(&p, 4096, 3).unwrap();
         for i in 0..2000 {
             w.write(
                 "stdout",

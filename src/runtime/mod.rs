@@ -102,9 +102,18 @@ impl Layout {
     pub fn exit_file(&self, id: &str) -> PathBuf {
         self.exits().join(format!("{id}.json"))
     }
-    /// `/var/log/pods/<namespace>_<pod>_<uid>`, as the kubelet names it.
+    /// `/var/log/pods/<namespace>_<pod>_<uid>`, as the kubelet names it. Valid names can add
+    /// up to more than a file name may hold (255 bytes); then the pod name is cut short: the
+    /// UID keeps the directory unique, and log shippers still split it on `_`.
     pub fn pod_logs(&self, namespace: &str, name: &str, uid: &str) -> PathBuf {
-        self.logs.join(format!("{namespace}_{name}_{uid}"))
+        const NAME_MAX: usize = 255;
+        let room = NAME_MAX.saturating_sub(namespace.len() + uid.len() + 2);
+        let mut cut = name.len().min(room);
+        while !name.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        self.logs
+            .join(format!("{namespace}_{}_{uid}", &name[..cut]))
     }
     pub fn log_file(
         &self,

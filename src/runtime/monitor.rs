@@ -153,6 +153,13 @@ pub fn main(dir: &Path) -> Result<(), Failure> {
     let sigfd = child_signalfd().map_err(|e| fail(format!("signalfd: {e}")))?;
     let (out_r, out_w) = pipe().map_err(|e| fail(format!("pipe: {e}")))?;
     let (err_r, err_w) = pipe().map_err(|e| fail(format!("pipe: {e}")))?;
+    let mut log =
+        LogWriter::open(&spec.log_path, spec.log_max_size, spec.log_max_files).map_err(|e| {
+            fail(format!(
+                "cannot open the container log {}: {e}",
+                spec.log_path.display()
+            ))
+        })?;
     let pid_file = dir.join("container.pid");
     // One `crun run --detach` (create and start in one exec, as bare crun is used): the
     // container's process gets our pipes, and once crun exits it is our child (subreaper).
@@ -186,7 +193,6 @@ pub fn main(dir: &Path) -> Result<(), Failure> {
     );
     report(&format!("started {pid}"));
 
-    let mut log = LogWriter::open(&spec.log_path, spec.log_max_size, spec.log_max_files);
     let mut rec = base_record(&spec);
     rec.started_at = Some(started_at);
     let (status, finished) = pump(pid, &out_r, &err_r, &sigfd, &mut log);

@@ -150,6 +150,44 @@ fn prune_logs(log_path: &std::path::Path, attempt: u32) {
     }
 }
 
+/// Ends a start that took too long: the monitor's whole process group (it is a session
+/// leader, so `crun run` in progress goes with it), then whatever crun made of the container.
+/// Fails when the container cannot be confirmed gone, so that no next attempt starts.
+async fn abandon_attempt(
+    ctx: &Context,
+    monitor_pid: i32,
+    id: &str,
+    monitor_ended: smol::channel::Receiver<()>,
+) -> Result<(), StartFailure> {
+    // SAFETY: kill(2) on our own child's process group and pid.
+    unsafe {
+        libc::kill(-monitor_pid, libc::SIGKILL);
+        libc::kill(monitor_pid, libc::SIGKILL);
+    }
+    smol::future::or(
+        async {
+            let _ = monitor_ended.recv().await;
+        },
+        async {
+            smol::Timer::after(Duration::from_secs(10)).await;
+        },
+    )
+    .await;
+    for _ in 0..10 {
+        let _ = ctx.crun.kill(id, "SIGKILL").await;
+        let _ = ctx.crun.delete(id).await;
+        match ctx.crun.list().await {
+            Ok(list) if !list.iter().any(|c| c.id == id) => return Ok(()),
+            _ => smol::Timer::after(Duration::from_millis(500)).await,
+        };
+    }
+    Err(failure(
+        "RunContainerError",
+        format!("container {id} could not be removed after a start that timed out; not starting another"),
+        false,
+    ))
+}
+
 pub async fn start(ctx: Arc<Context>, pod: StaticPod, sb: Sandbox, index: usize, attempt: u32) {
     let began = Instant::now();
     let uid = pod.uid().to_string();
@@ -193,19 +231,51 @@ async fn start_inner(
             )
         })?;
     let stdout = child.stdout.take();
+    let monitor_pid = child.id() as i32;
     // Reap the monitor whenever it ends; it is re-parented to init if the agent dies first.
+    let (ended_tx, ended_rx) = smol::channel::bounded::<()>(1);
     smol::spawn(async move {
         let _ = child.status().await;
+        let _ = ended_tx.send(()).await;
     })
     .detach();
     let mut line = String::new();
+    let timeout = ctx.config.runtime_request_timeout;
+    let mut reported = false;
     if let Some(out) = stdout {
         let mut reader = smol::io::BufReader::new(out);
-        let read = smol::future::or(async { reader.read_line(&mut line).await.ok() }, async {
-            smol::Timer::after(Duration::from_secs(120)).await;
-            None
-        });
-        read.await;
+        let read = smol::future::or(
+            async { Some(reader.read_line(&mut line).await.is_ok()) },
+            async {
+                smol::Timer::after(timeout).await;
+                None
+            },
+        );
+        reported = read.await.is_some();
+    }
+    if !reported {
+        // The runtime is still busy (a loaded host) or hung. A new attempt must never run
+        // beside this one: end the monitor and whatever crun made, and confirm it is gone.
+        let id = Layout::container_id(pod.uid(), &pod.container(index).name, attempt);
+        log::warn!(
+            "{}/{}: the runtime has not started the container after {}s; stopping that attempt",
+            pod.full_name(),
+            pod.container(index).name,
+            timeout.as_secs()
+        );
+        abandon_attempt(ctx, monitor_pid, &id, ended_rx).await?;
+        crate::agent::blocking::run_logged("releasing a timed-out start", move || {
+            podsetup::release_instance(&instance)
+        })
+        .await;
+        return Err(failure(
+            "RunContainerError",
+            format!(
+                "the runtime did not start the container within {}s (runtimeRequestTimeout)",
+                timeout.as_secs()
+            ),
+            true,
+        ));
     }
     let line = line.trim();
     if line.starts_with("started ") {
