@@ -160,3 +160,57 @@ fn logs_of_a_pod_with_a_very_long_name_are_kept() {
         "{dirs:?}"
     );
 }
+
+fn rss_kb(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+        .unwrap_or(0)
+}
+
+/// One pod with hundreds of containers: the agent's memory grows linearly with them (every
+/// action in flight once cost a copy of the whole pod: 500 containers took 820 MB), and is
+/// given back once the pod is gone.
+#[test]
+fn a_pod_with_hundreds_of_containers_costs_linear_memory_and_returns_it() {
+    const N: usize = 200;
+    let mut a = Agent::new("wide");
+    a.start();
+    let pid = a.child.as_ref().unwrap().id();
+    std::thread::sleep(Duration::from_secs(1));
+    let before = rss_kb(pid);
+    let mut yaml = String::from("apiVersion: v1\nkind: Pod\nmetadata: {name: wide, namespace: default}\nspec:\n  terminationGracePeriodSeconds: 0\n  containers:\n");
+    for i in 0..N {
+        yaml.push_str(&format!(
+            "  - {{name: c{i}, image: {IMAGE}, command: [sleep, '100000'], env: [{{name: PAD, value: '{}'}}]}}\n",
+            "x".repeat(200)
+        ));
+    }
+    a.write_manifest("wide.yaml", &yaml);
+    let mut peak = 0;
+    wait_until("every container running", Duration::from_secs(300), || {
+        peak = peak.max(rss_kb(pid));
+        (a.crun_list().iter().filter(|c| c.2 == "running").count() == N).then_some(())
+    });
+    a.remove_manifest("wide.yaml");
+    wait_until("the pod gone", Duration::from_secs(300), || {
+        peak = peak.max(rss_kb(pid));
+        (a.crun_list().is_empty() && a.pods()["items"].as_array()?.is_empty()).then_some(())
+    });
+    // The heap is trimmed once the agent has been quiet for a moment after the removal.
+    let after = wait_until_or_none(Duration::from_secs(20), || {
+        let r = rss_kb(pid);
+        (r <= before + 6 * 1024).then_some(r)
+    });
+    assert!(
+        peak <= before + 48 * 1024,
+        "{N} containers: RSS {before} kB before, peak {peak} kB"
+    );
+    assert!(
+        after.is_some(),
+        "RSS {before} kB before, {} kB after the pod went",
+        rss_kb(pid)
+    );
+}

@@ -160,7 +160,13 @@ pub struct Agent {
     problems: Vec<Problem>,
     epoch: Instant,
     start_latency: crate::status::Histogram,
+    /// When to give freed memory back to the system: once the agent has been quiet for a
+    /// moment after a pod went (the cleanups that follow a removal free more).
+    trim_at: Option<Tick>,
 }
+
+/// How long the agent waits, quiet, after a removal before trimming the heap.
+const TRIM_AFTER: Duration = Duration::from_secs(2);
 
 impl Agent {
     fn new(ctx: Arc<Context>, ex: Rc<smol::LocalExecutor<'static>>) -> Agent {
@@ -179,6 +185,7 @@ impl Agent {
             problems: Vec::new(),
             epoch: Instant::now(),
             start_latency: Default::default(),
+            trim_at: None,
         }
     }
 
@@ -230,8 +237,16 @@ impl Agent {
             self.on_event(Event::Exit(rec));
         }
         loop {
-            let wake = self.step();
+            let mut wake = self.step();
             self.publish();
+            if let Some(t) = self.trim_at {
+                if t <= self.now() {
+                    release_free_memory();
+                    self.trim_at = None;
+                } else {
+                    wake = Some(wake.map_or(t, |w| w.min(t)));
+                }
+            }
             let event = match wake {
                 Some(at) => {
                     let delay = at.saturating_sub(self.now());
@@ -249,6 +264,9 @@ impl Agent {
                     return;
                 }
                 Some(e) => {
+                    if self.trim_at.is_some() {
+                        self.trim_at = Some(self.now() + TRIM_AFTER);
+                    }
                     self.on_event(e);
                     // Take every event already queued before planning again.
                     while let Ok(e) = rx.try_recv() {
@@ -277,5 +295,16 @@ impl Agent {
 
     fn find(&mut self, uid: &str) -> Option<&mut PodState> {
         self.pods.get_mut(uid)
+    }
+}
+
+/// Gives memory freed by a removed pod back to the system. glibc keeps freed heap for reuse
+/// (a pod with hundreds of containers leaves tens of MB behind otherwise); musl's allocator
+/// returns it by itself.
+fn release_free_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free memory of the allocator.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }

@@ -230,6 +230,12 @@ impl ImageStore {
         }))
     }
 
+    /// Whether the image's rootfs is unpacked already (using it costs no unpacking).
+    pub fn is_unpacked(&self, image: &Image) -> bool {
+        digest_hex(&image.record.manifest)
+            .is_ok_and(|hex| self.dir.join("rootfs").join(hex).is_dir())
+    }
+
     /// The image's unpacked, read-only rootfs; unpacked on first use.
     pub fn rootfs(&self, image: &Image) -> Result<PathBuf, ImageError> {
         let dest = self

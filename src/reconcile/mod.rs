@@ -97,7 +97,9 @@ pub enum SandboxState {
 
 #[derive(Debug, Clone)]
 pub struct PodState {
-    pub pod: StaticPod,
+    /// Shared with every action in flight: a pod with hundreds of containers is one copy,
+    /// not one per start, probe and stop.
+    pub pod: std::sync::Arc<StaticPod>,
     pub containers: Vec<ContainerState>,
     pub sandbox: SandboxState,
     pub sandbox_backoff: Backoff,
@@ -158,7 +160,8 @@ fn secs(s: i64) -> Duration {
 }
 
 impl PodState {
-    pub fn new(pod: StaticPod, start_time: String) -> PodState {
+    pub fn new(pod: impl Into<std::sync::Arc<StaticPod>>, start_time: String) -> PodState {
+        let pod = pod.into();
         let spec = &pod.pod.spec;
         let containers = spec
             .init_containers

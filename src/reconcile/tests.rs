@@ -203,17 +203,18 @@ fn init_containers_run_in_order_before_apps() {
 fn liveness_failures_stop_the_container() {
     let extra = "";
     let mut st = pod(extra);
-    st.pod.pod.spec.containers[0].liveness_probe = Some(crate::manifest::pod::Probe {
-        handler: crate::manifest::pod::Handler {
-            exec: Some(crate::manifest::pod::ExecAction {
-                command: vec!["false".into()],
-            }),
+    std::sync::Arc::make_mut(&mut st.pod).pod.spec.containers[0].liveness_probe =
+        Some(crate::manifest::pod::Probe {
+            handler: crate::manifest::pod::Handler {
+                exec: Some(crate::manifest::pod::ExecAction {
+                    command: vec!["false".into()],
+                }),
+                ..Default::default()
+            },
+            initial_delay_seconds: Some(5),
+            failure_threshold: Some(2),
             ..Default::default()
-        },
-        initial_delay_seconds: Some(5),
-        failure_threshold: Some(2),
-        ..Default::default()
-    });
+        });
     ready(&mut st);
     st.on_started(0, running(0, s(0)), s(0));
     assert_eq!(plan(&st, s(1)).wake, Some(s(5)));
@@ -246,15 +247,16 @@ fn liveness_failures_stop_the_container() {
 #[test]
 fn readiness_drives_ready() {
     let mut st = pod("");
-    st.pod.pod.spec.containers[0].readiness_probe = Some(crate::manifest::pod::Probe {
-        handler: crate::manifest::pod::Handler {
-            exec: Some(crate::manifest::pod::ExecAction {
-                command: vec!["true".into()],
-            }),
+    std::sync::Arc::make_mut(&mut st.pod).pod.spec.containers[0].readiness_probe =
+        Some(crate::manifest::pod::Probe {
+            handler: crate::manifest::pod::Handler {
+                exec: Some(crate::manifest::pod::ExecAction {
+                    command: vec!["true".into()],
+                }),
+                ..Default::default()
+            },
             ..Default::default()
-        },
-        ..Default::default()
-    });
+        });
     ready(&mut st);
     st.on_started(0, running(0, s(0)), s(0));
     assert_eq!(
@@ -388,7 +390,7 @@ impl FakeRuntime {
 fn fake_runtime_and_manual_clock_drive_a_crash_loop() {
     let extra = "  initContainers:\n  - {name: init, image: busybox, command: ['true']}\n";
     let mut st = pod(extra);
-    st.pod
+    std::sync::Arc::make_mut(&mut st.pod)
         .pod
         .spec
         .containers
@@ -451,16 +453,17 @@ fn fake_runtime_and_manual_clock_drive_a_crash_loop() {
 #[test]
 fn adopted_containers_are_probed_again() {
     let mut st = pod("");
-    st.pod.pod.spec.containers[0].readiness_probe = Some(crate::manifest::pod::Probe {
-        handler: crate::manifest::pod::Handler {
-            exec: Some(crate::manifest::pod::ExecAction {
-                command: vec!["true".into()],
-            }),
+    std::sync::Arc::make_mut(&mut st.pod).pod.spec.containers[0].readiness_probe =
+        Some(crate::manifest::pod::Probe {
+            handler: crate::manifest::pod::Handler {
+                exec: Some(crate::manifest::pod::ExecAction {
+                    command: vec!["true".into()],
+                }),
+                ..Default::default()
+            },
+            initial_delay_seconds: Some(30),
             ..Default::default()
-        },
-        initial_delay_seconds: Some(30),
-        ..Default::default()
-    });
+        });
     st.on_adopted(0, running(0, s(0)), s(100));
     assert_eq!(st.containers[0].restart_count, 0);
     assert!(!st.containers[0].ready, "ready once the probe says so");

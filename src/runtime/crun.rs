@@ -36,6 +36,11 @@ impl Crun {
     }
 
     async fn run(&self, args: &[&str]) -> Result<Vec<u8>, CrunError> {
+        // Short calls (kill, delete, list, state) share a few slots: 500 pods removed at once
+        // run a few crun processes at a time instead of 500 that fight for the cores.
+        // (`exec` does not take a slot: a hook may legitimately run for its grace period.)
+        static SLOTS: smol::lock::Semaphore = smol::lock::Semaphore::new(8);
+        let _slot = SLOTS.acquire().await;
         let shown = format!("{} {}", self.binary.display(), args.join(" "));
         let out = self.command(args).output().await.map_err(|e| CrunError {
             command: shown.clone(),

@@ -121,7 +121,7 @@ async fn in_netns(
 
 pub async fn probe(
     ctx: Arc<Context>,
-    pod: StaticPod,
+    pod: Arc<StaticPod>,
     sb: Sandbox,
     index: usize,
     kind: ProbeKind,

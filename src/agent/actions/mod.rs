@@ -16,7 +16,7 @@ use crate::manifest::StaticPod;
 use crate::runtime::podsetup::{self, Sandbox};
 use crate::runtime::Layout;
 use std::sync::Arc;
-pub async fn setup(ctx: Arc<Context>, pod: StaticPod) {
+pub async fn setup(ctx: Arc<Context>, pod: Arc<StaticPod>) {
     let dir = ctx.layout.pod(pod.uid());
     let record = super::recover::PodRecord::of(&pod);
     let uid = pod.uid().to_string();
@@ -32,7 +32,7 @@ pub async fn setup(ctx: Arc<Context>, pod: StaticPod) {
     let _ = ctx.events.send(Event::SetupDone { uid, result }).await;
 }
 
-pub async fn teardown(ctx: Arc<Context>, pod: StaticPod) {
+pub async fn teardown(ctx: Arc<Context>, pod: Arc<StaticPod>) {
     let uid = pod.uid().to_string();
     // Any crun container of this pod still known to crun goes first.
     if let Ok(list) = ctx.crun.list().await {

@@ -50,20 +50,24 @@ fn user_of(
 }
 
 /// Everything before the monitor runs: image, rootfs, bundle, monitor.json.
+/// The container's image, pulled and unpacked if need be: the slow part of a first start.
+fn ready_image(ctx: &Context, c: &Container) -> Result<(Image, PathBuf), StartFailure> {
+    let image = find_image(ctx, c)?;
+    let rootfs = ctx
+        .store
+        .rootfs(&image)
+        .map_err(|e| failure("ErrImagePull", e.to_string(), false))?;
+    Ok((image, rootfs))
+}
+
 fn prepare(
     ctx: &Context,
     pod: &StaticPod,
     sb: &Sandbox,
-    index: usize,
-    attempt: u32,
+    (index, attempt): (usize, u32),
+    (image, image_rootfs): (Image, PathBuf),
 ) -> Result<PathBuf, StartFailure> {
-    let _spec = &pod.pod.spec;
     let c = pod.container(index);
-    let image = find_image(ctx, c)?;
-    let image_rootfs = ctx
-        .store
-        .rootfs(&image)
-        .map_err(|e| failure("ErrImagePull", e.to_string(), false))?;
     let instance = ctx.layout.instance(pod.uid(), &c.name, attempt);
     // A leftover from an interrupted start of the same attempt is discarded first.
     podsetup::release_instance(&instance);
@@ -188,7 +192,13 @@ async fn abandon_attempt(
     ))
 }
 
-pub async fn start(ctx: Arc<Context>, pod: StaticPod, sb: Sandbox, index: usize, attempt: u32) {
+pub async fn start(
+    ctx: Arc<Context>,
+    pod: Arc<StaticPod>,
+    sb: Sandbox,
+    index: usize,
+    attempt: u32,
+) {
     let began = Instant::now();
     let uid = pod.uid().to_string();
     let result = start_inner(&ctx, pod, sb, index, attempt).await;
@@ -205,17 +215,41 @@ pub async fn start(ctx: Arc<Context>, pod: StaticPod, sb: Sandbox, index: usize,
 
 async fn start_inner(
     ctx: &Arc<Context>,
-    pod: StaticPod,
+    pod: Arc<StaticPod>,
     sb: Sandbox,
     index: usize,
     attempt: u32,
 ) -> Result<Running, StartFailure> {
-    let instance = crate::agent::blocking::run({
+    let job_failed =
+        |e: crate::agent::blocking::JobError| failure("CreateContainerError", e.to_string(), false);
+    // An image that is here and unpacked is ready at once; a pull (the network) or an unpack
+    // gets a thread of its own, never holding up other pods' work in the pool.
+    let local = crate::agent::blocking::run({
         let (ctx, pod) = (ctx.clone(), pod.clone());
-        move || prepare(&ctx, &pod, &sb, index, attempt)
+        move || {
+            let c = pod.container(index);
+            let reference = crate::image::Reference::parse(&c.image).ok()?;
+            let image = ctx.store.resolve(&reference).ok()??;
+            ctx.store.is_unpacked(&image).then(|| ready_image(&ctx, c))
+        }
     })
     .await
-    .map_err(|e| failure("CreateContainerError", e.to_string(), false))??;
+    .map_err(job_failed)?;
+    let image = match local {
+        Some(ready) => ready?,
+        None => crate::agent::blocking::run_long({
+            let (ctx, pod) = (ctx.clone(), pod.clone());
+            move || ready_image(&ctx, pod.container(index))
+        })
+        .await
+        .map_err(job_failed)??,
+    };
+    let instance = crate::agent::blocking::run({
+        let (ctx, pod) = (ctx.clone(), pod.clone());
+        move || prepare(&ctx, &pod, &sb, (index, attempt), image)
+    })
+    .await
+    .map_err(job_failed)??;
     let mut child = smol::process::Command::new(&ctx.exe)
         .arg("monitor")
         .arg(&instance)

@@ -35,7 +35,7 @@ async fn wait_exit(pid: i32, limit: Duration) -> bool {
 
 pub async fn stop(
     ctx: Arc<Context>,
-    pod: StaticPod,
+    pod: Arc<StaticPod>,
     sb: Sandbox,
     index: usize,
     running: Running,
