@@ -218,10 +218,12 @@ fn hostile_layer_in_an_image_writes_nothing_outside() {
     fs::write(layout.join("index.json"), serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": format!("sha256:{manifest_hex}"), "size": manifest.len()}]}).to_string()).unwrap();
     let s = store(&base);
     let name = Reference::parse("localhost/hostile").unwrap();
-    import::import(&s, &layout, Some(&name), "now").unwrap();
-    let image = s.resolve(&name).unwrap().unwrap();
-    let err = s.rootfs(&image).unwrap_err();
+    // The image is unpacked before its reference is recorded: an image that cannot unpack
+    // is refused at import and never listed (so no pod start fails on it later).
+    let err = import::import(&s, &layout, Some(&name), "now").unwrap_err();
     assert!(err.to_string().contains("'..'"), "{err}");
+    assert!(s.resolve(&name).unwrap().is_none(), "a failed unpack is not listed");
+    assert!(s.refs().unwrap().is_empty());
     assert!(
         !base.join("escaped").exists()
             && !base.join("root/escaped").exists()

@@ -1,35 +1,65 @@
 //! Applies image layers (tar, gzip or not) onto a rootfs directory, with OCI whiteouts.
 //!
 //! Layers come from outside and are hostile until proven otherwise. Every entry name is
-//! checked before it touches the filesystem: no `..`, no absolute names, no device nodes, no
-//! hard link or relative symlink that points outside the root. Paths are resolved inside the
-//! root, following symlinks as the container would see them (clamped at the root), so even an
-//! absolute symlink already in the tree can never make a write land outside it.
+//! checked before it touches the filesystem (no `..`, no absolute names, bounded lengths), and
+//! everything is done through directory descriptors opened beneath the root
+//! ([`super::beneath`]): parent directories are resolved as the container will see them
+//! (symlinks clamped at the root), the entry itself is never followed, and modes, owners and
+//! times are set on descriptors opened with `O_NOFOLLOW`, so a symlink can never carry a write
+//! or a `chmod` onto the host. Extended headers are bounded, so a PAX record claiming
+//! gigabytes is refused instead of buffered.
+//!
+//! Choices, as containerd makes them where it has one: GNU sparse files are expanded (their
+//! holes stay holes); PAX sparse files (`GNU.sparse.*` records) are refused by name; character
+//! and block devices are skipped with a debug line (a container's `/dev` is a tmpfs the
+//! runtime fills, and the device cgroup lets an unprivileged container open only the standard
+//! devices, so a node from an image could serve nothing, while on the host it would be a
+//! device file in the store); FIFOs are created.
 
+use super::beneath::{self, Beneath, MAX_DEPTH};
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
 use sha2::{Digest, Sha256};
+use std::cell::Cell;
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs;
-use std::io::{self, Read};
+use std::io::{self, Read, Seek, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{symlink, DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::rc::Rc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExtractError {
     #[error("layer entry {entry:?}: {reason}")]
-    Refused { entry: String, reason: &'static str },
+    Refused { entry: String, reason: String },
     #[error("layer entry {entry:?}: {source}")]
     Io { entry: String, source: io::Error },
     #[error("reading layer: {0}")]
     Read(io::Error),
     #[error("layer content hashes to {actual}, but the image config says {expected}")]
     DiffId { expected: String, actual: String },
+    #[error("layer entry after {after:?}: its extended headers (PAX records, GNU long names) exceed {limit} bytes; refused")]
+    Headers { after: String, limit: u64 },
 }
 
-const WHITEOUT_PREFIX: &str = ".wh.";
-const OPAQUE: &str = ".wh..wh..opq";
-const MAX_LINK_HOPS: usize = 40;
+/// Extended headers (PAX records, GNU long names) of one entry, at most.
+pub const MAX_HEADERS: u64 = 1 << 20;
+/// An entry name or link target, at most (PATH_MAX: nothing longer is usable in a container).
+pub const MAX_NAME: usize = 4096;
+/// Zeros of sparse files kept as holes in one layer, at most (each costs CPU to expand).
+const MAX_HOLES: u64 = 16 << 30;
+
+const WHITEOUT_PREFIX: &[u8] = b".wh.";
+const WHITEOUT_META: &[u8] = b".wh..wh.";
+const OPAQUE: &[u8] = b".wh..wh..opq";
+
+/// What applying a layer cost: entries read and directory lookups made.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Applied {
+    pub entries: u64,
+    pub lookups: u64,
+}
 
 /// Checks a name from a tar entry and returns it as a relative path of normal components.
 pub fn clean_entry_name(name: &Path) -> Result<PathBuf, &'static str> {
@@ -46,8 +76,8 @@ pub fn clean_entry_name(name: &Path) -> Result<PathBuf, &'static str> {
 }
 
 /// True when a relative link target, followed from `dir` (relative to the root), stays inside.
-fn stays_inside(dir: &Path, target: &Path) -> bool {
-    let mut depth = dir.components().count() as i64;
+fn stays_inside(dir: &[&OsStr], target: &Path) -> bool {
+    let mut depth = dir.len() as i64;
     for c in target.components() {
         match c {
             Component::ParentDir => depth -= 1,
@@ -61,89 +91,12 @@ fn stays_inside(dir: &Path, target: &Path) -> bool {
     true
 }
 
-/// Resolves `rel` (normal components only) inside `root`, following symlinks in all but the
-/// last component as the container would: absolute targets restart at `root`, `..` stops there.
-pub fn resolve_in_root(root: &Path, rel: &Path) -> io::Result<PathBuf> {
-    let mut pending: Vec<PathBuf> = rel
-        .components()
-        .rev()
-        .map(|c| PathBuf::from(c.as_os_str()))
-        .collect();
-    let last = pending.remove(0);
-    let mut current = PathBuf::new();
-    let mut hops = 0;
-    while let Some(part) = pending.pop() {
-        if part.as_os_str() == ".." {
-            current.pop();
-            continue;
-        }
-        if part.as_os_str() == "." || part.as_os_str().is_empty() {
-            continue;
-        }
-        let candidate = current.join(&part);
-        match fs::symlink_metadata(root.join(&candidate)) {
-            Ok(m) if m.file_type().is_symlink() => {
-                hops += 1;
-                if hops > MAX_LINK_HOPS {
-                    return Err(io::Error::other("too many levels of symbolic links"));
-                }
-                let target = fs::read_link(root.join(&candidate))?;
-                if target.is_absolute() {
-                    current = PathBuf::new();
-                }
-                for c in target.components().rev() {
-                    match c {
-                        Component::Normal(p) => pending.push(PathBuf::from(p)),
-                        Component::ParentDir => pending.push(PathBuf::from("..")),
-                        _ => {}
-                    }
-                }
-            }
-            _ => current = candidate,
-        }
-    }
-    Ok(root.join(current).join(last))
-}
-
-fn remove_any(path: &Path) -> io::Result<()> {
-    match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
-        Ok(_) => fs::remove_file(path),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
-fn ensure_dirs(root: &Path, rel: &Path) -> io::Result<()> {
-    let mut current = PathBuf::new();
-    for c in rel.components() {
-        current.push(c.as_os_str());
-        // Follow every component, the last one too: a parent that is a symlink is followed
-        // (inside the root), as the container would see it.
-        let resolved = resolve_in_root(root, &current.join("x"))?;
-        let full = resolved.parent().unwrap_or(root).to_path_buf();
-        match fs::symlink_metadata(&full) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => {
-                remove_any(&full)?;
-                fs::DirBuilder::new().mode(0o755).create(&full)?;
-            }
-            // A dangling symlink's target is created inside the root, with its parents.
-            Err(_) => fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o755)
-                .create(&full)?,
-        }
-    }
-    Ok(())
-}
-
 /// Opens a layer blob, decompressing gzip when the magic bytes say so.
 pub fn open_layer(path: &Path) -> io::Result<Box<dyn Read>> {
     let mut f = fs::File::open(path)?;
     let mut magic = [0u8; 2];
     let n = f.read(&mut magic)?;
-    let f = fs::File::open(path)?;
+    f.rewind()?;
     if n == 2 && magic == [0x1f, 0x8b] {
         Ok(Box::new(flate2::read::GzDecoder::new(io::BufReader::new(
             f,
@@ -162,7 +115,35 @@ struct HashingReader<R> {
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
+        self.hasher.update(buf.get(..n).unwrap_or_default());
+        Ok(n)
+    }
+}
+
+/// Counts what the tar reader consumes between two entries (headers, PAX records, long
+/// names: the tar crate buffers these whole) and stops it past [`MAX_HEADERS`].
+struct Budget {
+    armed: Cell<bool>,
+    used: Cell<u64>,
+    tripped: Cell<bool>,
+}
+
+struct Bounded<R> {
+    inner: R,
+    budget: Rc<Budget>,
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let b = &self.budget;
+        if b.armed.get() && b.used.get() > MAX_HEADERS + 4096 {
+            b.tripped.set(true);
+            return Err(io::Error::other("extended headers too large"));
+        }
+        let n = self.inner.read(buf)?;
+        if b.armed.get() {
+            b.used.set(b.used.get() + n as u64);
+        }
         Ok(n)
     }
 }
@@ -173,141 +154,315 @@ pub fn apply_layer(
     root: &Path,
     layer: impl Read,
     diff_id: Option<&str>,
-) -> Result<(), ExtractError> {
-    let mut reader = HashingReader {
+) -> Result<Applied, ExtractError> {
+    let mut hashing = HashingReader {
         inner: layer,
         hasher: Sha256::new(),
     };
-    let mut written: HashSet<PathBuf> = HashSet::new();
+    let budget = Rc::new(Budget {
+        armed: Cell::new(false),
+        used: Cell::new(0),
+        tripped: Cell::new(false),
+    });
+    let mut beneath = Beneath::open(root).map_err(|source| ExtractError::Io {
+        entry: String::new(),
+        source,
+    })?;
+    let mut applied = Applied::default();
     {
-        let mut archive = tar::Archive::new(&mut reader);
-        for entry in archive.entries().map_err(ExtractError::Read)? {
-            let mut entry = entry.map_err(ExtractError::Read)?;
-            let raw_name = entry.path().map_err(ExtractError::Read)?.into_owned();
-            let shown = raw_name.display().to_string();
-            let refused = |reason| ExtractError::Refused {
-                entry: shown.clone(),
-                reason,
+        let mut archive = tar::Archive::new(Bounded {
+            inner: &mut hashing,
+            budget: budget.clone(),
+        });
+        let mut entries = archive.entries().map_err(ExtractError::Read)?;
+        let mut state = State {
+            b: &mut beneath,
+            written: HashSet::new(),
+            holes: 0,
+            buf: vec![0u8; 64 * 1024],
+        };
+        let mut last = String::new();
+        loop {
+            budget.used.set(0);
+            budget.armed.set(true);
+            let next = entries.next();
+            budget.armed.set(false);
+            let entry = match next {
+                None => break,
+                Some(Ok(e)) => e,
+                Some(Err(_)) if budget.tripped.get() => {
+                    return Err(ExtractError::Headers {
+                        after: last,
+                        limit: MAX_HEADERS,
+                    })
+                }
+                Some(Err(e)) => return Err(ExtractError::Read(e)),
             };
-            let io_err = |source| ExtractError::Io {
-                entry: shown.clone(),
-                source,
-            };
-            let rel = clean_entry_name(&raw_name).map_err(refused)?;
-            if rel.as_os_str().is_empty() {
-                continue; // the root itself ("./")
-            }
-            let file_name = rel.file_name().unwrap_or_default().to_os_string();
-            let parent = rel.parent().unwrap_or(Path::new("")).to_path_buf();
-            let name_bytes = file_name.as_bytes();
-            if name_bytes == OPAQUE.as_bytes() {
-                let dir = resolve_in_root(root, &parent.join("x")).map_err(io_err)?;
-                let dir = dir.parent().unwrap_or(root).to_path_buf();
-                if !dir.starts_with(root) {
-                    return Err(refused("opaque whiteout outside the image root"));
-                }
-                if let Ok(children) = fs::read_dir(&dir) {
-                    for child in children.flatten() {
-                        let child_rel = parent.join(child.file_name());
-                        if !written.contains(&child_rel) {
-                            remove_any(&child.path()).map_err(io_err)?;
-                        }
-                    }
-                }
-                continue;
-            }
-            if let Some(hidden) = name_bytes.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
-                let target = resolve_in_root(root, &parent.join(OsStr::from_bytes(hidden)))
-                    .map_err(io_err)?;
-                remove_any(&target).map_err(io_err)?;
-                continue;
-            }
-            let kind = entry.header().entry_type();
-            if kind.is_block_special() || kind.is_character_special() {
-                return Err(refused("device nodes are not allowed in image layers"));
-            }
-            ensure_dirs(root, &parent).map_err(io_err)?;
-            let dest = resolve_in_root(root, &rel).map_err(io_err)?;
-            let mode = entry.header().mode().unwrap_or(0o644) & 0o7777;
-            let (uid, gid) = (
-                entry.header().uid().unwrap_or(0),
-                entry.header().gid().unwrap_or(0),
-            );
-            if kind.is_dir() {
-                if !fs::symlink_metadata(&dest)
-                    .map(|m| m.is_dir())
-                    .unwrap_or(false)
-                {
-                    remove_any(&dest).map_err(io_err)?;
-                    fs::DirBuilder::new()
-                        .mode(0o755)
-                        .create(&dest)
-                        .map_err(io_err)?;
-                }
-            } else if kind.is_symlink() {
-                let target = entry
-                    .link_name()
-                    .map_err(ExtractError::Read)?
-                    .ok_or_else(|| refused("symlink without a target"))?;
-                if !target.is_absolute() && !stays_inside(&parent, &target) {
-                    return Err(refused("symlink points outside the image root"));
-                }
-                remove_any(&dest).map_err(io_err)?;
-                symlink(&target, &dest).map_err(io_err)?;
-            } else if kind.is_hard_link() {
-                let target = entry
-                    .link_name()
-                    .map_err(ExtractError::Read)?
-                    .ok_or_else(|| refused("hard link without a target"))?;
-                let target = clean_entry_name(&target)
-                    .map_err(|_| refused("hard link points outside the image root"))?;
-                let source = resolve_in_root(root, &target).map_err(io_err)?;
-                let meta = fs::symlink_metadata(&source).map_err(io_err)?;
-                if meta.is_dir() {
-                    return Err(refused("hard link to a directory"));
-                }
-                remove_any(&dest).map_err(io_err)?;
-                fs::hard_link(&source, &dest).map_err(io_err)?;
-            } else if kind.is_fifo() {
-                remove_any(&dest).map_err(io_err)?;
-                let c = std::ffi::CString::new(dest.as_os_str().as_bytes())
-                    .map_err(|_| refused("NUL in name"))?;
-                // SAFETY: c is a valid NUL-terminated path.
-                if unsafe { libc::mkfifo(c.as_ptr(), mode as libc::mode_t) } != 0 {
-                    return Err(io_err(io::Error::last_os_error()));
-                }
-            } else if kind.is_file() || kind == tar::EntryType::Continuous {
-                remove_any(&dest).map_err(io_err)?;
-                let mut f = fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .mode(0o600)
-                    .open(&dest)
-                    .map_err(io_err)?;
-                io::copy(&mut entry, &mut f).map_err(io_err)?;
-            } else {
-                continue; // pax/GNU metadata entries are consumed by the tar crate
-            }
-            if !kind.is_symlink() {
-                std::os::unix::fs::lchown(&dest, Some(uid as u32), Some(gid as u32)).ok();
-                fs::set_permissions(&dest, fs::Permissions::from_mode(mode)).map_err(io_err)?;
-            } else {
-                std::os::unix::fs::lchown(&dest, Some(uid as u32), Some(gid as u32)).ok();
-            }
-            written.insert(rel);
+            applied.entries += 1;
+            last = state.apply(entry)?;
         }
+        applied.lookups = state.b.lookups;
     }
     // Drain the tar padding so the digest covers the whole stream.
-    io::copy(&mut reader, &mut io::sink()).map_err(ExtractError::Read)?;
+    io::copy(&mut hashing, &mut io::sink()).map_err(ExtractError::Read)?;
     if let Some(expected) = diff_id {
-        let actual = format!("sha256:{}", hex(&reader.hasher.finalize()));
+        let actual = format!("sha256:{}", hex(&hashing.hasher.finalize()));
         if actual != expected {
             return Err(ExtractError::DiffId {
                 expected: expected.into(),
                 actual,
             });
         }
+    }
+    Ok(applied)
+}
+
+struct State<'b> {
+    b: &'b mut Beneath,
+    /// What this layer wrote, so an opaque whiteout keeps it.
+    written: HashSet<PathBuf>,
+    holes: u64,
+    buf: Vec<u8>,
+}
+
+impl State<'_> {
+    /// Applies one entry and returns its name (for messages about the next one). The entry's
+    /// unread data is drained, so the tar reader's next step reads only headers.
+    fn apply<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> Result<String, ExtractError> {
+        let raw = entry.path_bytes().into_owned();
+        let shown = String::from_utf8_lossy(&raw).into_owned();
+        let refused = |reason: &str| ExtractError::Refused {
+            entry: shown.clone(),
+            reason: reason.to_string(),
+        };
+        let io_err = |source| ExtractError::Io {
+            entry: shown.clone(),
+            source,
+        };
+        if raw.len() > MAX_NAME {
+            return Err(refused(&format!("name longer than {MAX_NAME} bytes")));
+        }
+        if let Some(records) = entry.pax_extensions().map_err(ExtractError::Read)? {
+            for r in records {
+                let r = r.map_err(ExtractError::Read)?;
+                if r.key_bytes().starts_with(b"GNU.sparse.") {
+                    return Err(refused("PAX sparse file (GNU.sparse.* records) is not supported; rebuild the layer without tar --sparse"));
+                }
+            }
+        }
+        let kind = entry.header().entry_type();
+        let rel = clean_entry_name(Path::new(OsStr::from_bytes(&raw))).map_err(refused)?;
+        let comps: Vec<&OsStr> = rel.iter().collect();
+        let Some((name, parent)) = comps.split_last() else {
+            return Ok(shown); // the root itself ("./")
+        };
+        if comps.len() > MAX_DEPTH {
+            return Err(refused(&format!(
+                "directories nested deeper than {MAX_DEPTH} levels"
+            )));
+        }
+        let name_bytes = name.as_bytes();
+        if name_bytes == OPAQUE {
+            let dir = match self.b.dir(parent, false) {
+                Ok(d) => d,
+                Err(e) if missing(&e) => return Ok(shown),
+                Err(e) => return Err(io_err(e)),
+            };
+            let parent_path: PathBuf = parent.iter().collect();
+            let written = &self.written;
+            beneath::remove_children(&dir, &mut |child| {
+                !written.contains(&parent_path.join(child))
+            })
+            .map_err(io_err)?;
+            self.b.forget();
+            return Ok(shown);
+        }
+        if name_bytes.starts_with(WHITEOUT_META) {
+            return Ok(shown); // aufs metadata (.wh..wh.plnk and the like), as containerd skips it
+        }
+        if let Some(hidden) = name_bytes.strip_prefix(WHITEOUT_PREFIX) {
+            if hidden.is_empty() || hidden == b"." || hidden == b".." {
+                return Err(refused("whiteout that names no file"));
+            }
+            match self.b.dir(parent, false) {
+                Ok(dir) => {
+                    beneath::remove_any(&dir, OsStr::from_bytes(hidden)).map_err(io_err)?;
+                }
+                Err(e) if missing(&e) => {}
+                Err(e) => return Err(io_err(e)),
+            }
+            self.b.forget();
+            return Ok(shown);
+        }
+        if kind.is_block_special() || kind.is_character_special() {
+            log::debug!("layer entry {shown:?}: device node skipped (the runtime provides /dev)");
+            return Ok(shown);
+        }
+        let known = kind.is_dir()
+            || kind.is_symlink()
+            || kind.is_hard_link()
+            || kind.is_fifo()
+            || kind.is_file()
+            || kind.is_gnu_sparse()
+            || kind == tar::EntryType::Continuous;
+        if !known {
+            return Ok(shown); // pax global headers and other metadata
+        }
+        let dir = self.b.dir(parent, true).map_err(io_err)?;
+        let header = entry.header();
+        let mode = header.mode().unwrap_or(0o644) & 0o7777;
+        let owner = (
+            header.uid().ok().and_then(|u| u32::try_from(u).ok()),
+            header.gid().ok().and_then(|g| u32::try_from(g).ok()),
+        );
+        let mtime = header.mtime().unwrap_or(0).min(i64::MAX as u64) as i64;
+        if kind.is_dir() {
+            if beneath::kind_at(&dir, name).map_err(io_err)? != Some(FileType::Directory) {
+                self.replace(&dir, name).map_err(io_err)?;
+                rfs::mkdirat(&*dir, *name, Mode::from_raw_mode(0o700)).map_err(|e| io_err(e.into()))?;
+            }
+        } else if kind.is_symlink() {
+            let target = entry
+                .link_name_bytes()
+                .ok_or_else(|| refused("symlink without a target"))?
+                .into_owned();
+            if target.len() > MAX_NAME || target.is_empty() {
+                return Err(refused("symlink target empty or too long"));
+            }
+            let target = Path::new(OsStr::from_bytes(&target));
+            if !target.is_absolute() && !stays_inside(parent, target) {
+                return Err(refused("symlink points outside the image root"));
+            }
+            self.replace(&dir, name).map_err(io_err)?;
+            rfs::symlinkat(target, &*dir, *name).map_err(|e| io_err(e.into()))?;
+        } else if kind.is_hard_link() {
+            let target = entry
+                .link_name_bytes()
+                .ok_or_else(|| refused("hard link without a target"))?
+                .into_owned();
+            let target = clean_entry_name(Path::new(OsStr::from_bytes(&target)))
+                .map_err(|_| refused("hard link points outside the image root"))?;
+            let tcomps: Vec<&OsStr> = target.iter().collect();
+            let Some((tname, tparent)) = tcomps.split_last() else {
+                return Err(refused("hard link to the image root"));
+            };
+            let tdir = self.b.lookup(tparent).map_err(io_err)?;
+            match beneath::kind_at(&tdir, tname).map_err(io_err)? {
+                None => return Err(refused("hard link to a file the layers do not have")),
+                Some(FileType::Directory) => return Err(refused("hard link to a directory")),
+                Some(_) => {}
+            }
+            if tcomps == comps {
+                return Err(refused("hard link to itself"));
+            }
+            self.replace(&dir, name).map_err(io_err)?;
+            rfs::linkat(&*tdir, *tname, &*dir, *name, AtFlags::empty())
+                .map_err(|e| io_err(e.into()))?;
+        } else if kind.is_fifo() {
+            self.replace(&dir, name).map_err(io_err)?;
+            rfs::mknodat(&*dir, *name, FileType::Fifo, Mode::from_raw_mode(0o600), 0)
+                .map_err(|e| io_err(e.into()))?;
+        } else {
+            self.replace(&dir, name).map_err(io_err)?;
+            let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW;
+            let fd = rfs::openat(&*dir, *name, flags | OFlags::CLOEXEC, Mode::from_raw_mode(0o600))
+                .map_err(|e| io_err(e.into()))?;
+            let mut file = fs::File::from(fd);
+            let sparse = kind.is_gnu_sparse();
+            copy_data(&mut entry, &mut file, sparse, &mut self.buf, &mut self.holes)
+                .map_err(io_err)?;
+        }
+        set_attrs(&dir, name, owner, mode, mtime).map_err(io_err)?;
+        // Whatever the entry did not read (a hard link's or a directory's data) is skipped.
+        io::copy(&mut entry, &mut io::sink()).map_err(ExtractError::Read)?;
+        self.written.insert(rel.clone());
+        Ok(shown)
+    }
+
+    /// Clears the way for a new entry; a removed directory or symlink may be cached.
+    fn replace(&mut self, dir: &OwnedFd, name: &OsStr) -> io::Result<()> {
+        if let Some(k) = beneath::remove_any(dir, name)? {
+            if k == FileType::Directory || k == FileType::Symlink {
+                self.b.forget();
+            }
+        }
+        Ok(())
+    }
+}
+
+fn missing(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR)
+}
+
+/// Copies an entry's data; for a sparse entry, runs of zeros become holes.
+fn copy_data(
+    from: &mut impl Read,
+    to: &mut fs::File,
+    sparse: bool,
+    buf: &mut [u8],
+    holes: &mut u64,
+) -> io::Result<()> {
+    let mut len = 0u64;
+    let mut ends_in_hole = false;
+    loop {
+        let n = from.read(buf)?;
+        let Some(chunk) = buf.get(..n).filter(|c| !c.is_empty()) else {
+            break;
+        };
+        len += n as u64;
+        if sparse && chunk.iter().all(|b| *b == 0) {
+            *holes += n as u64;
+            if *holes > MAX_HOLES {
+                return Err(io::Error::other(format!(
+                    "sparse files with more than {MAX_HOLES} bytes of holes in one layer"
+                )));
+            }
+            to.seek(io::SeekFrom::Current(n as i64))?;
+            ends_in_hole = true;
+        } else {
+            to.write_all(chunk)?;
+            ends_in_hole = false;
+        }
+    }
+    if ends_in_hole {
+        to.set_len(len)?;
+    }
+    Ok(())
+}
+
+/// Sets owner, mode and time on `name` in `dir` through a descriptor opened without
+/// following it. A symlink (or a hard link to one) gets its owner and time only: a mode set
+/// through it would land on whatever it points to, on the host.
+fn set_attrs(
+    dir: &OwnedFd,
+    name: &OsStr,
+    (uid, gid): (Option<u32>, Option<u32>),
+    mode: u32,
+    mtime: i64,
+) -> io::Result<()> {
+    let uid = uid.filter(|u| *u != u32::MAX).map(rustix::fs::Uid::from_raw);
+    let gid = gid.filter(|g| *g != u32::MAX).map(rustix::fs::Gid::from_raw);
+    let t = Timespec {
+        tv_sec: mtime,
+        tv_nsec: 0,
+    };
+    let times = Timestamps {
+        last_access: t,
+        last_modification: t,
+    };
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+    match rfs::openat(dir, name, flags | OFlags::NOCTTY, Mode::empty()) {
+        Ok(fd) => {
+            // Owner first: chown clears the setuid bits that the mode may set.
+            let _ = rfs::fchown(&fd, uid, gid);
+            rfs::fchmod(&fd, Mode::from_raw_mode(mode))?;
+            let _ = rfs::futimens(&fd, &times);
+        }
+        Err(rustix::io::Errno::LOOP) => {
+            let _ = rfs::chownat(dir, name, uid, gid, AtFlags::SYMLINK_NOFOLLOW);
+            let _ = rfs::utimensat(dir, name, &times, AtFlags::SYMLINK_NOFOLLOW);
+        }
+        Err(e) => return Err(e.into()),
     }
     Ok(())
 }

@@ -1,12 +1,20 @@
-//! Images, offline: references, the local store, safe layer extraction and import of the
-//! archives that skopeo, podman and docker produce. Pulling from registries builds on this.
+//! Images: references, the local store (blobs, references, unpacked rootfs, their locks and
+//! garbage collection), safe layer extraction, import of the archives that skopeo, podman
+//! and docker produce, and pulls from registries.
 
+pub mod beneath;
 pub mod extract;
+mod fetch;
+pub mod gc;
 pub mod import;
+pub mod lock;
 pub mod pull;
 pub mod reference;
+mod registry;
 pub mod store;
+mod unpack;
 
+pub use gc::Collected;
 pub use reference::Reference;
 pub use store::{Image, ImageStore};
 
