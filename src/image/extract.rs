@@ -93,16 +93,15 @@ fn stays_inside(dir: &[&OsStr], target: &Path) -> bool {
 
 /// Opens a layer blob, decompressing gzip when the magic bytes say so.
 pub fn open_layer(path: &Path) -> io::Result<Box<dyn Read>> {
-    let mut f = fs::File::open(path)?;
-    let mut magic = [0u8; 2];
-    let n = f.read(&mut magic)?;
-    f.rewind()?;
-    if n == 2 && magic == [0x1f, 0x8b] {
-        Ok(Box::new(flate2::read::GzDecoder::new(io::BufReader::new(
-            f,
-        ))))
+    decompress(io::BufReader::new(fs::File::open(path)?))
+}
+
+/// A layer stream, decompressed when it starts with gzip's magic bytes.
+pub fn decompress<'a, R: io::BufRead + 'a>(mut r: R) -> io::Result<Box<dyn Read + 'a>> {
+    if r.fill_buf()?.starts_with(&[0x1f, 0x8b]) {
+        Ok(Box::new(flate2::read::GzDecoder::new(r)))
     } else {
-        Ok(Box::new(io::BufReader::new(f)))
+        Ok(Box::new(r))
     }
 }
 

@@ -87,8 +87,10 @@ pub fn select_platform<'a>(
     if let Some(d) = entries.iter().find(matches) {
         return Ok(d);
     }
-    if entries.len() == 1 && entries[0].platform().is_none() {
-        return Ok(&entries[0]);
+    if let [only] = entries {
+        if only.platform().is_none() {
+            return Ok(only);
+        }
     }
     let available: Vec<String> = entries
         .iter()
