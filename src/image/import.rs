@@ -4,7 +4,7 @@
 
 use super::extract::clean_entry_name;
 use super::lock::Lease;
-use super::store::ImageStore;
+use super::store::{parse_json, ImageStore};
 use super::{select_platform, ImageError, Reference};
 use oci_spec::image::{Descriptor, ImageIndex, MediaType};
 use serde::Deserialize;
@@ -245,7 +245,7 @@ fn import_oci(
     now: &str,
 ) -> Result<Vec<String>, ImageError> {
     let origin = path.display().to_string();
-    let index = ImageIndex::from_reader(index).map_err(|e| ImageError::Format {
+    let index = parse_json::<ImageIndex>(index).map_err(|e| ImageError::Format {
         origin: format!("{origin}: index.json"),
         message: e.to_string(),
     })?;
@@ -294,7 +294,7 @@ fn resolve_manifest(
     if !is_index {
         return Ok(digest);
     }
-    let nested = ImageIndex::from_reader(&store.read_blob(&digest)?[..]).map_err(|e| {
+    let nested = parse_json::<ImageIndex>(&store.read_blob(&digest)?).map_err(|e| {
         ImageError::Format {
             origin: format!("index {digest}"),
             message: e.to_string(),

@@ -9,7 +9,7 @@
 use super::fetch::fetch_blob;
 use super::lock::Lease;
 use super::registry::{err, Client};
-use super::store::MAX_JSON;
+use super::store::{parse_json, MAX_JSON};
 use super::{select_platform, ImageError, ImageStore, Reference};
 use oci_spec::image::{ImageIndex, ImageManifest};
 use serde_json::Value;
@@ -91,14 +91,14 @@ fn pull_leased(
         .unwrap_or_else(|| "latest".into());
     let (mut body, mut digest) = client.manifest(&wanted)?;
     if is_index(&body) {
-        let index = ImageIndex::from_reader(&body[..])
+        let index = parse_json::<ImageIndex>(&body)
             .map_err(|e| err(&client.registry, format!("index: {e}")))?;
         let chosen = select_platform(index.manifests(), &format!("{reference}"))?
             .digest()
             .to_string();
         (body, digest) = client.manifest(&chosen)?;
     }
-    let manifest = ImageManifest::from_reader(&body[..])
+    let manifest = parse_json::<ImageManifest>(&body)
         .map_err(|e| err(&client.registry, format!("manifest {digest}: {e}")))?;
     let config = manifest.config();
     if config.size() > MAX_JSON {

@@ -55,6 +55,19 @@ pub(super) fn digest_hex(digest: &str) -> Result<&str, ImageError> {
     }
 }
 
+/// Parses JSON into `T`; the error names the field at fault (`rootfs.diff_ids: ...`).
+pub(super) fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." {
+            e.into_inner().to_string()
+        } else {
+            format!("{path}: {}", e.into_inner())
+        }
+    })
+}
+
 impl ImageStore {
     /// The store of `root_dir`; nothing is created until something is written.
     pub fn open(root_dir: &Path) -> Result<ImageStore, ImageError> {
@@ -196,9 +209,9 @@ impl ImageStore {
     }
 
     pub fn manifest(&self, digest: &str) -> Result<ImageManifest, ImageError> {
-        ImageManifest::from_reader(&self.read_blob(digest)?[..]).map_err(|e| ImageError::Format {
+        parse_json(&self.read_blob(digest)?).map_err(|message| ImageError::Format {
             origin: format!("manifest {digest}"),
-            message: e.to_string(),
+            message: format!("not an image manifest: {message}"),
         })
     }
 
@@ -211,10 +224,10 @@ impl ImageStore {
     ) -> Result<(ImageManifest, ImageConfiguration), ImageError> {
         let manifest = self.manifest(manifest_digest)?;
         let config_digest = manifest.config().digest().to_string();
-        let config = ImageConfiguration::from_reader(&self.read_blob(&config_digest)?[..])
-            .map_err(|e| ImageError::Format {
+        let config: ImageConfiguration = parse_json(&self.read_blob(&config_digest)?)
+            .map_err(|message| ImageError::Format {
                 origin: format!("image {name}: config blob {config_digest}"),
-                message: format!("not an image configuration: {e}"),
+                message: format!("not an image configuration: {message}"),
             })?;
         let (layers, diff_ids) = (
             manifest.layers().len(),
