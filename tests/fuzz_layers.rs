@@ -75,15 +75,46 @@ struct Gen<'a> {
 impl Gen<'_> {
     fn name(&mut self) -> String {
         let benign: &[&str] = &[
-            "a", "a/b", "a/b/c", "l", "l/x", "l/x/y", "up", "up/etc", "h", "h2", "f", "d/",
-            "./a/d", "a//b", ".wh.a", "a/.wh.b", "l/.wh.x", ".wh..wh..opq", "a/.wh..wh..opq",
-            "l/.wh..wh..opq", ".wh..wh.plnk", "dev/console", "a/\u{e9}",
+            "a",
+            "a/b",
+            "a/b/c",
+            "l",
+            "l/x",
+            "l/x/y",
+            "up",
+            "up/etc",
+            "h",
+            "h2",
+            "f",
+            "d/",
+            "./a/d",
+            "a//b",
+            ".wh.a",
+            "a/.wh.b",
+            "l/.wh.x",
+            ".wh..wh..opq",
+            "a/.wh..wh..opq",
+            "l/.wh..wh..opq",
+            ".wh..wh.plnk",
+            "dev/console",
+            "a/\u{e9}",
         ];
         let hostile: &[&str] = &[
-            "..", "../x", "a/../../y", "/abs", ".wh.", "a/.wh.", ".wh...", ".wh..",
+            "..",
+            "../x",
+            "a/../../y",
+            "/abs",
+            ".wh.",
+            "a/.wh.",
+            ".wh...",
+            ".wh..",
             "GNUSparseFile.0/a",
         ];
-        let fixed = if self.rng.below(8) == 0 { hostile } else { benign };
+        let fixed = if self.rng.below(8) == 0 {
+            hostile
+        } else {
+            benign
+        };
         match self.rng.below(40) {
             0 => {
                 *self.seen.entry("long name").or_default() += 1;
@@ -280,7 +311,10 @@ fn fuzzed_layers_never_panic_never_touch_the_host_and_fail_cleanly() {
                     let text = e.to_string();
                     assert!(!text.trim().is_empty(), "round {round}: {e:?}");
                     if let ExtractError::Refused { entry, reason } = &e {
-                        assert!(!reason.is_empty() && text.contains(&format!("{entry:?}")), "{e:?}");
+                        assert!(
+                            !reason.is_empty() && text.contains(&format!("{entry:?}")),
+                            "{e:?}"
+                        );
                     }
                 }
             }
@@ -296,9 +330,16 @@ fn fuzzed_layers_never_panic_never_touch_the_host_and_fail_cleanly() {
         round += 1;
     }
     fs::remove_dir_all(&base).unwrap();
-    eprintln!("{round} rounds, {ok} layers applied, {failed} refused: {:?}", gen.seen);
+    eprintln!(
+        "{round} rounds, {ok} layers applied, {failed} refused: {:?}",
+        gen.seen
+    );
     // Bounded for the suite: about 5 s here; the bound is generous for loaded CI machines.
-    assert!(started.elapsed() < Duration::from_secs(120), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(120),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(ok > 50 && failed > 50, "{ok} ok, {failed} refused");
     for shape in [
         "empty whiteout",
@@ -311,6 +352,9 @@ fn fuzzed_layers_never_panic_never_touch_the_host_and_fail_cleanly() {
         "gzip",
         "gzip garbage",
     ] {
-        assert!(gen.seen.get(shape).copied().unwrap_or(0) > 5, "{shape} was not exercised");
+        assert!(
+            gen.seen.get(shape).copied().unwrap_or(0) > 5,
+            "{shape} was not exercised"
+        );
     }
 }

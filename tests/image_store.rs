@@ -53,8 +53,12 @@ fn blob(layout: &Path, digest: &str) -> PathBuf {
 fn edit_config(layout: &Path, edit: impl FnOnce(&mut Value) -> Vec<u8>) -> String {
     let mut index: Value =
         serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
-    let digest = index["manifests"][0]["digest"].as_str().unwrap().to_string();
-    let mut manifest: Value = serde_json::from_slice(&fs::read(blob(layout, &digest)).unwrap()).unwrap();
+    let digest = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut manifest: Value =
+        serde_json::from_slice(&fs::read(blob(layout, &digest)).unwrap()).unwrap();
     let config_digest = manifest["config"]["digest"].as_str().unwrap().to_string();
     let mut config: Value =
         serde_json::from_slice(&fs::read(blob(layout, &config_digest)).unwrap()).unwrap();
@@ -75,7 +79,10 @@ fn layer_digest(layout: &Path) -> String {
         serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
     let digest = index["manifests"][0]["digest"].as_str().unwrap();
     let manifest: Value = serde_json::from_slice(&fs::read(blob(layout, digest)).unwrap()).unwrap();
-    manifest["layers"][0]["digest"].as_str().unwrap().to_string()
+    manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 #[test]
@@ -114,7 +121,10 @@ fn concurrent_imports_keep_every_reference() {
         }
         let list = listing(&root);
         for i in 0..6 {
-            assert!(list.contains(&format!("localhost/c{round}-{i}:1")), "round {round}, import {i} lost:\n{list}");
+            assert!(
+                list.contains(&format!("localhost/c{round}-{i}:1")),
+                "round {round}, import {i} lost:\n{list}"
+            );
         }
     }
     let _ = fs::remove_dir_all(base);
@@ -144,8 +154,14 @@ fn two_unpacks_of_one_image_at_once_both_get_the_whole_rootfs() {
                 })
                 .collect();
             for p in pods {
-                let rootfs = p.join().unwrap().unwrap_or_else(|e| panic!("round {round}: {e}"));
-                assert!(rootfs.join("bin/busybox").is_file(), "round {round}: empty rootfs");
+                let rootfs = p
+                    .join()
+                    .unwrap()
+                    .unwrap_or_else(|e| panic!("round {round}: {e}"));
+                assert!(
+                    rootfs.join("bin/busybox").is_file(),
+                    "round {round}: empty rootfs"
+                );
                 assert!(rootfs.join("etc/passwd").is_file(), "round {round}");
             }
         });
@@ -180,27 +196,52 @@ fn rm_during_an_import_does_not_delete_the_import_blobs() {
         let index: Value =
             serde_json::from_slice(&fs::read(slow.join("index.json")).unwrap()).unwrap();
         let m: Value = serde_json::from_slice(
-            &fs::read(blob(&slow, index["manifests"][0]["digest"].as_str().unwrap())).unwrap(),
+            &fs::read(blob(
+                &slow,
+                index["manifests"][0]["digest"].as_str().unwrap(),
+            ))
+            .unwrap(),
         )
         .unwrap();
         m["config"]["digest"].as_str().unwrap().to_string()
     };
-    wait_until("the import to store its config", Duration::from_secs(30), || {
-        root.join("images/blobs/sha256")
-            .join(config_blob.trim_start_matches("sha256:"))
-            .exists()
-            .then_some(())
-    });
-    let out = images(&root, &["import", other.to_str().unwrap(), "--name", "localhost/other:1"]);
+    wait_until(
+        "the import to store its config",
+        Duration::from_secs(30),
+        || {
+            root.join("images/blobs/sha256")
+                .join(config_blob.trim_start_matches("sha256:"))
+                .exists()
+                .then_some(())
+        },
+    );
+    let out = images(
+        &root,
+        &[
+            "import",
+            other.to_str().unwrap(),
+            "--name",
+            "localhost/other:1",
+        ],
+    );
     assert!(out.status.success(), "{}", text(&out));
     let out = images(&root, &["rm", "localhost/other:1"]);
     assert!(out.status.success(), "{}", text(&out));
     fs::write(&layer_path, &layer).unwrap();
     let out = importing.wait_with_output().unwrap();
-    assert!(out.status.success(), "the import survives the rm: {}", text(&out));
+    assert!(
+        out.status.success(),
+        "the import survives the rm: {}",
+        text(&out)
+    );
     assert!(listing(&root).contains("localhost/slow:1"));
     assert!(!listing(&root).contains("localhost/other:1"));
-    let rootfs = fs::read_dir(root.join("images/rootfs")).unwrap().flatten().next().unwrap().path();
+    let rootfs = fs::read_dir(root.join("images/rootfs"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
     assert!(rootfs.join("bin/busybox").is_file());
     let _ = fs::remove_dir_all(base);
 }
@@ -235,21 +276,41 @@ fn a_retagged_image_is_collected_once_no_container_uses_it() {
         c.to_string().into_bytes()
     });
     let root = base.join("root");
-    let out = images(&root, &["import", v1.to_str().unwrap(), "--name", "localhost/app:1"]);
+    let out = images(
+        &root,
+        &["import", v1.to_str().unwrap(), "--name", "localhost/app:1"],
+    );
     assert!(out.status.success(), "{}", text(&out));
     let rootfs_dir = root.join("images/rootfs");
-    let old: Vec<PathBuf> = fs::read_dir(&rootfs_dir).unwrap().flatten().map(|e| e.path()).collect();
+    let old: Vec<PathBuf> = fs::read_dir(&rootfs_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     assert_eq!(old.len(), 1);
     let merged = mount_overlay(&old[0], &base);
-    let out = images(&root, &["import", v2.to_str().unwrap(), "--name", "localhost/app:1"]);
+    let out = images(
+        &root,
+        &["import", v2.to_str().unwrap(), "--name", "localhost/app:1"],
+    );
     assert!(out.status.success(), "{}", text(&out));
-    assert!(old[0].join("bin/busybox").is_file(), "a rootfs in use is kept");
+    assert!(
+        old[0].join("bin/busybox").is_file(),
+        "a rootfs in use is kept"
+    );
     let status = Command::new("umount").arg(&merged).status().unwrap();
     assert!(status.success());
     // The next store operation collects it.
-    let out = images(&root, &["import", v2.to_str().unwrap(), "--name", "localhost/app:2"]);
+    let out = images(
+        &root,
+        &["import", v2.to_str().unwrap(), "--name", "localhost/app:2"],
+    );
     assert!(out.status.success(), "{}", text(&out));
-    let left: Vec<PathBuf> = fs::read_dir(&rootfs_dir).unwrap().flatten().map(|e| e.path()).collect();
+    let left: Vec<PathBuf> = fs::read_dir(&rootfs_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     assert_eq!(
         left,
         vec![rootfs_dir.join(v2_digest.trim_start_matches("sha256:"))],
@@ -270,7 +331,15 @@ fn a_full_disk_is_reported_against_the_store() {
         .output()
         .unwrap();
     assert!(out.status.success(), "mount: {}", text(&out));
-    let out = images(&root, &["import", layout.to_str().unwrap(), "--name", "localhost/big:1"]);
+    let out = images(
+        &root,
+        &[
+            "import",
+            layout.to_str().unwrap(),
+            "--name",
+            "localhost/big:1",
+        ],
+    );
     let _ = Command::new("umount").arg(&root).status();
     let msg = text(&out);
     assert!(!out.status.success());
@@ -279,7 +348,10 @@ fn a_full_disk_is_reported_against_the_store() {
         msg.contains(&root.join("images").display().to_string()),
         "the message names the file being written in the store: {msg}"
     );
-    assert!(!msg.contains(&layout.display().to_string()), "not the source: {msg}");
+    assert!(
+        !msg.contains(&layout.display().to_string()),
+        "not the source: {msg}"
+    );
     let _ = fs::remove_dir_all(base);
 }
 
@@ -292,7 +364,10 @@ fn malformed_images_are_refused_at_import_and_never_listed() {
         c["rootfs"]["diff_ids"] = json!([]);
         c.to_string().into_bytes()
     });
-    let out = images(&root, &["import", few.to_str().unwrap(), "--name", "localhost/few:1"]);
+    let out = images(
+        &root,
+        &["import", few.to_str().unwrap(), "--name", "localhost/few:1"],
+    );
     let msg = text(&out);
     assert!(!out.status.success(), "{msg}");
     assert!(
@@ -301,11 +376,22 @@ fn malformed_images_are_refused_at_import_and_never_listed() {
     );
     let garbage = busybox_layout(&base.join("garbage"));
     edit_config(&garbage, |_| b"{\"rootfs\": 42}".to_vec());
-    let out = images(&root, &["import", garbage.to_str().unwrap(), "--name", "localhost/garbage:1"]);
+    let out = images(
+        &root,
+        &[
+            "import",
+            garbage.to_str().unwrap(),
+            "--name",
+            "localhost/garbage:1",
+        ],
+    );
     let msg = text(&out);
     assert!(!out.status.success(), "{msg}");
     let config = format!("sha256:{}", sha(b"{\"rootfs\": 42}"));
-    assert!(msg.contains(&config) && msg.contains("rootfs"), "names the blob and the error: {msg}");
+    assert!(
+        msg.contains(&config) && msg.contains("rootfs"),
+        "names the blob and the error: {msg}"
+    );
     let list = listing(&root);
     assert!(!list.contains("few") && !list.contains("garbage"), "{list}");
     let _ = fs::remove_dir_all(base);

@@ -222,7 +222,10 @@ fn hostile_layer_in_an_image_writes_nothing_outside() {
     // is refused at import and never listed (so no pod start fails on it later).
     let err = import::import(&s, &layout, Some(&name), "now").unwrap_err();
     assert!(err.to_string().contains("'..'"), "{err}");
-    assert!(s.resolve(&name).unwrap().is_none(), "a failed unpack is not listed");
+    assert!(
+        s.resolve(&name).unwrap().is_none(),
+        "a failed unpack is not listed"
+    );
     assert!(s.refs().unwrap().is_empty());
     assert!(
         !base.join("escaped").exists()

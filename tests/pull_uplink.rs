@@ -92,10 +92,16 @@ fn blob_path(layout: &Path, digest: &str) -> PathBuf {
 fn serve(layout: PathBuf, behaviour: Behaviour) -> Fake {
     let index: Value =
         serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
-    let manifest_digest = index["manifests"][0]["digest"].as_str().unwrap().to_string();
+    let manifest_digest = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let manifest: Value =
         serde_json::from_slice(&fs::read(blob_path(&layout, &manifest_digest)).unwrap()).unwrap();
-    let layer = manifest["layers"][0]["digest"].as_str().unwrap().to_string();
+    let layer = manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let layer_len = fs::read(blob_path(&layout, &layer)).unwrap().len();
     let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
     let port = server.server_addr().to_ip().unwrap().port();
@@ -143,19 +149,46 @@ fn serve(layout: PathBuf, behaviour: Behaviour) -> Fake {
                 let (status, reader, length, content_range) = match behaviour {
                     Behaviour::Trickle => {
                         let chunk = len / 40 + 1;
-                        (200, piece(data, chunk, Duration::from_millis(100), None, 0), Some(len), None)
+                        (
+                            200,
+                            piece(data, chunk, Duration::from_millis(100), None, 0),
+                            Some(len),
+                            None,
+                        )
                     }
                     Behaviour::Stall => (
                         200,
-                        piece(data, 64 << 10, Duration::ZERO, Some((half, Duration::from_secs(8))), 0),
+                        piece(
+                            data,
+                            64 << 10,
+                            Duration::ZERO,
+                            Some((half, Duration::from_secs(8))),
+                            0,
+                        ),
                         Some(len),
                         None,
                     ),
-                    Behaviour::Endless => (200, piece(data, 64 << 10, Duration::ZERO, None, usize::MAX), None, None),
-                    Behaviour::Garbage => (200, piece(Vec::new(), 64 << 10, Duration::ZERO, None, usize::MAX), None, None),
+                    Behaviour::Endless => (
+                        200,
+                        piece(data, 64 << 10, Duration::ZERO, None, usize::MAX),
+                        None,
+                        None,
+                    ),
+                    Behaviour::Garbage => (
+                        200,
+                        piece(Vec::new(), 64 << 10, Duration::ZERO, None, usize::MAX),
+                        None,
+                        None,
+                    ),
                     Behaviour::Cut | Behaviour::CutIgnoringRange if earlier == 0 => (
                         200,
-                        piece(data, 64 << 10, Duration::ZERO, Some((half, Duration::ZERO)), 0),
+                        piece(
+                            data,
+                            64 << 10,
+                            Duration::ZERO,
+                            Some((half, Duration::ZERO)),
+                            0,
+                        ),
                         Some(len),
                         None,
                     ),
@@ -168,13 +201,26 @@ fn serve(layout: PathBuf, behaviour: Behaviour) -> Fake {
                             .unwrap_or(0);
                         let rest = data[from.min(len)..].to_vec();
                         let n = rest.len();
-                        (206, piece(rest, 64 << 10, Duration::ZERO, None, 0), Some(n), Some(format!("bytes {from}-{}/{len}", len - 1)))
+                        (
+                            206,
+                            piece(rest, 64 << 10, Duration::ZERO, None, 0),
+                            Some(n),
+                            Some(format!("bytes {from}-{}/{len}", len - 1)),
+                        )
                     }
-                    Behaviour::CutIgnoringRange => (200, piece(data, 64 << 10, Duration::ZERO, None, 0), Some(len), None),
+                    Behaviour::CutIgnoringRange => (
+                        200,
+                        piece(data, 64 << 10, Duration::ZERO, None, 0),
+                        Some(len),
+                        None,
+                    ),
                 };
                 let mut headers = Vec::new();
                 if let Some(cr) = content_range {
-                    headers.push(tiny_http::Header::from_bytes(&b"Content-Range"[..], cr.as_bytes()).unwrap());
+                    headers.push(
+                        tiny_http::Header::from_bytes(&b"Content-Range"[..], cr.as_bytes())
+                            .unwrap(),
+                    );
                 }
                 let _ = req.respond(tiny_http::Response::new(
                     tiny_http::StatusCode(status),
@@ -230,7 +276,10 @@ fn a_body_lasting_several_idle_timeouts_succeeds() {
     let digest = try_pull(&f, &base.join("root"));
     let took = started.elapsed();
     assert!(digest.is_ok(), "{digest:?}");
-    assert!(took > IDLE * 3, "the body lasted several idle timeouts: {took:?}");
+    assert!(
+        took > IDLE * 3,
+        "the body lasted several idle timeouts: {took:?}"
+    );
     let _ = fs::remove_dir_all(base);
 }
 
@@ -241,8 +290,14 @@ fn a_stalled_body_fails_after_the_idle_timeout_and_the_next_try_resumes() {
     let started = Instant::now();
     let err = try_pull(&f, &base.join("root")).unwrap_err().to_string();
     let took = started.elapsed();
-    assert!(took < IDLE * 6, "failed after the idle timeout, not the stall: {took:?}");
-    assert!(err.contains("interrupted") && err.contains("resumes"), "{err}");
+    assert!(
+        took < IDLE * 6,
+        "failed after the idle timeout, not the stall: {took:?}"
+    );
+    assert!(
+        err.contains("interrupted") && err.contains("resumes"),
+        "{err}"
+    );
     let partial = base
         .join("root/images/tmp")
         .join(format!("partial-{}", f.layer.trim_start_matches("sha256:")));
@@ -264,7 +319,11 @@ fn an_endless_body_is_cut_at_the_declared_size() {
     let err = try_pull(&g, &groot).unwrap_err();
     assert!(matches!(err, ImageError::Corrupt { .. }), "{err}");
     for (path, len) in files(&groot) {
-        assert!(len <= g.layer_len as u64, "{} holds {len} bytes", path.display());
+        assert!(
+            len <= g.layer_len as u64,
+            "{} holds {len} bytes",
+            path.display()
+        );
     }
     let _ = fs::remove_dir_all(base);
     let _ = fs::remove_dir_all(garbage);

@@ -110,8 +110,7 @@ impl Beneath {
 
     /// Resolves `parent` from the root without touching the cache (hard link targets).
     pub fn lookup(&mut self, parent: &[&OsStr]) -> io::Result<Rc<OwnedFd>> {
-        let mut pending: Vec<OsString> =
-            parent.iter().rev().map(|p| p.to_os_string()).collect();
+        let mut pending: Vec<OsString> = parent.iter().rev().map(|p| p.to_os_string()).collect();
         let mut hops = 0;
         Ok(self
             .walk(self.root.clone(), 0, &mut pending, &mut hops, false)?

@@ -318,7 +318,8 @@ impl State<'_> {
         if kind.is_dir() {
             if beneath::kind_at(&dir, name).map_err(io_err)? != Some(FileType::Directory) {
                 self.replace(&dir, name).map_err(io_err)?;
-                rfs::mkdirat(&*dir, *name, Mode::from_raw_mode(0o700)).map_err(|e| io_err(e.into()))?;
+                rfs::mkdirat(&*dir, *name, Mode::from_raw_mode(0o700))
+                    .map_err(|e| io_err(e.into()))?;
             }
         } else if kind.is_symlink() {
             let target = entry
@@ -364,12 +365,23 @@ impl State<'_> {
         } else {
             self.replace(&dir, name).map_err(io_err)?;
             let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW;
-            let fd = rfs::openat(&*dir, *name, flags | OFlags::CLOEXEC, Mode::from_raw_mode(0o600))
-                .map_err(|e| io_err(e.into()))?;
+            let fd = rfs::openat(
+                &*dir,
+                *name,
+                flags | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            )
+            .map_err(|e| io_err(e.into()))?;
             let mut file = fs::File::from(fd);
             let sparse = kind.is_gnu_sparse();
-            copy_data(&mut entry, &mut file, sparse, &mut self.buf, &mut self.holes)
-                .map_err(io_err)?;
+            copy_data(
+                &mut entry,
+                &mut file,
+                sparse,
+                &mut self.buf,
+                &mut self.holes,
+            )
+            .map_err(io_err)?;
         }
         set_attrs(&dir, name, owner, mode, mtime).map_err(io_err)?;
         // Whatever the entry did not read (a hard link's or a directory's data) is skipped.
@@ -439,8 +451,12 @@ fn set_attrs(
     mode: u32,
     mtime: i64,
 ) -> io::Result<()> {
-    let uid = uid.filter(|u| *u != u32::MAX).map(rustix::fs::Uid::from_raw);
-    let gid = gid.filter(|g| *g != u32::MAX).map(rustix::fs::Gid::from_raw);
+    let uid = uid
+        .filter(|u| *u != u32::MAX)
+        .map(rustix::fs::Uid::from_raw);
+    let gid = gid
+        .filter(|g| *g != u32::MAX)
+        .map(rustix::fs::Gid::from_raw);
     let t = Timespec {
         tv_sec: mtime,
         tv_nsec: 0,

@@ -50,8 +50,7 @@ impl ImageStore {
         let still_used = refs
             .iter()
             .any(|(r, rec)| r != &image.reference && rec.manifest == image.record.manifest);
-        if !still_used && fsutil::mounts_mentioning(&self.rootfs_path(&image.record.manifest)?)
-        {
+        if !still_used && fsutil::mounts_mentioning(&self.rootfs_path(&image.record.manifest)?) {
             return Err(ImageError::InUse(image.reference));
         }
         refs.remove(&image.reference);

@@ -294,12 +294,11 @@ fn resolve_manifest(
     if !is_index {
         return Ok(digest);
     }
-    let nested = parse_json::<ImageIndex>(&store.read_blob(&digest)?).map_err(|e| {
-        ImageError::Format {
+    let nested =
+        parse_json::<ImageIndex>(&store.read_blob(&digest)?).map_err(|e| ImageError::Format {
             origin: format!("index {digest}"),
             message: e.to_string(),
-        }
-    })?;
+        })?;
     let chosen = select_platform(nested.manifests(), &digest)?;
     resolve_manifest(store, lease, blobs, chosen, path)
 }

@@ -110,9 +110,21 @@ fn pull_leased(
             ),
         ));
     }
-    fetch_blob(&mut client, store, lease, config.digest().as_ref(), config.size())?;
+    fetch_blob(
+        &mut client,
+        store,
+        lease,
+        config.digest().as_ref(),
+        config.size(),
+    )?;
     for layer in manifest.layers() {
-        fetch_blob(&mut client, store, lease, layer.digest().as_ref(), layer.size())?;
+        fetch_blob(
+            &mut client,
+            store,
+            lease,
+            layer.digest().as_ref(),
+            layer.size(),
+        )?;
     }
     store.put_blob(
         lease,

@@ -27,16 +27,15 @@ pub enum ReferenceError {
 
 fn is_path_component(c: &str) -> bool {
     // [a-z0-9]+ separated by '.', '_', '__' or '-'+
-    c.bytes().all(|b| {
-        b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
-    }) && c.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+    c.bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'))
+        && c.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
         && c.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric())
 }
 
 fn is_tag(t: &str) -> bool {
     t.len() <= 128
-        && t
-            .bytes()
+        && t.bytes()
             .next()
             .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
         && t.bytes()

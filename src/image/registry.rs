@@ -173,7 +173,10 @@ impl Client {
                 _ => return Err(err(&self.registry, format!("401 with an unusable challenge {header:?}"))),
             }
         }
-        Err(err(&self.registry, format!("{url}: still 401 after authenticating")))
+        Err(err(
+            &self.registry,
+            format!("{url}: still 401 after authenticating"),
+        ))
     }
 
     fn fetch_token(&self, params: &[(String, String)]) -> Result<String, ImageError> {

@@ -224,15 +224,12 @@ impl ImageStore {
     ) -> Result<(ImageManifest, ImageConfiguration), ImageError> {
         let manifest = self.manifest(manifest_digest)?;
         let config_digest = manifest.config().digest().to_string();
-        let config: ImageConfiguration = parse_json(&self.read_blob(&config_digest)?)
-            .map_err(|message| ImageError::Format {
+        let config: ImageConfiguration =
+            parse_json(&self.read_blob(&config_digest)?).map_err(|message| ImageError::Format {
                 origin: format!("image {name}: config blob {config_digest}"),
                 message: format!("not an image configuration: {message}"),
             })?;
-        let (layers, diff_ids) = (
-            manifest.layers().len(),
-            config.rootfs().diff_ids().len(),
-        );
+        let (layers, diff_ids) = (manifest.layers().len(), config.rootfs().diff_ids().len());
         if layers != diff_ids {
             return Err(ImageError::Format {
                 origin: format!("image {name}"),

@@ -36,9 +36,23 @@ fn a_hard_link_to_a_host_symlink_never_changes_the_host_file() {
         fs::metadata(&host_file).unwrap().mtime(),
     );
     let mut b = tar::Builder::new(Vec::new());
-    entry(&mut b, "evil", T::Symlink, host_file.to_str().unwrap(), b"", 0o777);
+    entry(
+        &mut b,
+        "evil",
+        T::Symlink,
+        host_file.to_str().unwrap(),
+        b"",
+        0o777,
+    );
     entry(&mut b, "hl", T::Link, "evil", b"", 0o6777);
-    entry(&mut b, "evildir", T::Symlink, host_dir.to_str().unwrap(), b"", 0o777);
+    entry(
+        &mut b,
+        "evildir",
+        T::Symlink,
+        host_dir.to_str().unwrap(),
+        b"",
+        0o777,
+    );
     entry(&mut b, "hl2", T::Link, "evildir", b"", 0o1777);
     let layer = b.into_inner().unwrap();
     let result = apply_layer(&root, &layer[..], None);
@@ -48,9 +62,15 @@ fn a_hard_link_to_a_host_symlink_never_changes_the_host_file() {
         fs::metadata(&host_dir).unwrap().mode(),
         fs::metadata(&host_file).unwrap().mtime(),
     );
-    assert_eq!(after, before, "the host file and directory keep their mode and time");
+    assert_eq!(
+        after, before,
+        "the host file and directory keep their mode and time"
+    );
     assert_eq!(fs::read(&host_file).unwrap(), b"host");
-    assert!(fs::symlink_metadata(root.join("hl")).unwrap().file_type().is_symlink());
+    assert!(fs::symlink_metadata(root.join("hl"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
     fs::remove_dir_all(base).unwrap();
 }
 
@@ -121,7 +141,10 @@ fn gnu_sparse_files_are_expanded_with_their_holes() {
     assert!(content[512..8 << 20].iter().all(|b| *b == 0));
     assert!(content[8 << 20..].iter().all(|b| *b == b'b'));
     let blocks = fs::metadata(root.join("sparse.img")).unwrap().blocks();
-    assert!(blocks * 512 < 1 << 20, "the hole stays a hole: {blocks} blocks");
+    assert!(
+        blocks * 512 < 1 << 20,
+        "the hole stays a hole: {blocks} blocks"
+    );
     assert!(!root.join("GNUSparseFile.0").exists());
     fs::remove_dir_all(base).unwrap();
 }
@@ -211,7 +234,8 @@ fn a_deep_tree_unpacks_with_one_lookup_per_entry() {
         let mut h = tar::Header::new_gnu();
         h.set_mode(0o644);
         h.set_size(1);
-        b.append_data(&mut h, format!("{path}f"), &b"x"[..]).unwrap();
+        b.append_data(&mut h, format!("{path}f"), &b"x"[..])
+            .unwrap();
     }
     let layer = b.into_inner().unwrap();
     let started = std::time::Instant::now();
@@ -252,7 +276,10 @@ fn symlink_loops_and_links_to_missing_targets_fail_cleanly() {
             "to a dir",
             raw_tar(&[("d/", T::Directory, "", b""), ("h", T::Link, "d", b"")]),
         ),
-        ("to itself", raw_tar(&[("h", T::Regular, "", b"x"), ("h", T::Link, "h", b"")])),
+        (
+            "to itself",
+            raw_tar(&[("h", T::Regular, "", b"x"), ("h", T::Link, "h", b"")]),
+        ),
     ];
     for (what, layer) in cases {
         let (base, root) = sandbox();
