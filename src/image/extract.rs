@@ -121,13 +121,13 @@ impl<R: Read> Read for HashingReader<R> {
 
 /// Counts what the tar reader consumes between two entries (headers, PAX records, long
 /// names: the tar crate buffers these whole) and stops it past [`MAX_HEADERS`].
-struct Budget {
+pub(crate) struct Budget {
     armed: Cell<bool>,
     used: Cell<u64>,
     tripped: Cell<bool>,
 }
 
-struct Bounded<R> {
+pub(crate) struct Bounded<R> {
     inner: R,
     budget: Rc<Budget>,
 }
@@ -147,6 +147,45 @@ impl<R: Read> Read for Bounded<R> {
     }
 }
 
+impl Budget {
+    /// A tar archive over `reader` whose extended headers are bounded by the budget.
+    pub(crate) fn archive<R: Read>(reader: R) -> (tar::Archive<Bounded<R>>, Rc<Budget>) {
+        let budget = Rc::new(Budget {
+            armed: Cell::new(false),
+            used: Cell::new(0),
+            tripped: Cell::new(false),
+        });
+        let bounded = Bounded {
+            inner: reader,
+            budget: budget.clone(),
+        };
+        (tar::Archive::new(bounded), budget)
+    }
+
+    /// The next entry. The previous one must have been read to its end, so that only
+    /// headers are read here.
+    pub(crate) fn next<'a, R: Read>(
+        &self,
+        entries: &mut tar::Entries<'a, R>,
+    ) -> Option<io::Result<tar::Entry<'a, R>>> {
+        self.used.set(0);
+        self.armed.set(true);
+        let next = entries.next();
+        self.armed.set(false);
+        match next {
+            Some(Err(_)) if self.tripped.get() => Some(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("extended headers (PAX records, GNU long names) of an entry exceed {MAX_HEADERS} bytes"),
+            ))),
+            other => other,
+        }
+    }
+
+    pub(crate) fn tripped(&self) -> bool {
+        self.tripped.get()
+    }
+}
+
 /// Applies one uncompressed layer stream onto `root`. `diff_id`, when given, is checked
 /// against the SHA-256 of the whole stream.
 pub fn apply_layer(
@@ -158,21 +197,13 @@ pub fn apply_layer(
         inner: layer,
         hasher: Sha256::new(),
     };
-    let budget = Rc::new(Budget {
-        armed: Cell::new(false),
-        used: Cell::new(0),
-        tripped: Cell::new(false),
-    });
     let mut beneath = Beneath::open(root).map_err(|source| ExtractError::Io {
-        entry: String::new(),
+        entry: root.display().to_string(),
         source,
     })?;
     let mut applied = Applied::default();
     {
-        let mut archive = tar::Archive::new(Bounded {
-            inner: &mut hashing,
-            budget: budget.clone(),
-        });
+        let (mut archive, budget) = Budget::archive(&mut hashing);
         let mut entries = archive.entries().map_err(ExtractError::Read)?;
         let mut state = State {
             b: &mut beneath,
@@ -182,14 +213,10 @@ pub fn apply_layer(
         };
         let mut last = String::new();
         loop {
-            budget.used.set(0);
-            budget.armed.set(true);
-            let next = entries.next();
-            budget.armed.set(false);
-            let entry = match next {
+            let entry = match budget.next(&mut entries) {
                 None => break,
                 Some(Ok(e)) => e,
-                Some(Err(_)) if budget.tripped.get() => {
+                Some(Err(_)) if budget.tripped() => {
                     return Err(ExtractError::Headers {
                         after: last,
                         limit: MAX_HEADERS,

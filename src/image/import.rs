@@ -2,7 +2,7 @@
 //! (`skopeo copy ... oci-archive:`) and docker archives (`docker save`, `podman save`),
 //! optionally gzip-compressed. Every blob is verified against its digest as it is stored.
 
-use super::extract::clean_entry_name;
+use super::extract::{clean_entry_name, Budget};
 use super::lock::Lease;
 use super::store::{parse_json, ImageStore};
 use super::{select_platform, ImageError, Reference};
@@ -190,13 +190,16 @@ fn store_archive(
         metadata: HashMap::new(),
         digests: HashMap::new(),
     };
-    let mut archive = tar::Archive::new(reader);
-    for entry in archive
+    let (mut archive, budget) = Budget::archive(reader);
+    let mut entries = archive
         .entries()
-        .map_err(|e| bad(format!("not a tar archive: {e}")))?
-    {
+        .map_err(|e| bad(format!("not a tar archive: {e}")))?;
+    while let Some(entry) = budget.next(&mut entries) {
         let mut entry = entry.map_err(|e| bad(format!("reading archive: {e}")))?;
         if !entry.header().entry_type().is_file() {
+            // Read to its end, so that the next step reads headers only.
+            std::io::copy(&mut entry, &mut std::io::sink())
+                .map_err(|e| bad(format!("reading archive: {e}")))?;
             continue;
         }
         let raw = entry.path().map_err(|e| bad(e.to_string()))?.into_owned();
@@ -213,6 +216,8 @@ fn store_archive(
                 .take(MAX_METADATA)
                 .read_to_end(&mut buf)
                 .map_err(|e| bad(e.to_string()))?;
+            std::io::copy(&mut entry, &mut std::io::sink())
+                .map_err(|e| bad(format!("reading archive: {e}")))?;
             files.metadata.insert(name, buf);
             continue;
         }
