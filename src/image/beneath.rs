@@ -283,3 +283,42 @@ pub fn open_file(root: &Path, path: &Path) -> io::Result<File> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::os::unix::fs::symlink;
+
+    fn read(root: &Path, path: &str) -> io::Result<String> {
+        let mut s = String::new();
+        open_file(root, Path::new(path))?.read_to_string(&mut s)?;
+        Ok(s)
+    }
+
+    #[test]
+    fn open_file_follows_symlinks_but_never_leaves_the_root() {
+        let base = std::env::temp_dir().join(format!("stl-beneath-{}", std::process::id()));
+        let root = base.join("rootfs");
+        fs_create(&root.join("etc"));
+        fs_create(&root.join("usr/lib"));
+        std::fs::write(base.join("host-secret"), "host").unwrap();
+        std::fs::write(root.join("usr/lib/passwd"), "image").unwrap();
+        symlink("../usr/lib/passwd", root.join("etc/passwd")).unwrap();
+        symlink(base.join("host-secret"), root.join("etc/abs")).unwrap();
+        symlink("../../../../host-secret", root.join("etc/rel")).unwrap();
+        symlink("loop2", root.join("etc/loop1")).unwrap();
+        symlink("loop1", root.join("etc/loop2")).unwrap();
+        assert_eq!(read(&root, "/etc/passwd").unwrap(), "image");
+        assert_eq!(read(&root, "etc/../etc/passwd").unwrap(), "image");
+        for escaping in ["/etc/abs", "/etc/rel", "/../host-secret", "/etc/loop1"] {
+            let r = read(&root, escaping);
+            assert!(r.is_err(), "{escaping}: {r:?}");
+        }
+        std::fs::remove_dir_all(base).unwrap();
+    }
+
+    fn fs_create(p: &Path) {
+        std::fs::create_dir_all(p).unwrap();
+    }
+}

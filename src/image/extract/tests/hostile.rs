@@ -290,3 +290,19 @@ fn symlink_loops_and_links_to_missing_targets_fail_cleanly() {
         fs::remove_dir_all(base).unwrap();
     }
 }
+
+#[test]
+fn entries_skipped_with_data_do_not_count_as_headers() {
+    let (base, root) = sandbox();
+    fs::create_dir(root.join("a")).unwrap();
+    let big = vec![b'z'; 3 << 20];
+    let mut b = tar::Builder::new(Vec::new());
+    entry(&mut b, ".wh.a", T::Regular, "", &big, 0o644);
+    entry(&mut b, "dev/console", T::Char, "", &big, 0o600);
+    entry(&mut b, "after", T::Regular, "", b"ok", 0o644);
+    let layer = b.into_inner().unwrap();
+    apply_layer(&root, &layer[..], None).expect("data of skipped entries is not a header");
+    assert!(!root.join("a").exists());
+    assert_eq!(fs::read(root.join("after")).unwrap(), b"ok");
+    fs::remove_dir_all(base).unwrap();
+}
