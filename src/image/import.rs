@@ -283,6 +283,9 @@ fn import_oci(
     Ok(stored)
 }
 
+/// Indexes inside indexes followed at most (real images nest one level).
+const MAX_NESTING: usize = 8;
+
 /// Follows an index entry down to the image manifest for this machine's platform.
 fn resolve_manifest(
     store: &ImageStore,
@@ -291,21 +294,28 @@ fn resolve_manifest(
     desc: &Descriptor,
     path: &Path,
 ) -> Result<String, ImageError> {
-    let digest = desc.digest().to_string();
-    blobs.ensure(store, lease, &digest, path)?;
-    let is_index = matches!(desc.media_type(), MediaType::ImageIndex)
-        || desc.media_type().to_string()
-            == "application/vnd.docker.distribution.manifest.list.v2+json";
-    if !is_index {
-        return Ok(digest);
-    }
-    let nested =
-        parse_json::<ImageIndex>(&store.read_blob(&digest)?).map_err(|e| ImageError::Format {
-            origin: format!("index {digest}"),
-            message: e.to_string(),
+    let mut desc = desc.clone();
+    for _ in 0..MAX_NESTING {
+        let digest = desc.digest().to_string();
+        blobs.ensure(store, lease, &digest, path)?;
+        let is_index = matches!(desc.media_type(), MediaType::ImageIndex)
+            || desc.media_type().to_string()
+                == "application/vnd.docker.distribution.manifest.list.v2+json";
+        if !is_index {
+            return Ok(digest);
+        }
+        let nested = parse_json::<ImageIndex>(&store.read_blob(&digest)?).map_err(|e| {
+            ImageError::Format {
+                origin: format!("index {digest}"),
+                message: e.to_string(),
+            }
         })?;
-    let chosen = select_platform(nested.manifests(), &digest)?;
-    resolve_manifest(store, lease, blobs, chosen, path)
+        desc = select_platform(nested.manifests(), &digest)?.clone();
+    }
+    Err(ImageError::Format {
+        origin: path.display().to_string(),
+        message: format!("image indexes nested deeper than {MAX_NESTING} levels"),
+    })
 }
 
 #[derive(Deserialize)]
