@@ -110,7 +110,7 @@ fn fuzzed_image_metadata_never_panics_and_never_lists_a_broken_image() {
         "config": {"Env": ["PATH=/bin"], "Cmd": ["sh"]},
         "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{layer_hex}")]}});
     let store = ImageStore::open(&base.join("root")).unwrap();
-    let mut rng = Rng(0x1dea_f00d_77);
+    let mut rng = Rng(0x1dea_f00d_0077);
     let started = Instant::now();
     let (mut ok, mut refused) = (0, 0);
     for round in 0..300 {
