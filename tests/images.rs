@@ -241,3 +241,29 @@ fn hostile_layer_in_an_image_writes_nothing_outside() {
     );
     fs::remove_dir_all(base).unwrap();
 }
+
+#[test]
+fn an_archive_with_an_oversized_pax_header_is_refused_by_name() {
+    let base = common::unique_dir("img-pax");
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::XHeader);
+    h.set_path("PaxHeaders/x").unwrap();
+    h.set_size(512 << 20);
+    h.set_cksum();
+    let mut archive = h.as_bytes().to_vec();
+    archive.extend(std::iter::repeat_n(b'a', 3 << 20));
+    let path = base.join("hostile.tar");
+    fs::write(&path, &archive).unwrap();
+    let root = base.join("root");
+    let out = Command::new(common::bin())
+        .args(["images", "--root-dir"])
+        .arg(&root)
+        .arg("import")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let msg = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{msg}");
+    assert!(msg.contains("extended headers"), "{msg}");
+    let _ = fs::remove_dir_all(base);
+}
