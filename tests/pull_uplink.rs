@@ -47,14 +47,18 @@ struct Piecewise {
 
 impl Read for Piecewise {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        std::thread::sleep(self.delay);
+        // One pause per chunk, whatever the size of the server's reads.
+        if self.pos % self.chunk.max(1) == 0 {
+            std::thread::sleep(self.delay);
+        }
         if let Some((at, pause)) = self.stop_at {
             if self.pos >= at {
                 std::thread::sleep(pause);
                 return Err(io::Error::other("connection broken by the test"));
             }
         }
-        let end = self.data.len().min(self.pos + self.chunk.min(buf.len()));
+        let to_boundary = self.chunk - self.pos % self.chunk.max(1);
+        let end = self.data.len().min(self.pos + to_boundary.min(buf.len()));
         let end = match self.stop_at {
             Some((at, _)) => end.min(at),
             None => end,

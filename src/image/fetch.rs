@@ -70,7 +70,7 @@ pub(super) fn fetch_blob(
         let url = format!("{}/blobs/{digest}", client.base);
         let range = format!("bytes={have}-");
         let headers: &[(&str, &str)] = if have > 0 { &[("Range", &range)] } else { &[] };
-        let mut resp = client.get(&url, headers)?;
+        let mut resp = client.get(&url, headers, None)?;
         let status = resp.status().as_u16();
         let resumed = status == 206
             && resp

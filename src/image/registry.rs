@@ -4,7 +4,8 @@
 //!
 //! Timeouts suit a narrow uplink: connecting has 30 s, and after that only progress counts
 //! (no byte for the idle timeout, 60 s by default, as the kubelet's image pull progress
-//! deadline), so a large layer at 512 kbit/s downloads however long it takes.
+//! deadline), so a large layer at 512 kbit/s downloads however long it takes. Manifests and
+//! tokens, small by nature, also have a total deadline of 60 s.
 
 use super::pull::PullOptions;
 use super::ImageError;
@@ -16,6 +17,9 @@ use std::time::Duration;
 use ureq::tls::TlsConfig;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Manifests and tokens are small: they keep a total deadline, so a registry that trickles
+/// them cannot hold a pull for ever.
+const SMALL_TIMEOUT: Duration = Duration::from_secs(60);
 pub(super) const MAX_MANIFEST: u64 = 4 * 1024 * 1024;
 const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, \
 application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
@@ -143,9 +147,10 @@ impl Client {
         &mut self,
         url: &str,
         headers: &[(&str, &str)],
+        total: Option<Duration>,
     ) -> Result<ureq::http::Response<ureq::Body>, ImageError> {
         for attempt in 0..2 {
-            let mut req = self.agent.get(url);
+            let mut req = self.agent.get(url).config().timeout_global(total).build();
             for (name, value) in headers {
                 req = req.header(*name, *value);
             }
@@ -193,7 +198,12 @@ impl Client {
         if let Some(service) = get("service") {
             url.push_str(&format!("&service={}", percent_encode(&service)));
         }
-        let mut req = self.agent.get(&url);
+        let mut req = self
+            .agent
+            .get(&url)
+            .config()
+            .timeout_global(Some(SMALL_TIMEOUT))
+            .build();
         if let Some(b) = &self.basic {
             req = req.header("Authorization", &format!("Basic {b}"));
         }
@@ -235,7 +245,7 @@ impl Client {
     /// A manifest or index by tag or digest; verified when asked by digest.
     pub(super) fn manifest(&mut self, reference: &str) -> Result<(Vec<u8>, String), ImageError> {
         let url = format!("{}/manifests/{reference}", self.base);
-        let mut resp = self.get(&url, &[("Accept", ACCEPT)])?;
+        let mut resp = self.get(&url, &[("Accept", ACCEPT)], Some(SMALL_TIMEOUT))?;
         let status = resp.status().as_u16();
         let body = resp
             .body_mut()
