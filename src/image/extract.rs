@@ -9,12 +9,13 @@
 //! or a `chmod` onto the host. Extended headers are bounded, so a PAX record claiming
 //! gigabytes is refused instead of buffered.
 //!
-//! Choices, as containerd makes them where it has one: GNU sparse files are expanded (their
-//! holes stay holes); PAX sparse files (`GNU.sparse.*` records) are refused by name; character
-//! and block devices are skipped with a debug line (a container's `/dev` is a tmpfs the
-//! runtime fills, and the device cgroup lets an unprivileged container open only the standard
-//! devices, so a node from an image could serve nothing, while on the host it would be a
-//! device file in the store); FIFOs are created.
+//! Choices: GNU sparse files are expanded, as containerd (Go's archive/tar) does, and their
+//! holes stay holes; PAX sparse files (`GNU.sparse.*` records) are refused by name (the tar
+//! crate does not parse their maps). Character and block devices are skipped with a debug
+//! line, where containerd running as root creates them: a container's `/dev` is a tmpfs the
+//! runtime fills, and the device cgroup lets an unprivileged container open only the
+//! standard devices, so a node from an image could serve nothing, while on the host it would
+//! be a device file in the store that anyone able to reach it could open. FIFOs are created.
 
 mod entry;
 mod stream;
