@@ -218,10 +218,15 @@ fn hostile_layer_in_an_image_writes_nothing_outside() {
     fs::write(layout.join("index.json"), serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": format!("sha256:{manifest_hex}"), "size": manifest.len()}]}).to_string()).unwrap();
     let s = store(&base);
     let name = Reference::parse("localhost/hostile").unwrap();
-    import::import(&s, &layout, Some(&name), "now").unwrap();
-    let image = s.resolve(&name).unwrap().unwrap();
-    let err = s.rootfs(&image).unwrap_err();
+    // The image is unpacked before its reference is recorded: an image that cannot unpack
+    // is refused at import and never listed (so no pod start fails on it later).
+    let err = import::import(&s, &layout, Some(&name), "now").unwrap_err();
     assert!(err.to_string().contains("'..'"), "{err}");
+    assert!(
+        s.resolve(&name).unwrap().is_none(),
+        "a failed unpack is not listed"
+    );
+    assert!(s.refs().unwrap().is_empty());
     assert!(
         !base.join("escaped").exists()
             && !base.join("root/escaped").exists()
@@ -235,4 +240,30 @@ fn hostile_layer_in_an_image_writes_nothing_outside() {
         "no half image is left usable"
     );
     fs::remove_dir_all(base).unwrap();
+}
+
+#[test]
+fn an_archive_with_an_oversized_pax_header_is_refused_by_name() {
+    let base = common::unique_dir("img-pax");
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::XHeader);
+    h.set_path("PaxHeaders/x").unwrap();
+    h.set_size(512 << 20);
+    h.set_cksum();
+    let mut archive = h.as_bytes().to_vec();
+    archive.extend(std::iter::repeat_n(b'a', 3 << 20));
+    let path = base.join("hostile.tar");
+    fs::write(&path, &archive).unwrap();
+    let root = base.join("root");
+    let out = Command::new(common::bin())
+        .args(["images", "--root-dir"])
+        .arg(&root)
+        .arg("import")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let msg = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{msg}");
+    assert!(msg.contains("extended headers"), "{msg}");
+    let _ = fs::remove_dir_all(base);
 }

@@ -1,7 +1,8 @@
-//! `staticlet images import|list|rm`: the local image store, offline.
+//! `staticlet images import|pull|list|rm`: the local image store. `list` only reads (it
+//! creates nothing); the others take the store's locks, so they work while an agent runs.
 
 use crate::cli::{base_config, Failure, ImagesAction, ImagesCmd};
-use crate::image::{import, ImageStore, Reference};
+use crate::image::{import, Collected, ImageStore, Reference};
 
 pub fn run(cmd: &ImagesCmd) -> Result<(), Failure> {
     let mut config = base_config(cmd.config.as_ref())?;
@@ -26,14 +27,9 @@ pub fn run(cmd: &ImagesCmd) -> Result<(), Failure> {
                 &crate::timefmt::now_rfc3339(),
             )
             .map_err(failed)?;
+            // Each image is unpacked before it is listed, so the first pod start does not pay
+            // for it and an image that cannot unpack is never listed.
             for r in refs {
-                // Unpack now, so the first pod start does not pay for it.
-                if let Some(image) = store
-                    .resolve(&Reference::parse(&r).map_err(|e| Failure::Failed(e.to_string()))?)
-                    .map_err(failed)?
-                {
-                    store.rootfs(&image).map_err(failed)?;
-                }
                 println!("imported {r}");
             }
             Ok(())
@@ -70,17 +66,17 @@ pub fn run(cmd: &ImagesCmd) -> Result<(), Failure> {
                 &crate::timefmt::now_rfc3339(),
             )
             .map_err(failed)?;
-            if let Some(image) = store.resolve(&reference).map_err(failed)? {
-                store.rootfs(&image).map_err(failed)?;
-            }
             println!("pulled {reference} ({digest})");
             Ok(())
         }
         ImagesAction::Rm(r) => {
             let reference = Reference::parse(&r.reference)
                 .map_err(|e| Failure::Usage(format!("{:?}: {e}", r.reference)))?;
-            let removed = store.remove(&reference).map_err(failed)?;
+            let (removed, collected) = store.remove(&reference).map_err(failed)?;
             println!("removed {removed}");
+            if collected == Collected::Deferred {
+                println!("(its files are deleted when the import or pull in progress ends)");
+            }
             Ok(())
         }
     }

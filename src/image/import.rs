@@ -2,8 +2,9 @@
 //! (`skopeo copy ... oci-archive:`) and docker archives (`docker save`, `podman save`),
 //! optionally gzip-compressed. Every blob is verified against its digest as it is stored.
 
-use super::extract::clean_entry_name;
-use super::store::ImageStore;
+use super::extract::{clean_entry_name, Budget};
+use super::lock::Lease;
+use super::store::{parse_json, ImageStore};
 use super::{select_platform, ImageError, Reference};
 use oci_spec::image::{Descriptor, ImageIndex, MediaType};
 use serde::Deserialize;
@@ -26,7 +27,13 @@ enum Blobs<'a> {
 }
 
 impl Blobs<'_> {
-    fn ensure(&self, store: &ImageStore, digest: &str, origin: &Path) -> Result<(), ImageError> {
+    fn ensure(
+        &self,
+        store: &ImageStore,
+        lease: &Lease,
+        digest: &str,
+        origin: &Path,
+    ) -> Result<(), ImageError> {
         if store.has_blob(digest) {
             return Ok(());
         }
@@ -38,7 +45,12 @@ impl Blobs<'_> {
                     path: path.clone(),
                     source,
                 })?;
-                store.put_blob(BufReader::new(f), Some(digest), &path.display().to_string())?;
+                store.put_blob(
+                    lease,
+                    BufReader::new(f),
+                    Some(digest),
+                    &path.display().to_string(),
+                )?;
                 Ok(())
             }
             Blobs::Stored => Err(ImageError::Format {
@@ -95,9 +107,28 @@ fn name_for(
     })
 }
 
-/// Imports every image in `path`; `name` renames a single image. Returns the stored references.
+/// Imports every image in `path`; `name` renames a single image. Each image is unpacked
+/// before its reference is recorded. Returns the stored references.
 pub fn import(
     store: &ImageStore,
+    path: &Path,
+    name: Option<&Reference>,
+    now: &str,
+) -> Result<Vec<String>, ImageError> {
+    let lease = store.lease()?;
+    let result = import_leased(store, &lease, path, name, now);
+    drop(lease);
+    // What a re-tag replaced, or what a failed import stored, goes now (or at the end of
+    // the operation still in progress).
+    if let Err(e) = store.collect_garbage() {
+        log::warn!("image store: collecting garbage: {e}");
+    }
+    result
+}
+
+fn import_leased(
+    store: &ImageStore,
+    lease: &Lease,
     path: &Path,
     name: Option<&Reference>,
     now: &str,
@@ -112,7 +143,7 @@ pub fn import(
             path: path.join("index.json"),
             source,
         })?;
-        return import_oci(store, &index, &Blobs::Layout(path), path, name, now);
+        return import_oci(store, lease, &index, &Blobs::Layout(path), path, name, now);
     }
     let mut file = File::open(path).map_err(io_err)?;
     let mut magic = [0u8; 2];
@@ -123,11 +154,11 @@ pub fn import(
     } else {
         Box::new(BufReader::new(file))
     };
-    let files = store_archive(store, reader, path)?;
+    let files = store_archive(store, lease, reader, path)?;
     if let Some(index) = files.metadata.get("index.json") {
-        import_oci(store, index, &Blobs::Stored, path, name, now)
+        import_oci(store, lease, index, &Blobs::Stored, path, name, now)
     } else if let Some(manifest) = files.metadata.get("manifest.json") {
-        import_docker(store, manifest, &files.digests, path, name, now)
+        import_docker(store, lease, manifest, &files.digests, path, name, now)
     } else {
         Err(ImageError::Format {
             origin: path.display().to_string(),
@@ -146,6 +177,7 @@ struct ArchiveFiles {
 /// Reads an archive once: metadata files into memory, everything else into the blob store.
 fn store_archive(
     store: &ImageStore,
+    lease: &Lease,
     reader: impl Read,
     path: &Path,
 ) -> Result<ArchiveFiles, ImageError> {
@@ -158,13 +190,16 @@ fn store_archive(
         metadata: HashMap::new(),
         digests: HashMap::new(),
     };
-    let mut archive = tar::Archive::new(reader);
-    for entry in archive
+    let (mut archive, budget) = Budget::archive(reader);
+    let mut entries = archive
         .entries()
-        .map_err(|e| bad(format!("not a tar archive: {e}")))?
-    {
+        .map_err(|e| bad(format!("not a tar archive: {e}")))?;
+    while let Some(entry) = budget.next(&mut entries) {
         let mut entry = entry.map_err(|e| bad(format!("reading archive: {e}")))?;
         if !entry.header().entry_type().is_file() {
+            // Read to its end, so that the next step reads headers only.
+            std::io::copy(&mut entry, &mut std::io::sink())
+                .map_err(|e| bad(format!("reading archive: {e}")))?;
             continue;
         }
         let raw = entry.path().map_err(|e| bad(e.to_string()))?.into_owned();
@@ -181,6 +216,8 @@ fn store_archive(
                 .take(MAX_METADATA)
                 .read_to_end(&mut buf)
                 .map_err(|e| bad(e.to_string()))?;
+            std::io::copy(&mut entry, &mut std::io::sink())
+                .map_err(|e| bad(format!("reading archive: {e}")))?;
             files.metadata.insert(name, buf);
             continue;
         }
@@ -193,6 +230,7 @@ fn store_archive(
                 .map(|h| format!("sha256:{h}"))
         };
         let digest = store.put_blob(
+            lease,
             &mut entry,
             expected.as_deref(),
             &format!("{origin}: {name}"),
@@ -204,6 +242,7 @@ fn store_archive(
 
 fn import_oci(
     store: &ImageStore,
+    lease: &Lease,
     index: &[u8],
     blobs: &Blobs,
     path: &Path,
@@ -211,7 +250,7 @@ fn import_oci(
     now: &str,
 ) -> Result<Vec<String>, ImageError> {
     let origin = path.display().to_string();
-    let index = ImageIndex::from_reader(index).map_err(|e| ImageError::Format {
+    let index = parse_json::<ImageIndex>(index).map_err(|e| ImageError::Format {
         origin: format!("{origin}: index.json"),
         message: e.to_string(),
     })?;
@@ -226,13 +265,13 @@ fn import_oci(
                 path,
             )?,
         };
-        let manifest = resolve_manifest(store, blobs, desc, path)?;
+        let manifest = resolve_manifest(store, lease, blobs, desc, path)?;
         let m = store.manifest(&manifest)?;
-        blobs.ensure(store, m.config().digest().as_ref(), path)?;
+        blobs.ensure(store, lease, m.config().digest().as_ref(), path)?;
         for layer in m.layers() {
-            blobs.ensure(store, layer.digest().as_ref(), path)?;
+            blobs.ensure(store, lease, layer.digest().as_ref(), path)?;
         }
-        store.tag(&reference, &manifest, now)?;
+        store.commit(lease, &reference, &manifest, now)?;
         stored.push(reference.to_string());
     }
     if stored.is_empty() {
@@ -244,29 +283,39 @@ fn import_oci(
     Ok(stored)
 }
 
+/// Indexes inside indexes followed at most (real images nest one level).
+const MAX_NESTING: usize = 8;
+
 /// Follows an index entry down to the image manifest for this machine's platform.
 fn resolve_manifest(
     store: &ImageStore,
+    lease: &Lease,
     blobs: &Blobs,
     desc: &Descriptor,
     path: &Path,
 ) -> Result<String, ImageError> {
-    let digest = desc.digest().to_string();
-    blobs.ensure(store, &digest, path)?;
-    let is_index = matches!(desc.media_type(), MediaType::ImageIndex)
-        || desc.media_type().to_string()
-            == "application/vnd.docker.distribution.manifest.list.v2+json";
-    if !is_index {
-        return Ok(digest);
-    }
-    let nested = ImageIndex::from_reader(&store.read_blob(&digest)?[..]).map_err(|e| {
-        ImageError::Format {
-            origin: format!("index {digest}"),
-            message: e.to_string(),
+    let mut desc = desc.clone();
+    for _ in 0..MAX_NESTING {
+        let digest = desc.digest().to_string();
+        blobs.ensure(store, lease, &digest, path)?;
+        let is_index = matches!(desc.media_type(), MediaType::ImageIndex)
+            || desc.media_type().to_string()
+                == "application/vnd.docker.distribution.manifest.list.v2+json";
+        if !is_index {
+            return Ok(digest);
         }
-    })?;
-    let chosen = select_platform(nested.manifests(), &digest)?;
-    resolve_manifest(store, blobs, chosen, path)
+        let nested = parse_json::<ImageIndex>(&store.read_blob(&digest)?).map_err(|e| {
+            ImageError::Format {
+                origin: format!("index {digest}"),
+                message: e.to_string(),
+            }
+        })?;
+        desc = select_platform(nested.manifests(), &digest)?.clone();
+    }
+    Err(ImageError::Format {
+        origin: path.display().to_string(),
+        message: format!("image indexes nested deeper than {MAX_NESTING} levels"),
+    })
 }
 
 #[derive(Deserialize)]
@@ -280,6 +329,7 @@ struct DockerManifest {
 
 fn import_docker(
     store: &ImageStore,
+    lease: &Lease,
     manifest: &[u8],
     digests: &HashMap<String, String>,
     path: &Path,
@@ -319,7 +369,7 @@ fn import_docker(
         });
         let body = serde_json::to_vec(&oci).unwrap_or_default();
         let manifest_digest =
-            store.put_blob(&body[..], None, &format!("{origin}: manifest.json"))?;
+            store.put_blob(lease, &body[..], None, &format!("{origin}: manifest.json"))?;
         let mut names: Vec<Reference> = match name {
             Some(n) if i == 0 => vec![n.clone()],
             _ => entry
@@ -333,7 +383,7 @@ fn import_docker(
             names.push(name_for(None, None, path)?);
         }
         for n in names {
-            store.tag(&n, &manifest_digest, now)?;
+            store.commit(lease, &n, &manifest_digest, now)?;
             stored.push(n.to_string());
         }
     }

@@ -1,12 +1,20 @@
-//! Images, offline: references, the local store, safe layer extraction and import of the
-//! archives that skopeo, podman and docker produce. Pulling from registries builds on this.
+//! Images: references, the local store (blobs, references, unpacked rootfs, their locks and
+//! garbage collection), safe layer extraction, import of the archives that skopeo, podman
+//! and docker produce, and pulls from registries.
 
+pub mod beneath;
 pub mod extract;
+mod fetch;
+pub mod gc;
 pub mod import;
+pub mod lock;
 pub mod pull;
 pub mod reference;
+mod registry;
 pub mod store;
+mod unpack;
 
+pub use gc::Collected;
 pub use reference::Reference;
 pub use store::{Image, ImageStore};
 
@@ -79,8 +87,10 @@ pub fn select_platform<'a>(
     if let Some(d) = entries.iter().find(matches) {
         return Ok(d);
     }
-    if entries.len() == 1 && entries[0].platform().is_none() {
-        return Ok(&entries[0]);
+    if let [only] = entries {
+        if only.platform().is_none() {
+            return Ok(only);
+        }
     }
     let available: Vec<String> = entries
         .iter()

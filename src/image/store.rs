@@ -2,10 +2,13 @@
 //! table, and each image's layers unpacked once into a read-only rootfs.
 //!
 //! Every blob is verified against its digest before it is renamed into place, the reference
-//! table is written atomically, and a rootfs is unpacked into a temporary directory that is
-//! renamed only when complete, so an interrupted import never leaves a usable half image.
+//! table is written atomically under the store lock ([`super::lock`]), and a reference is
+//! recorded only once its image is completely unpacked ([`super::unpack`]), so an interrupted
+//! or failed import never leaves a listed image that cannot start. Opening the store creates
+//! nothing: read-only commands leave no trace; the first write lays the directories out.
 
-use super::extract::{self, hex};
+use super::extract::hex;
+use super::lock::Lease;
 use super::{ImageError, Reference};
 use crate::fsutil;
 use oci_spec::image::{ImageConfiguration, ImageManifest};
@@ -16,8 +19,12 @@ use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
+/// Manifests, indexes and configs are read into memory: at most this big (containerd's
+/// limit for manifests is 4 MiB; configs of real images are far below it).
+pub const MAX_JSON: u64 = 8 * 1024 * 1024;
+
 pub struct ImageStore {
-    dir: PathBuf,
+    pub(super) dir: PathBuf,
 }
 
 /// What the reference table records for one reference.
@@ -38,7 +45,7 @@ pub struct Image {
     pub config: ImageConfiguration,
 }
 
-fn digest_hex(digest: &str) -> Result<&str, ImageError> {
+pub(super) fn digest_hex(digest: &str) -> Result<&str, ImageError> {
     match digest.strip_prefix("sha256:") {
         Some(h) if super::reference::is_sha256_digest(digest) => Ok(h),
         _ => Err(ImageError::Format {
@@ -48,34 +55,37 @@ fn digest_hex(digest: &str) -> Result<&str, ImageError> {
     }
 }
 
+/// Parses JSON into `T`; the error names the field at fault (`rootfs.diff_ids: ...`).
+pub(super) fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." {
+            e.into_inner().to_string()
+        } else {
+            format!("{path}: {}", e.into_inner())
+        }
+    })
+}
+
 impl ImageStore {
+    /// The store of `root_dir`; nothing is created until something is written.
     pub fn open(root_dir: &Path) -> Result<ImageStore, ImageError> {
-        let dir = root_dir.join("images");
+        Ok(ImageStore {
+            dir: root_dir.join("images"),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub(super) fn ensure_layout(&self) -> Result<(), ImageError> {
         for sub in ["blobs/sha256", "rootfs", "tmp"] {
-            let p = dir.join(sub);
+            let p = self.dir.join(sub);
             fs::create_dir_all(&p).map_err(|source| ImageError::Io { path: p, source })?;
         }
-        // What an interrupted import or pull left behind is never used: remove the temporary
-        // files of processes that are gone (names carry the writer's pid; live ones are busy).
-        let tmp = dir.join("tmp");
-        if let Ok(entries) = fs::read_dir(&tmp) {
-            for e in entries.flatten() {
-                let name = e.file_name().to_string_lossy().to_string();
-                let pid = name
-                    .trim_start_matches('.')
-                    .split('-')
-                    .nth(1)
-                    .and_then(|p| p.parse::<u32>().ok());
-                if pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists()) {
-                    let _ = if e.path().is_dir() {
-                        fs::remove_dir_all(e.path())
-                    } else {
-                        fs::remove_file(e.path())
-                    };
-                }
-            }
-        }
-        Ok(ImageStore { dir })
+        Ok(())
     }
 
     pub fn blob_path(&self, digest: &str) -> Result<PathBuf, ImageError> {
@@ -87,9 +97,11 @@ impl ImageStore {
     }
 
     /// Streams `content` into the store and returns its digest. When `expected` is given, the
-    /// content must hash to it, or nothing is stored.
+    /// content must hash to it, or nothing is stored. Read errors name `origin`, write errors
+    /// (a full disk) the file being written in the store.
     pub fn put_blob(
         &self,
+        _lease: &Lease,
         content: impl Read,
         expected: Option<&str>,
         origin: &str,
@@ -103,8 +115,12 @@ impl ImageStore {
                 path: tmp_dir.clone(),
                 source,
             })?;
-        let io_err = |source| ImageError::Io {
+        let read_err = |source| ImageError::Io {
             path: PathBuf::from(origin),
+            source,
+        };
+        let write_err = |source| ImageError::Io {
+            path: tmp_path.clone(),
             source,
         };
         let mut hasher = Sha256::new();
@@ -113,15 +129,15 @@ impl ImageStore {
         let mut size = 0u64;
         let result = (|| -> Result<(), ImageError> {
             loop {
-                let n = reader.read(&mut buf).map_err(io_err)?;
-                if n == 0 {
+                let n = reader.read(&mut buf).map_err(read_err)?;
+                let Some(chunk) = buf.get(..n).filter(|c| !c.is_empty()) else {
                     break;
-                }
-                hasher.update(&buf[..n]);
-                file.write_all(&buf[..n]).map_err(io_err)?;
+                };
+                hasher.update(chunk);
+                file.write_all(chunk).map_err(write_err)?;
                 size += n as u64;
             }
-            file.sync_all().map_err(io_err)
+            file.sync_all().map_err(write_err)
         })();
         let actual = format!("sha256:{}", hex(&hasher.finalize()));
         let verdict = result.and_then(|_| match expected {
@@ -145,9 +161,25 @@ impl ImageStore {
         Ok(actual)
     }
 
+    /// A metadata blob (manifest, index, config), refused beyond [`MAX_JSON`].
     pub fn read_blob(&self, digest: &str) -> Result<Vec<u8>, ImageError> {
         let p = self.blob_path(digest)?;
-        fs::read(&p).map_err(|source| ImageError::Io { path: p, source })
+        let io_err = |source| ImageError::Io {
+            path: p.clone(),
+            source,
+        };
+        let f = fs::File::open(&p).map_err(io_err)?;
+        let mut body = Vec::new();
+        f.take(MAX_JSON + 1)
+            .read_to_end(&mut body)
+            .map_err(io_err)?;
+        if body.len() as u64 > MAX_JSON {
+            return Err(ImageError::Format {
+                origin: format!("blob {digest}"),
+                message: format!("larger than {MAX_JSON} bytes, too big for a manifest or config"),
+            });
+        }
+        Ok(body)
     }
 
     fn refs_path(&self) -> PathBuf {
@@ -166,41 +198,45 @@ impl ImageStore {
         }
     }
 
-    fn write_refs(&self, refs: &BTreeMap<String, ImageRecord>) -> Result<(), ImageError> {
+    /// Writes the reference table; the caller holds the store lock.
+    pub(super) fn write_refs(
+        &self,
+        refs: &BTreeMap<String, ImageRecord>,
+    ) -> Result<(), ImageError> {
         let p = self.refs_path();
         let body = serde_json::to_vec_pretty(refs).unwrap_or_default();
         fsutil::write_atomic(&p, &body).map_err(|source| ImageError::Io { path: p, source })
     }
 
-    /// Records `reference` for the image whose manifest blob is `manifest_digest`.
-    pub fn tag(
-        &self,
-        reference: &Reference,
-        manifest_digest: &str,
-        now: &str,
-    ) -> Result<(), ImageError> {
-        let manifest = self.manifest(manifest_digest)?;
-        let config = manifest.config().digest().to_string();
-        let size =
-            manifest.layers().iter().map(|l| l.size()).sum::<u64>() + manifest.config().size();
-        let mut refs = self.refs()?;
-        refs.insert(
-            reference.to_string(),
-            ImageRecord {
-                manifest: manifest_digest.into(),
-                config,
-                size,
-                imported: now.into(),
-            },
-        );
-        self.write_refs(&refs)
+    pub fn manifest(&self, digest: &str) -> Result<ImageManifest, ImageError> {
+        parse_json(&self.read_blob(digest)?).map_err(|message| ImageError::Format {
+            origin: format!("manifest {digest}"),
+            message: format!("not an image manifest: {message}"),
+        })
     }
 
-    pub fn manifest(&self, digest: &str) -> Result<ImageManifest, ImageError> {
-        ImageManifest::from_reader(&self.read_blob(digest)?[..]).map_err(|e| ImageError::Format {
-            origin: format!("manifest {digest}"),
-            message: e.to_string(),
-        })
+    /// The manifest and config of a stored image, checked as an image must be to run: the
+    /// config parses, and it names one diff ID per layer.
+    pub fn load_image(
+        &self,
+        name: &str,
+        manifest_digest: &str,
+    ) -> Result<(ImageManifest, ImageConfiguration), ImageError> {
+        let manifest = self.manifest(manifest_digest)?;
+        let config_digest = manifest.config().digest().to_string();
+        let config: ImageConfiguration =
+            parse_json(&self.read_blob(&config_digest)?).map_err(|message| ImageError::Format {
+                origin: format!("image {name}: config blob {config_digest}"),
+                message: format!("not an image configuration: {message}"),
+            })?;
+        let (layers, diff_ids) = (manifest.layers().len(), config.rootfs().diff_ids().len());
+        if layers != diff_ids {
+            return Err(ImageError::Format {
+                origin: format!("image {name}"),
+                message: format!("its manifest has {layers} layers but its config lists {diff_ids} diff_ids; the image is malformed"),
+            });
+        }
+        Ok((manifest, config))
     }
 
     /// Finds a stored image: by exact reference, or by digest among the stored manifests.
@@ -216,130 +252,12 @@ impl ImageStore {
         let Some((name, record)) = found else {
             return Ok(None);
         };
-        let manifest = self.manifest(&record.manifest)?;
-        let config = ImageConfiguration::from_reader(&self.read_blob(&record.config)?[..])
-            .map_err(|e| ImageError::Format {
-                origin: format!("config {}", record.config),
-                message: e.to_string(),
-            })?;
+        let (manifest, config) = self.load_image(name, &record.manifest)?;
         Ok(Some(Image {
             reference: name.clone(),
             record: record.clone(),
             manifest,
             config,
         }))
-    }
-
-    /// Whether the image's rootfs is unpacked already (using it costs no unpacking).
-    pub fn is_unpacked(&self, image: &Image) -> bool {
-        digest_hex(&image.record.manifest)
-            .is_ok_and(|hex| self.dir.join("rootfs").join(hex).is_dir())
-    }
-
-    /// The image's unpacked, read-only rootfs; unpacked on first use.
-    pub fn rootfs(&self, image: &Image) -> Result<PathBuf, ImageError> {
-        let dest = self
-            .dir
-            .join("rootfs")
-            .join(digest_hex(&image.record.manifest)?);
-        if dest.is_dir() {
-            return Ok(dest);
-        }
-        let tmp = self.dir.join("tmp").join(format!(
-            "rootfs-{}-{}",
-            std::process::id(),
-            digest_hex(&image.record.manifest)?
-        ));
-        let _ = fs::remove_dir_all(&tmp);
-        fs::create_dir_all(&tmp).map_err(|source| ImageError::Io {
-            path: tmp.clone(),
-            source,
-        })?;
-        let diff_ids = image.config.rootfs().diff_ids();
-        let result = image
-            .manifest
-            .layers()
-            .iter()
-            .enumerate()
-            .try_for_each(|(i, layer)| {
-                let digest = layer.digest().to_string();
-                let path = self.blob_path(&digest)?;
-                let reader = extract::open_layer(&path).map_err(|source| ImageError::Io {
-                    path: path.clone(),
-                    source,
-                })?;
-                extract::apply_layer(&tmp, reader, diff_ids.get(i).map(String::as_str)).map_err(
-                    |source| ImageError::Extract {
-                        image: image.reference.clone(),
-                        layer: digest,
-                        source,
-                    },
-                )
-            });
-        if let Err(e) = result {
-            let _ = fs::remove_dir_all(&tmp);
-            return Err(e);
-        }
-        match fs::rename(&tmp, &dest) {
-            Ok(()) => Ok(dest),
-            // Another process unpacked it first; use theirs.
-            Err(_) if dest.is_dir() => {
-                let _ = fs::remove_dir_all(&tmp);
-                Ok(dest)
-            }
-            Err(source) => Err(ImageError::Io { path: dest, source }),
-        }
-    }
-
-    /// Removes a reference; the image's blobs and rootfs go when no reference is left and no
-    /// container uses the rootfs.
-    pub fn remove(&self, reference: &Reference) -> Result<String, ImageError> {
-        let mut refs = self.refs()?;
-        let Some(image) = self.resolve(reference)? else {
-            return Err(ImageError::NotFound(reference.to_string()));
-        };
-        let rootfs = self
-            .dir
-            .join("rootfs")
-            .join(digest_hex(&image.record.manifest)?);
-        let still_used = refs
-            .iter()
-            .any(|(r, rec)| r != &image.reference && rec.manifest == image.record.manifest);
-        if !still_used && fsutil::mounts_mentioning(&rootfs) {
-            return Err(ImageError::InUse(image.reference));
-        }
-        refs.remove(&image.reference);
-        self.write_refs(&refs)?;
-        if !still_used {
-            let _ = fs::remove_dir_all(&rootfs);
-            self.collect_garbage(&refs)?;
-        }
-        Ok(image.reference)
-    }
-
-    /// Deletes blobs no stored reference needs any more.
-    fn collect_garbage(&self, refs: &BTreeMap<String, ImageRecord>) -> Result<(), ImageError> {
-        let mut keep = std::collections::HashSet::new();
-        for rec in refs.values() {
-            keep.insert(rec.manifest.clone());
-            keep.insert(rec.config.clone());
-            if let Ok(m) = self.manifest(&rec.manifest) {
-                keep.extend(m.layers().iter().map(|l| l.digest().to_string()));
-            }
-        }
-        let dir = self.dir.join("blobs/sha256");
-        for entry in fs::read_dir(&dir)
-            .map_err(|source| ImageError::Io {
-                path: dir.clone(),
-                source,
-            })?
-            .flatten()
-        {
-            let digest = format!("sha256:{}", entry.file_name().to_string_lossy());
-            if !keep.contains(&digest) {
-                let _ = fs::remove_file(entry.path());
-            }
-        }
-        Ok(())
     }
 }

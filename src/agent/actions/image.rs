@@ -40,6 +40,22 @@ fn pull(config: &crate::config::Config, reference: &Reference) -> Result<(), Str
     Ok(())
 }
 
+/// Once per agent, in the background: what an interrupted unpack or pull left in the store,
+/// and images re-pulled while containers still used them, are collected (never a rootfs that
+/// a running container's overlay still uses). Off the start path: a pod never waits for it.
+fn collect_once(config: &crate::config::Config) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let root = config.root_dir.clone();
+        std::thread::spawn(move || {
+            let collected = crate::image::ImageStore::open(&root).and_then(|s| s.collect_garbage());
+            if let Err(e) = collected {
+                log::warn!("image store: collecting garbage: {e}");
+            }
+        });
+    });
+}
+
 /// Whether an `Always` image is due for a background refresh (at most every 5 minutes, so a
 /// crash-looping container does not hammer the registry).
 fn refresh_due(reference: &Reference) -> bool {
@@ -58,6 +74,7 @@ fn refresh_due(reference: &Reference) -> bool {
 /// image is used at once; `Always` refreshes it in the background (the new version is used
 /// at the next start), and a missing image is pulled before this container starts.
 pub(super) fn find_image(ctx: &Context, c: &Container) -> Result<Image, StartFailure> {
+    collect_once(&ctx.config);
     let reference = Reference::parse(&c.image)
         .map_err(|e| failure("InvalidImageName", e.to_string(), false))?;
     let local = ctx

@@ -1,7 +1,10 @@
 use super::*;
+use std::fs;
+
+mod hostile;
 
 /// Builds a tar with raw names, bypassing the tar crate's own `..` checks, as an attacker would.
-fn raw_tar(entries: &[(&str, tar::EntryType, &str, &[u8])]) -> Vec<u8> {
+pub(super) fn raw_tar(entries: &[(&str, tar::EntryType, &str, &[u8])]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     for (name, kind, link, data) in entries {
         let mut h = tar::Header::new_gnu();
@@ -17,7 +20,7 @@ fn raw_tar(entries: &[(&str, tar::EntryType, &str, &[u8])]) -> Vec<u8> {
     b.into_inner().unwrap()
 }
 
-fn sandbox() -> (PathBuf, PathBuf) {
+pub(super) fn sandbox() -> (PathBuf, PathBuf) {
     let base = std::env::temp_dir().join(format!(
         "staticlet-extract-{}-{}",
         std::process::id(),
@@ -35,7 +38,7 @@ fn rand_suffix() -> u64 {
 }
 
 /// Every path below `base` but outside its rootfs, to prove nothing was written beside it.
-fn tree(base: &Path) -> Vec<String> {
+pub(super) fn tree(base: &Path) -> Vec<String> {
     let mut out = Vec::new();
     let mut stack = vec![base.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -121,8 +124,6 @@ fn hostile_entries_are_refused_and_nothing_lands_outside() {
             "absolute hard link",
             raw_tar(&[("hl", T::Link, "/etc/passwd", b"")]),
         ),
-        ("char device", raw_tar(&[("null", T::Char, "", b"")])),
-        ("block device", raw_tar(&[("sda", T::Block, "", b"")])),
     ];
     for (what, layer) in cases {
         let (base, root) = sandbox();
