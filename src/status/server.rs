@@ -126,16 +126,21 @@ fn serve(listener: TcpListener, board: Arc<StatusBoard>) {
             .max_buf_size(MAX_HEAD)
             .max_header_size(MAX_HEAD);
         let registry = Rc::new(RefCell::new(Registry::default()));
+        let mut failing = false;
         loop {
             let stream = match listener.accept().await {
                 Ok((s, _)) => s,
                 Err(e) => {
-                    // Out of file descriptors, most likely: wait instead of spinning.
-                    log::warn!("status endpoint: accept: {e}");
+                    // Out of file descriptors, most likely: say it once, wait, don't spin.
+                    if !failing {
+                        log::warn!("status endpoint: accept: {e}");
+                    }
+                    failing = true;
                     smol::Timer::after(Duration::from_millis(200)).await;
                     continue;
                 }
             };
+            failing = false;
             let Some((id, busy, stop)) = registry.borrow_mut().admit() else {
                 log::debug!(
                     "status endpoint: {MAX_CONNECTIONS} connections busy; closing a new one"
