@@ -1,7 +1,12 @@
 //! The observed-status stage: what the agent publishes after every change, read by the status
 //! endpoint (and later the mirror sync) without ever blocking the event loop for long.
 
+mod follow;
+mod io;
+mod logs;
+mod routes;
 pub mod server;
+mod watch;
 
 use crate::desired::Problem;
 use serde_json::{json, Value};
@@ -66,6 +71,8 @@ pub enum MirrorState {
 pub struct StatusBoard {
     inner: Mutex<(u64, Shared)>,
     changed: std::sync::Condvar,
+    /// The same signal for async readers (log followers) that must not block a thread.
+    published: event_listener::Event,
     mirrors: Mutex<std::collections::BTreeMap<String, MirrorState>>,
 }
 
@@ -76,6 +83,20 @@ impl StatusBoard {
             g.1 = s;
         }
         self.changed.notify_all();
+        self.published.notify(usize::MAX);
+    }
+
+    /// A listener woken by the next publish; take it before looking, so no change is missed.
+    pub fn listen(&self) -> event_listener::EventListener {
+        self.published.listen()
+    }
+
+    /// Looks at the current state without copying it.
+    pub fn inspect<T>(&self, f: impl FnOnce(&Shared) -> T) -> T {
+        match self.inner.lock() {
+            Ok(g) => f(&g.1),
+            Err(e) => f(&e.into_inner().1),
+        }
     }
 
     pub fn read(&self) -> Shared {

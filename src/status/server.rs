@@ -1,189 +1,186 @@
 //! The status endpoint (`--status-address`): `/healthz`, `/pods` (a v1 PodList), `/manifests`
 //! (manifest problems), `/metrics` (Prometheus text) and the kubelet's
-//! `/containerLogs/<namespace>/<pod>/<container>` (`?follow=true`, `?previous=true`).
-//! A small blocking server (tiny_http) on its own thread; it only reads the status board.
+//! `/containerLogs/<namespace>/<pod>/<container>` (see [`super::routes`]).
+//!
+//! Every hostNetwork pod can reach it, so it is built to stay up under hostile clients: one
+//! thread runs every connection (hyper's HTTP/1 server on smol), with request heads bounded
+//! by [`MAX_HEAD`] (431 beyond), heads that must arrive within [`HEAD_TIMEOUT`] (an idle
+//! keep-alive connection is closed after it too), bodies never read, writes that must
+//! progress (see [`super::io`]), and at most [`MAX_CONNECTIONS`] connections: past that the
+//! oldest idle one is closed to make room (as nginx reuses keep-alive connections), or the
+//! new one is closed when all are busy. Log followers are limited separately, so they never
+//! take every connection. The transport is a plain stream handed to hyper, so TLS (rustls)
+//! can be put in between for the kubelet port later.
 
-use super::{LogPaths, StatusBoard};
-use std::io::{self, Read};
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use super::io::{Conn, Peer};
+use super::routes::{self, Busy, Ctx};
+use super::watch::DirWatcher;
+use super::StatusBoard;
+use hyper::server::conn::http1;
+use smol::{Async, LocalExecutor};
+use smol_hyper::rt::{FuturesIo, SmolTimer};
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
-use tiny_http::{Header, Response, Server};
 
-pub fn start(addr: SocketAddr, board: Arc<StatusBoard>) -> io::Result<()> {
-    let server = Server::http(addr).map_err(|e| io::Error::other(e.to_string()))?;
+/// Connections served at once.
+pub const MAX_CONNECTIONS: usize = 64;
+/// The largest request head (request line and headers) read; also hyper's buffer bound.
+pub const MAX_HEAD: usize = 16 * 1024;
+/// How long a client may take to send a request head, or stay idle between requests.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot start the status endpoint's thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// Binds `addr` (so a taken port is reported at start) and serves it on its own thread.
+pub fn start(addr: SocketAddr, board: Arc<StatusBoard>) -> Result<(), ServerError> {
+    let listener = TcpListener::bind(addr).map_err(|source| ServerError::Bind { addr, source })?;
     std::thread::Builder::new()
         .name("status".into())
-        .spawn(move || {
-            for req in server.incoming_requests() {
-                let board = board.clone();
-                handle(req, &board);
-            }
-        })?;
+        .spawn(move || serve(listener, board))
+        .map_err(ServerError::Thread)?;
     Ok(())
 }
 
-fn header(kind: &str) -> Header {
-    Header::from_bytes(&b"Content-Type"[..], kind.as_bytes()).expect("static header is valid")
+/// One open connection: whether it is answering, and how to close it.
+struct Slot {
+    busy: Rc<Cell<u32>>,
+    /// Dropping it ends the connection's task.
+    _stop: smol::channel::Sender<()>,
 }
 
-fn handle(req: tiny_http::Request, board: &Arc<StatusBoard>) {
-    let url = req.url().to_string();
-    let (path, query) = url.split_once('?').unwrap_or((&url, ""));
-    let flag = |name: &str| {
-        query
-            .split('&')
-            .any(|kv| kv == format!("{name}=true") || kv == format!("{name}=1"))
-    };
-    let state = board.pods_with_mirrors();
-    let json = |v: serde_json::Value| {
-        Response::from_string(serde_json::to_string_pretty(&v).unwrap_or_default())
-            .with_header(header("application/json"))
-    };
-    let result = match path {
-        "/healthz" => req.respond(Response::from_string("ok")),
-        "/pods" => req.respond(json(super::pod_list(&state))),
-        "/manifests" => req.respond(json(super::problems_json(&state))),
-        "/metrics" => req.respond(
-            Response::from_string(super::metrics(&state))
-                .with_header(header("text/plain; version=0.0.4")),
-        ),
-        p if p.starts_with("/containerLogs/") => {
-            let parts: Vec<&str> = p.trim_start_matches("/containerLogs/").split('/').collect();
-            let found = match parts.as_slice() {
-                [ns, pod, container] => state
-                    .log_paths
-                    .iter()
-                    .find(|l| l.namespace == *ns && l.pod == *pod && l.container == *container)
-                    .cloned(),
-                _ => None,
-            };
-            match found {
-                None => {
-                    req.respond(Response::from_string("no such container\n").with_status_code(404))
-                }
-                Some(lp) => {
-                    let file = if flag("previous") {
-                        lp.previous.clone()
-                    } else {
-                        Some(lp.current.clone())
-                    };
-                    match file {
-                        None => req.respond(
-                            Response::from_string("no previous container instance\n")
-                                .with_status_code(404),
-                        ),
-                        Some(f) => {
-                            let follow = flag("follow") && !flag("previous") && lp.running;
-                            // Following can last long: give it its own thread.
-                            let board = board.clone();
-                            std::thread::spawn(move || {
-                                let reader = LogReader::new(f, follow.then_some((board, lp)));
-                                let _ = req.respond(Response::new(
-                                    200.into(),
-                                    vec![header("text/plain")],
-                                    reader,
-                                    None,
-                                    None,
-                                ));
-                            });
-                            Ok(())
-                        }
-                    }
-                }
+#[derive(Default)]
+struct Registry {
+    next: u64,
+    /// By id, so the first idle one found is the oldest.
+    open: BTreeMap<u64, Slot>,
+}
+
+impl Registry {
+    /// Makes room for a new connection: None when every connection is busy.
+    fn admit(&mut self) -> Option<(u64, Rc<Cell<u32>>, smol::channel::Receiver<()>)> {
+        if self.open.len() >= MAX_CONNECTIONS {
+            let idle = self
+                .open
+                .iter()
+                .find(|(_, s)| s.busy.get() == 0)
+                .map(|(id, _)| *id)?;
+            self.open.remove(&idle);
+        }
+        let (tx, rx) = smol::channel::bounded(1);
+        let busy = Rc::new(Cell::new(0));
+        let id = self.next;
+        self.next += 1;
+        self.open.insert(
+            id,
+            Slot {
+                busy: busy.clone(),
+                _stop: tx,
+            },
+        );
+        Some((id, busy, rx))
+    }
+}
+
+/// Takes a connection out of the registry when its task ends, however it ends.
+struct Deregister(Rc<RefCell<Registry>>, u64);
+
+impl Drop for Deregister {
+    fn drop(&mut self) {
+        self.0.borrow_mut().open.remove(&self.1);
+    }
+}
+
+fn serve(listener: TcpListener, board: Arc<StatusBoard>) {
+    let ex = LocalExecutor::new();
+    smol::block_on(ex.run(async {
+        let listener = match Async::new(listener) {
+            Ok(l) => l,
+            Err(e) => {
+                log::error!("status endpoint: {e}; it is off");
+                return;
             }
-        }
-        _ => req.respond(Response::from_string("not found\n").with_status_code(404)),
-    };
-    if let Err(e) = result {
-        log::debug!("status endpoint: {e}");
-    }
-}
-
-/// Reads a CRI log file as plain container output (partial lines joined); when following,
-/// waits for more until the container stops running.
-struct LogReader {
-    path: PathBuf,
-    file: Option<std::fs::File>,
-    pending: Vec<u8>,
-    out: Vec<u8>,
-    follow: Option<(Arc<StatusBoard>, LogPaths)>,
-}
-
-impl LogReader {
-    fn new(path: PathBuf, follow: Option<(Arc<StatusBoard>, LogPaths)>) -> LogReader {
-        let file = std::fs::File::open(&path).ok();
-        LogReader {
-            path,
-            file,
-            pending: Vec::new(),
-            out: Vec::new(),
-            follow,
-        }
-    }
-
-    fn still_running(&self) -> bool {
-        let Some((board, lp)) = &self.follow else {
-            return false;
         };
-        board.read().log_paths.iter().any(|l| {
-            l.namespace == lp.namespace
-                && l.pod == lp.pod
-                && l.container == lp.container
-                && l.current == self.path
-                && l.running
-        })
-    }
-
-    /// Converts complete CRI lines in `pending` into output.
-    fn convert(&mut self) {
-        while let Some(pos) = self.pending.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = self.pending.drain(..=pos).collect();
-            let text = String::from_utf8_lossy(&line[..line.len() - 1]).to_string();
-            if let Some((_, partial, content)) = crate::runtime::logwriter::parse_cri_line(&text) {
-                self.out.extend_from_slice(content.as_bytes());
-                if !partial {
-                    self.out.push(b'\n');
+        let (watcher, watching) = DirWatcher::new();
+        ex.spawn(watching).detach();
+        let ctx = Rc::new(Ctx {
+            board,
+            watcher,
+            followers: Rc::new(Cell::new(0)),
+        });
+        let mut http = http1::Builder::new();
+        http.timer(SmolTimer::new())
+            .header_read_timeout(HEAD_TIMEOUT)
+            .max_buf_size(MAX_HEAD)
+            .max_header_size(MAX_HEAD);
+        let registry = Rc::new(RefCell::new(Registry::default()));
+        let mut failing = false;
+        loop {
+            let stream = match listener.accept().await {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    // Out of file descriptors, most likely: say it once, wait, don't spin.
+                    if !failing {
+                        log::warn!("status endpoint: accept: {e}");
+                    }
+                    failing = true;
+                    smol::Timer::after(Duration::from_millis(200)).await;
+                    continue;
                 }
-            }
+            };
+            failing = false;
+            let Some((id, busy, stop)) = registry.borrow_mut().admit() else {
+                log::debug!(
+                    "status endpoint: {MAX_CONNECTIONS} connections busy; closing a new one"
+                );
+                continue;
+            };
+            let guard = Deregister(registry.clone(), id);
+            let conn = connection(stream, &http, ctx.clone(), busy);
+            ex.spawn(async move {
+                let _guard = guard;
+                smol::future::or(conn, async {
+                    let _ = stop.recv().await;
+                })
+                .await;
+            })
+            .detach();
+            // Let the new connection read its request before more are accepted, so a flood
+            // of connections closes idle ones, not this one.
+            smol::future::yield_now().await;
         }
-    }
+    }));
 }
 
-impl Read for LogReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            if !self.out.is_empty() {
-                let n = buf.len().min(self.out.len());
-                buf[..n].copy_from_slice(&self.out[..n]);
-                self.out.drain(..n);
-                return Ok(n);
-            }
-            let mut chunk = [0u8; 16 * 1024];
-            let n = match self.file.as_mut() {
-                Some(f) => f.read(&mut chunk)?,
-                None => 0,
-            };
-            if n > 0 {
-                self.pending.extend_from_slice(&chunk[..n]);
-                self.convert();
-                continue;
-            }
-            if !self.still_running() {
-                return Ok(0);
-            }
-            // Following a running container: its monitor appends; check again shortly.
-            // (A rotated file is reopened by path.)
-            std::thread::sleep(Duration::from_millis(250));
-            if let (Some(f), Ok(meta)) = (self.file.as_ref(), std::fs::metadata(&self.path)) {
-                use std::os::unix::fs::MetadataExt;
-                if f.metadata().map(|m| m.ino() != meta.ino()).unwrap_or(true) {
-                    self.file = std::fs::File::open(&self.path).ok();
-                }
-            } else if self.file.is_none() {
-                self.file = std::fs::File::open(&self.path).ok();
-            }
+/// Serves one connection until it closes.
+fn connection(
+    stream: Async<TcpStream>,
+    http: &http1::Builder,
+    ctx: Rc<Ctx>,
+    busy: Rc<Cell<u32>>,
+) -> impl std::future::Future<Output = ()> {
+    let stream = Rc::new(stream);
+    let io = FuturesIo::new(Conn::new(stream.clone()));
+    let service = hyper::service::service_fn(move |req| {
+        let reply = routes::respond(&req, &ctx, Peer::new(stream.clone()), Busy::new(&busy));
+        async move { Ok::<_, std::convert::Infallible>(reply) }
+    });
+    let conn = http.serve_connection(io, service);
+    async move {
+        if let Err(e) = conn.await {
+            log::debug!("status endpoint: connection: {e}");
         }
     }
 }

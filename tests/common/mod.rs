@@ -3,6 +3,7 @@
 //! completely when the test ends.
 #![allow(dead_code)]
 
+pub mod status;
 pub mod tls;
 
 use flate2::write::GzEncoder;
