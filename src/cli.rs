@@ -1,15 +1,22 @@
 //! The command line: raw flags (argh) are parsed here and turned into a validated
 //! [`Config`] in one place; each subcommand then hands over to the library.
 
+mod images;
+
 use crate::config::{self, Config};
 use argh::FromArgs;
 use std::path::PathBuf;
 
+pub use images::{ImagesAction, ImagesCmd, ImagesImport, ImagesList, ImagesPull, ImagesRm};
+
 /// staticlet runs Kubernetes static pods with crun, offline-first.
 #[derive(FromArgs, Debug)]
 pub struct Cli {
+    /// print the version
+    #[argh(switch)]
+    pub version: bool,
     #[argh(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 #[derive(FromArgs, Debug)]
@@ -77,16 +84,25 @@ pub struct RunCmd {
     pub verbose: bool,
 }
 
-/// show what the running agent runs
+/// show what the running agent runs, as kubectl does: get pods [NAME...]
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "get")]
 pub struct GetCmd {
-    /// what to show: pods
+    /// what to show: pods (or pod/NAME)
     #[argh(positional)]
     pub resource: String,
-    /// output format: wide, json or yaml
+    /// pod names, with or without the node suffix (default: all)
+    #[argh(positional)]
+    pub names: Vec<String>,
+    /// output format: wide, name, json or yaml
     #[argh(option, short = 'o')]
     pub output: Option<String>,
+    /// only pods of this namespace (default: all)
+    #[argh(option, short = 'n')]
+    pub namespace: Option<String>,
+    /// all namespaces (the default; accepted for kubectl habits)
+    #[argh(switch, short = 'A')]
+    pub all_namespaces: bool,
     /// configuration file (for the status address)
     #[argh(option)]
     pub config: Option<PathBuf>,
@@ -135,67 +151,6 @@ pub struct ValidateCmd {
     /// node name used for the name suffix (default: the host name)
     #[argh(option)]
     pub node_name: Option<String>,
-}
-
-/// manage the local image store
-#[derive(FromArgs, Debug)]
-#[argh(subcommand, name = "images")]
-pub struct ImagesCmd {
-    #[argh(subcommand)]
-    pub action: ImagesAction,
-    /// configuration file (for the root dir)
-    #[argh(option)]
-    pub config: Option<PathBuf>,
-    /// state directory (default /var/lib/staticlet)
-    #[argh(option)]
-    pub root_dir: Option<PathBuf>,
-}
-
-#[derive(FromArgs, Debug)]
-#[argh(subcommand)]
-pub enum ImagesAction {
-    Import(ImagesImport),
-    List(ImagesList),
-    Rm(ImagesRm),
-    Pull(ImagesPull),
-}
-
-/// pull an image from its registry into the store
-#[derive(FromArgs, Debug)]
-#[argh(subcommand, name = "pull")]
-pub struct ImagesPull {
-    /// image reference, e.g. registry.example/ops/app:1.4 or busybox@sha256:...
-    #[argh(positional)]
-    pub reference: String,
-    /// a Docker config.json with registry credentials (default /root/.docker/config.json)
-    #[argh(option)]
-    pub image_credentials: Option<PathBuf>,
-}
-
-/// import an OCI layout directory, an OCI archive or a docker archive
-#[derive(FromArgs, Debug)]
-#[argh(subcommand, name = "import")]
-pub struct ImagesImport {
-    /// the layout directory or archive
-    #[argh(positional)]
-    pub path: PathBuf,
-    /// name to store the image under (default: the name in the archive)
-    #[argh(option)]
-    pub name: Option<String>,
-}
-
-/// list stored images
-#[derive(FromArgs, Debug)]
-#[argh(subcommand, name = "list")]
-pub struct ImagesList {}
-
-/// remove a stored image
-#[derive(FromArgs, Debug)]
-#[argh(subcommand, name = "rm")]
-pub struct ImagesRm {
-    /// image reference
-    #[argh(positional)]
-    pub reference: String,
 }
 
 /// check this host for what staticlet needs, and say what to fix
@@ -264,8 +219,10 @@ pub fn base_config(path: Option<&PathBuf>) -> Result<Config, Failure> {
 pub fn run_config(cmd: &RunCmd) -> Result<Config, Failure> {
     let mut c = base_config(cmd.config.as_ref())?;
     let usage = |flag: &str, m: String| Failure::Usage(format!("--{flag}: {m}"));
+    // Relative paths are made absolute now: crun, the monitors and the pod UIDs (which
+    // include the manifest path) must not depend on the directory the agent was started in.
     if let Some(p) = &cmd.pod_manifest_path {
-        c.static_pod_path = Some(p.clone());
+        c.static_pod_path = Some(path_flag("pod-manifest-path", p)?);
     }
     if let Some(u) = &cmd.manifest_url {
         c.static_pod_url = Some(u.clone());
@@ -278,26 +235,26 @@ pub fn run_config(cmd: &RunCmd) -> Result<Config, Failure> {
         }
     }
     if let Some(p) = &cmd.manifest_url_ca_file {
-        c.manifest_url_ca_file = Some(p.clone());
+        c.manifest_url_ca_file = Some(path_flag("manifest-url-ca-file", p)?);
     }
     if let Some(n) = &cmd.node_name {
         c.node_name = n.clone();
     }
     if let Some(d) = &cmd.root_dir {
-        c.root_dir = d.clone();
+        c.root_dir = path_flag("root-dir", d)?;
     }
     if let Some(d) = &cmd.pod_logs_dir {
-        c.pod_logs_dir = d.clone();
+        c.pod_logs_dir = path_flag("pod-logs-dir", d)?;
     }
     if let Some(r) = &cmd.runtime {
-        c.runtime_path = r.clone();
+        c.runtime_path = runtime_flag(r)?;
     }
     if let Some(a) = &cmd.status_address {
         c.status_address =
             config::parse_status_address(a).map_err(|m| usage("status-address", m))?;
     }
     if let Some(k) = &cmd.kubeconfig {
-        c.kubeconfig = Some(k.clone());
+        c.kubeconfig = Some(path_flag("kubeconfig", k)?);
     }
     if let Some(k) = &cmd.kubeconfig_context {
         c.kubeconfig_context = Some(k.clone());
@@ -306,7 +263,7 @@ pub fn run_config(cmd: &RunCmd) -> Result<Config, Failure> {
         config::parse_labels_flag(l, &mut c.node_labels).map_err(|m| usage("node-labels", m))?;
     }
     if let Some(p) = &cmd.image_credentials {
-        c.image_credentials = Some(p.clone());
+        c.image_credentials = Some(path_flag("image-credentials", p)?);
     }
     if !crate::manifest::validate::is_dns1123_subdomain(&c.node_name) {
         return Err(Failure::Usage(format!(
@@ -314,16 +271,39 @@ pub fn run_config(cmd: &RunCmd) -> Result<Config, Failure> {
             c.node_name
         )));
     }
-    // The manifest path is part of every pod's UID: make it absolute, so starting the agent
-    // from another directory does not replace every pod.
-    if let Some(p) = c.static_pod_path.take() {
-        c.static_pod_path =
-            Some(std::path::absolute(&p).map_err(|e| usage("pod-manifest-path", e.to_string()))?);
-    }
     if c.static_pod_path.is_none() && c.static_pod_url.is_none() {
         return Err(Failure::Usage(
             "no pod source: give --pod-manifest-path (or staticPodPath) and/or --manifest-url (or staticPodURL)".into(),
         ));
+    }
+    Ok(c)
+}
+
+/// A path flag, made absolute against the working directory.
+pub fn path_flag(flag: &str, p: &std::path::Path) -> Result<PathBuf, Failure> {
+    if p.as_os_str().is_empty() {
+        return Err(Failure::Usage(format!("--{flag}: empty path")));
+    }
+    std::path::absolute(p).map_err(|e| Failure::Usage(format!("--{flag} {}: {e}", p.display())))
+}
+
+/// `--runtime`: a bare name (`crun`) is looked up on PATH, anything with a slash is a path.
+pub fn runtime_flag(p: &std::path::Path) -> Result<PathBuf, Failure> {
+    if p.components().count() == 1 && p.is_relative() {
+        return Ok(p.to_path_buf());
+    }
+    path_flag("runtime", p)
+}
+
+/// The configuration of a command that works on a root dir (`images`, `doctor`):
+/// `--config` first, then `--root-dir` on top, made absolute.
+pub fn root_dir_config(
+    config: Option<&PathBuf>,
+    root_dir: Option<&std::path::Path>,
+) -> Result<Config, Failure> {
+    let mut c = base_config(config)?;
+    if let Some(d) = root_dir {
+        c.root_dir = path_flag("root-dir", d)?;
     }
     Ok(c)
 }
@@ -347,25 +327,35 @@ pub fn client_address(
 }
 
 /// Parses the process arguments; prints help or usage errors and exits as argh would, but
-/// with exit code 2 for usage errors.
+/// with exit code 2 for usage errors. `-h` is taken as `--help` and `--version` is answered
+/// here, as most command-line tools do.
 pub fn parse_args() -> Cli {
     let args: Vec<String> = std::env::args().collect();
     let cmd = args
         .first()
         .map(|a| a.rsplit('/').next().unwrap_or(a).to_string())
         .unwrap_or_else(|| "staticlet".into());
-    let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
-    match Cli::from_args(&[&cmd], &rest) {
-        Ok(cli) => cli,
-        Err(early) => match early.status {
-            Ok(()) => {
-                println!("{}", early.output);
-                std::process::exit(0)
+    let rest: Vec<&str> = args
+        .iter()
+        .skip(1)
+        .map(|a| if a == "-h" { "--help" } else { a.as_str() })
+        .collect();
+    let early = match Cli::from_args(&[&cmd], &rest) {
+        Ok(cli) if cli.version || cli.command.is_some() => return cli,
+        Ok(_) => {
+            // No command: show what there is, as a usage error.
+            if let Err(help) = Cli::from_args(&[&cmd], &["--help"]) {
+                eprintln!("{}", help.output.trim_end());
             }
-            Err(()) => {
-                eprintln!("{}Run {cmd} --help for more information.", early.output);
-                std::process::exit(2)
-            }
-        },
+            std::process::exit(2)
+        }
+        Err(early) => early,
+    };
+    if early.status.is_ok() {
+        println!("{}", early.output);
+        std::process::exit(0)
     }
+    eprintln!("{}", early.output.trim_end());
+    eprintln!("Run {cmd} --help for more information.");
+    std::process::exit(2)
 }

@@ -1,10 +1,14 @@
 //! `staticlet get pods` and `staticlet logs`: clients of the running agent's status endpoint,
 //! with kubectl's output conventions.
 
-use crate::cli::{client_address, Failure, GetCmd, LogsCmd};
+mod get;
+
+use crate::cli::{client_address, Failure, LogsCmd};
 use serde_json::Value;
 use std::io::Read;
 use std::time::Duration;
+
+pub use get::{get, select_pods};
 
 fn agent(timeout: Option<Duration>) -> ureq::Agent {
     ureq::Agent::config_builder()
@@ -14,7 +18,7 @@ fn agent(timeout: Option<Duration>) -> ureq::Agent {
         .into()
 }
 
-fn fetch(addr: std::net::SocketAddr, path: &str) -> Result<Value, Failure> {
+pub(crate) fn fetch(addr: std::net::SocketAddr, path: &str) -> Result<Value, Failure> {
     let url = format!("http://{addr}{path}");
     let mut resp = agent(Some(Duration::from_secs(10)))
         .get(&url)
@@ -66,7 +70,7 @@ pub fn display_status(pod: &Value) -> String {
     reason
 }
 
-fn age(pod: &Value) -> String {
+pub(crate) fn age(pod: &Value) -> String {
     pod["status"]["startTime"]
         .as_str()
         .and_then(crate::timefmt::parse_rfc3339)
@@ -75,142 +79,7 @@ fn age(pod: &Value) -> String {
         .unwrap_or_else(|| "<unknown>".into())
 }
 
-pub fn get(cmd: &GetCmd) -> Result<(), Failure> {
-    if !matches!(cmd.resource.as_str(), "pods" | "pod" | "po") {
-        return Err(Failure::Usage(format!(
-            "get {:?}: only `get pods` is supported",
-            cmd.resource
-        )));
-    }
-    let addr = client_address(cmd.config.as_ref(), cmd.status_address.as_ref())?;
-    let list = fetch(addr, "/pods")?;
-    match cmd.output.as_deref() {
-        Some("json") => println!(
-            "{}",
-            serde_json::to_string_pretty(&list).unwrap_or_default()
-        ),
-        Some("yaml") => print!("{}", serde_yaml::to_string(&list).unwrap_or_default()),
-        None | Some("wide") => {
-            let wide = cmd.output.as_deref() == Some("wide");
-            let items = list["items"].as_array().cloned().unwrap_or_default();
-            // The MIRROR column appears once the mirror sync reports (a kubeconfig is set).
-            let show_mirror = items.iter().any(|p| mirror_condition(p).is_some());
-            let mut rows = vec![{
-                let mut h = vec!["NAMESPACE", "NAME", "READY", "STATUS", "RESTARTS", "AGE"];
-                if show_mirror {
-                    h.push("MIRROR");
-                }
-                if wide {
-                    h.extend(["IP", "NODE", "MANIFEST"]);
-                }
-                h.into_iter().map(String::from).collect::<Vec<_>>()
-            }];
-            for p in &items {
-                let cs = p["status"]["containerStatuses"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default();
-                let ready = cs.iter().filter(|c| c["ready"] == true).count();
-                let restarts: u64 = cs
-                    .iter()
-                    .map(|c| c["restartCount"].as_u64().unwrap_or(0))
-                    .sum();
-                let manifest_error = p["status"]["conditions"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|c| c["type"] == "staticlet.dev/ManifestValid");
-                let mut row = vec![
-                    p["metadata"]["namespace"]
-                        .as_str()
-                        .unwrap_or("")
-                        .to_string(),
-                    p["metadata"]["name"].as_str().unwrap_or("").to_string(),
-                    format!("{ready}/{}", cs.len()),
-                    display_status(p)
-                        + if manifest_error {
-                            " (manifest error)"
-                        } else {
-                            ""
-                        },
-                    restarts.to_string(),
-                    age(p),
-                ];
-                if show_mirror {
-                    row.push(mirror_column(p).to_string());
-                }
-                if wide {
-                    row.push(
-                        p["status"]["podIP"]
-                            .as_str()
-                            .unwrap_or("<none>")
-                            .to_string(),
-                    );
-                    row.push(p["spec"]["nodeName"].as_str().unwrap_or("").to_string());
-                    row.push(if manifest_error {
-                        "invalid (last good version runs)".into()
-                    } else {
-                        "ok".into()
-                    });
-                }
-                rows.push(row);
-            }
-            print_table(&rows);
-            let refused: Vec<String> = items
-                .iter()
-                .filter_map(|p| {
-                    let c = mirror_condition(p).filter(|c| c["reason"] == "Refused")?;
-                    Some(format!(
-                        "  {}/{}: {}",
-                        p["metadata"]["namespace"].as_str().unwrap_or(""),
-                        p["metadata"]["name"].as_str().unwrap_or(""),
-                        c["message"].as_str().unwrap_or("")
-                    ))
-                })
-                .collect();
-            if !refused.is_empty() {
-                println!("\nMirror pods refused by the API server (the pods run):");
-                println!("{}", refused.join("\n"));
-            }
-            let problems = fetch(addr, "/manifests")?;
-            let problems = problems.as_array().cloned().unwrap_or_default();
-            if !problems.is_empty() {
-                println!("\nManifest problems:");
-                for p in problems {
-                    println!(
-                        "  {}",
-                        p["message"].as_str().unwrap_or("").replace('\n', "\n  ")
-                    );
-                }
-            }
-        }
-        Some(other) => {
-            return Err(Failure::Usage(format!(
-                "-o {other:?}: use wide, json or yaml"
-            )))
-        }
-    }
-    Ok(())
-}
-
-fn mirror_condition(pod: &Value) -> Option<&Value> {
-    pod["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == "staticlet.dev/MirrorSynced")
-}
-
-/// The MIRROR column: whether the pod's mirror in the API server is current.
-fn mirror_column(pod: &Value) -> &'static str {
-    match mirror_condition(pod).map(|c| &c["reason"]) {
-        Some(r) if r == "Synced" => "synced",
-        Some(r) if r == "Refused" => "refused",
-        Some(_) => "pending",
-        None => "-",
-    }
-}
-
-fn print_table(rows: &[Vec<String>]) {
+pub(crate) fn print_table(rows: &[Vec<String>]) {
     let cols = rows.first().map_or(0, Vec::len);
     let widths: Vec<usize> = (0..cols)
         .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))

@@ -189,13 +189,19 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
         .unwrap_or_default()
         .to_string();
     let mut file: StaticletFile = match (api_version.as_str(), kind.as_str()) {
-        (API_VERSION, KIND) => serde_json::from_value(value).map_err(|e| parse_err(e.to_string()))?,
+        (API_VERSION, KIND) => decode(value, path)?,
         (KUBELET_API_VERSION, "KubeletConfiguration") => {
-            let Value::Object(mut map) = value else { unreachable!("apiVersion was read from a mapping") };
-            let mut ignored: Vec<String> = map.keys().filter(|k| !KUBELET_FIELDS.contains(&k.as_str())).cloned().collect();
+            let Value::Object(mut map) = value else {
+                return Err(parse_err("a KubeletConfiguration must be a mapping".into()));
+            };
+            let mut ignored: Vec<String> = map
+                .keys()
+                .filter(|k| !KUBELET_FIELDS.contains(&k.as_str()))
+                .cloned()
+                .collect();
             ignored.sort();
             map.retain(|k, _| KUBELET_FIELDS.contains(&k.as_str()));
-            let mut f: StaticletFile = serde_json::from_value(Value::Object(map)).map_err(|e| parse_err(e.to_string()))?;
+            let mut f = decode(Value::Object(map), path)?;
             f.api_version = API_VERSION.into();
             let mut config = resolve(f, path)?;
             config.ignored_fields = ignored;
@@ -211,6 +217,38 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
     resolve(file, path)
 }
 
+/// Decodes the file's keys; a value of the wrong type is reported with its field path
+/// (`fileCheckFrequency`, `staticPodURLHeader.Authorization[0]`), not only serde's message.
+fn decode(value: Value, path: &Path) -> Result<StaticletFile, ConfigError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let field = e.path().to_string();
+        let message = e.into_inner().to_string();
+        if field == "." {
+            ConfigError::Parse {
+                path: path.into(),
+                message,
+            }
+        } else {
+            ConfigError::Invalid {
+                origin: path.display().to_string(),
+                field,
+                message,
+            }
+        }
+    })
+}
+
+/// Relative paths in a configuration file are taken from the file's directory, as the
+/// kubelet does for its KubeletConfiguration, so the agent's working directory never matters.
+fn from_file_dir(file: &Path, value: String) -> PathBuf {
+    let p = PathBuf::from(value);
+    if p.is_absolute() {
+        return p;
+    }
+    let dir = file.parent().unwrap_or(Path::new(""));
+    std::path::absolute(dir.join(&p)).unwrap_or_else(|_| dir.join(p))
+}
+
 fn resolve(f: StaticletFile, path: &Path) -> Result<Config, ConfigError> {
     let origin = path.display().to_string();
     let invalid = |field: &str, message: String| ConfigError::Invalid {
@@ -223,10 +261,10 @@ fn resolve(f: StaticletFile, path: &Path) -> Result<Config, ConfigError> {
     if let Some(n) = non_empty(f.node_name) {
         c.node_name = n;
     }
-    c.static_pod_path = non_empty(f.static_pod_path).map(PathBuf::from);
+    c.static_pod_path = non_empty(f.static_pod_path).map(|p| from_file_dir(path, p));
     c.static_pod_url = non_empty(f.static_pod_url);
     c.static_pod_url_header = f.static_pod_url_header.unwrap_or_default();
-    c.manifest_url_ca_file = non_empty(f.static_pod_url_ca_file).map(PathBuf::from);
+    c.manifest_url_ca_file = non_empty(f.static_pod_url_ca_file).map(|p| from_file_dir(path, p));
     for (field, text, slot) in [
         (
             "fileCheckFrequency",
@@ -251,18 +289,23 @@ fn resolve(f: StaticletFile, path: &Path) -> Result<Config, ConfigError> {
         }
     }
     if let Some(d) = non_empty(f.root_dir) {
-        c.root_dir = d.into();
+        c.root_dir = from_file_dir(path, d);
     }
     if let Some(d) = non_empty(f.pod_logs_dir) {
-        c.pod_logs_dir = d.into();
+        c.pod_logs_dir = from_file_dir(path, d);
     }
     if let Some(d) = non_empty(f.runtime_path) {
-        c.runtime_path = d.into();
+        // A bare name (`crun`) is looked up on PATH; anything with a slash is a path.
+        c.runtime_path = if d.contains('/') {
+            from_file_dir(path, d)
+        } else {
+            d.into()
+        };
     }
     if let Some(a) = non_empty(f.status_address) {
         c.status_address = parse_status_address(&a).map_err(|m| invalid("statusAddress", m))?;
     }
-    c.kubeconfig = non_empty(f.kubeconfig).map(PathBuf::from);
+    c.kubeconfig = non_empty(f.kubeconfig).map(|p| from_file_dir(path, p));
     c.kubeconfig_context = non_empty(f.kubeconfig_context);
     if let Some(q) = f.container_log_max_size {
         c.container_log_max_size = Quantity::parse(&q.as_text())
@@ -295,10 +338,10 @@ fn resolve(f: StaticletFile, path: &Path) -> Result<Config, ConfigError> {
         c.system_reserved.insert(res, q.as_text());
     }
     if let Some(d) = non_empty(f.config_dir) {
-        c.config_dir = d.into();
+        c.config_dir = from_file_dir(path, d);
     }
     c.insecure_registries = f.insecure_registries.unwrap_or_default();
-    c.image_credentials = non_empty(f.image_credentials).map(PathBuf::from);
+    c.image_credentials = non_empty(f.image_credentials).map(|p| from_file_dir(path, p));
     if let Some(n) = f.pod_pids_limit {
         if n == 0 || n < -1 {
             return Err(invalid(

@@ -46,7 +46,15 @@ impl Agent {
                         self.start_latency.observe(latency.as_secs_f64());
                     }
                     Err(f) => {
-                        log::warn!("{name}: cannot start: {}: {}", f.reason, f.message);
+                        // Logged once per state: a retry that fails the same way (the first
+                        // retry comes at once) is no news.
+                        let same = p.containers[index].waiting.as_ref()
+                            == Some(&(f.reason.clone(), f.message.clone()));
+                        if same {
+                            log::debug!("{name}: still cannot start: {}", f.reason);
+                        } else {
+                            log::warn!("{name}: cannot start: {}: {}", f.reason, f.message);
+                        }
                         p.on_start_failed(index, f, now, &wall);
                     }
                 }

@@ -4,9 +4,12 @@ use super::Agent;
 use crate::status::Shared;
 
 impl Agent {
-    pub(super) fn publish(&self) {
+    pub(super) fn publish(&mut self) {
         let now = self.now();
         let wall = crate::timefmt::now_rfc3339();
+        for p in self.pods.values_mut() {
+            p.note_ready(&wall);
+        }
         let items = self
             .pods
             .values()

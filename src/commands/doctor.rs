@@ -1,6 +1,6 @@
 //! `staticlet doctor`: checks what running containers needs on this host and says what to fix.
 
-use crate::cli::{base_config, DoctorCmd, Failure};
+use crate::cli::{root_dir_config, runtime_flag, DoctorCmd, Failure};
 use crate::host::{self, CgroupMode};
 use std::path::Path;
 
@@ -22,12 +22,9 @@ impl Report {
 }
 
 pub fn run(cmd: &DoctorCmd) -> Result<(), Failure> {
-    let mut config = base_config(cmd.config.as_ref())?;
-    if let Some(d) = &cmd.root_dir {
-        config.root_dir = d.clone();
-    }
+    let mut config = root_dir_config(cmd.config.as_ref(), cmd.root_dir.as_deref())?;
     if let Some(r) = &cmd.runtime {
-        config.runtime_path = r.clone();
+        config.runtime_path = runtime_flag(r)?;
     }
     let mut r = Report { failures: 0 };
     if host::is_root() {
@@ -151,14 +148,52 @@ fn check_kernel(r: &mut Report) {
     }
 }
 
+/// Whether staticlet can create and write `dir`, found out without creating or writing
+/// anything: doctor only looks, so running it never changes the host.
 fn check_dir(r: &mut Report, what: &str, dir: &Path) {
-    match std::fs::create_dir_all(dir)
-        .and_then(|_| crate::fsutil::write_atomic(&dir.join(".doctor"), b"ok"))
-    {
-        Ok(()) => {
-            let _ = std::fs::remove_file(dir.join(".doctor"));
-            r.ok(what, &format!("{} is writable", dir.display()));
+    let mut existing = dir;
+    while !existing.exists() {
+        match existing.parent() {
+            Some(p) => existing = p,
+            None => break,
         }
-        Err(e) => r.fail(what, &format!("{}: {e}", dir.display())),
+    }
+    if !existing.is_dir() {
+        return r.fail(
+            what,
+            &format!(
+                "{}: {} is not a directory",
+                dir.display(),
+                existing.display()
+            ),
+        );
+    }
+    match writable(existing) {
+        Ok(()) if existing == dir => r.ok(what, &format!("{} is writable", dir.display())),
+        Ok(()) => r.ok(
+            what,
+            &format!(
+                "{} does not exist yet; staticlet creates it ({} is writable)",
+                dir.display(),
+                existing.display()
+            ),
+        ),
+        Err(e) => r.fail(
+            what,
+            &format!("{}: {}: {e}", dir.display(), existing.display()),
+        ),
+    }
+}
+
+/// access(2) with W_OK: also says EROFS for a read-only file system, even to root.
+fn writable(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: c is a valid NUL-terminated string for the duration of the call.
+    if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }

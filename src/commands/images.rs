@@ -1,13 +1,16 @@
 //! `staticlet images import|pull|list|rm`: the local image store. `list` only reads (it
 //! creates nothing); the others take the store's locks, so they work while an agent runs.
 
-use crate::cli::{base_config, Failure, ImagesAction, ImagesCmd};
+use crate::cli::{root_dir_config, Failure, ImagesAction, ImagesCmd};
 use crate::image::{import, Collected, ImageStore, Reference};
 
 pub fn run(cmd: &ImagesCmd) -> Result<(), Failure> {
-    let mut config = base_config(cmd.config.as_ref())?;
-    if let Some(d) = &cmd.root_dir {
-        config.root_dir = d.clone();
+    let mut config = root_dir_config(cmd.config(), cmd.root_dir())?;
+    // `list` only reads: a root dir without an image store has no images, and must not get
+    // one created as a side effect (opening the store creates its directories).
+    if matches!(cmd.action, ImagesAction::List(_)) && !config.root_dir.join("images").is_dir() {
+        list_header();
+        return Ok(());
     }
     let store = ImageStore::open(&config.root_dir).map_err(|e| Failure::Failed(e.to_string()))?;
     let failed = |e: crate::image::ImageError| Failure::Failed(e.to_string());
@@ -36,7 +39,7 @@ pub fn run(cmd: &ImagesCmd) -> Result<(), Failure> {
         }
         ImagesAction::List(_) => {
             let refs = store.refs().map_err(failed)?;
-            println!("{:<50} {:<20} {:>10}  IMPORTED", "IMAGE", "DIGEST", "SIZE");
+            list_header();
             for (r, rec) in refs {
                 let short = rec
                     .manifest
@@ -80,6 +83,10 @@ pub fn run(cmd: &ImagesCmd) -> Result<(), Failure> {
             Ok(())
         }
     }
+}
+
+fn list_header() {
+    println!("{:<50} {:<20} {:>10}  IMPORTED", "IMAGE", "DIGEST", "SIZE");
 }
 
 fn human_size(bytes: u64) -> String {

@@ -8,7 +8,11 @@ mod validate;
 use crate::cli::{Cli, Command, Failure};
 
 pub fn dispatch(cli: Cli) -> i32 {
-    let result = match cli.command {
+    let Some(command) = cli.command.filter(|_| !cli.version) else {
+        println!("staticlet {}", env!("CARGO_PKG_VERSION"));
+        return 0;
+    };
+    let result = match command {
         Command::Run(cmd) => crate::agent::main(&cmd),
         Command::Validate(cmd) => validate::run(&cmd),
         Command::Images(cmd) => images::run(&cmd),

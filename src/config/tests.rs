@@ -102,3 +102,46 @@ fn flag_helpers() {
     assert_eq!(l.len(), 2);
     assert_eq!(parse_status_address("none"), Ok(None));
 }
+
+#[test]
+fn type_errors_name_the_file_and_the_field() {
+    let p = write(
+        "types.yaml",
+        "apiVersion: staticlet.dev/v1alpha1\nkind: StaticletConfiguration\nfileCheckFrequency: 20\n",
+    );
+    let err = load_file(&p).unwrap_err().to_string();
+    assert!(
+        err.contains("types.yaml") && err.contains("fileCheckFrequency: invalid type"),
+        "{err}"
+    );
+    let p = write(
+        "nested.yaml",
+        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nstaticPodURLHeader: {Authorization: [ok, {a: b}]}\n",
+    );
+    let err = load_file(&p).unwrap_err().to_string();
+    assert!(
+        err.contains("nested.yaml") && err.contains("staticPodURLHeader.Authorization[1]"),
+        "{err}"
+    );
+}
+
+#[test]
+fn relative_paths_are_taken_from_the_file_directory() {
+    let p = write(
+        "relative.yaml",
+        "apiVersion: staticlet.dev/v1alpha1\nkind: StaticletConfiguration\nstaticPodPath: manifests\n\
+         rootDir: ./state\npodLogsDir: ../logs\nruntimePath: crun\nkubeconfig: kc\nstaticPodURLCAFile: ca.pem\n",
+    );
+    let dir = p.parent().unwrap();
+    let c = load_file(&p).unwrap();
+    assert_eq!(c.static_pod_path, Some(dir.join("manifests")));
+    assert_eq!(c.root_dir, dir.join("./state"));
+    assert_eq!(c.pod_logs_dir, dir.join("../logs"));
+    assert_eq!(
+        c.runtime_path,
+        PathBuf::from("crun"),
+        "a bare name is looked up on PATH"
+    );
+    assert_eq!(c.kubeconfig, Some(dir.join("kc")));
+    assert_eq!(c.manifest_url_ca_file, Some(dir.join("ca.pem")));
+}

@@ -105,6 +105,9 @@ pub struct PodState {
     pub sandbox_backoff: Backoff,
     pub terminating: bool,
     pub start_time: String,
+    /// The value of the Ready and ContainersReady conditions and when it last changed
+    /// (their `lastTransitionTime`); set by [`PodState::note_ready`].
+    pub ready_since: Option<(bool, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -181,6 +184,7 @@ impl PodState {
             sandbox_backoff: Backoff::default(),
             terminating: false,
             start_time,
+            ready_since: None,
         }
     }
 

@@ -36,8 +36,10 @@ fn container_json(
     let state = if let Some(r) = &c.running {
         json!({"running": {"startedAt": r.started_at}})
     } else if s.finished(c) || (s.terminating && c.last.is_some()) {
-        let t = c.last.as_ref().expect("finished implies a termination");
-        json!({"terminated": terminated_json(t, None)})
+        match &c.last {
+            Some(t) => json!({"terminated": terminated_json(t, None)}),
+            None => json!({"waiting": {"reason": "ContainerCreating"}}),
+        }
     } else if c.backoff.waiting(now) && c.last.is_some() {
         let delay = c
             .backoff
@@ -104,6 +106,39 @@ pub fn phase(s: &PodState) -> &'static str {
     }
 }
 
+impl PodState {
+    /// Whether every app container runs and is ready: the Ready and ContainersReady value.
+    pub fn ready(&self) -> bool {
+        self.containers
+            .iter()
+            .filter(|c| !c.init)
+            .all(|c| c.ready && c.running.is_some())
+    }
+
+    /// Records when Ready changes value, at `wall`, so its `lastTransitionTime` says when
+    /// the condition changed and not when it was last published. The first record of a pod
+    /// found ready (adopted at start-up) dates from its newest container start, the earliest
+    /// moment it can have been ready; the agent did not see the real moment.
+    pub fn note_ready(&mut self, wall: &str) {
+        let ready = self.ready();
+        if self.ready_since.as_ref().is_some_and(|(v, _)| *v == ready) {
+            return;
+        }
+        let adopted_at = self
+            .containers
+            .iter()
+            .filter(|c| !c.init)
+            .filter_map(|c| c.running.as_ref().map(|r| r.started_at.as_str()))
+            .max()
+            .filter(|t| !t.is_empty());
+        let at = match (&self.ready_since, adopted_at) {
+            (None, Some(t)) if ready => t,
+            _ => wall,
+        };
+        self.ready_since = Some((ready, at.to_string()));
+    }
+}
+
 fn condition(kind: &str, ok: bool, now: &str) -> Value {
     json!({"type": kind, "status": if ok { "True" } else { "False" }, "lastProbeTime": null, "lastTransitionTime": now})
 }
@@ -125,14 +160,19 @@ pub fn pod_json(s: &PodState, now: Tick, wall: &str, problem: Option<&str>) -> V
             statuses.push(v)
         }
     }
-    let apps: Vec<&ContainerState> = s.containers.iter().filter(|c| !c.init).collect();
-    let ready = apps.iter().all(|c| c.ready && c.running.is_some());
+    let ready = s.ready();
+    // When Ready last changed, as recorded by note_ready; `wall` only for a state that was
+    // never noted (the value then is new).
+    let ready_at = match &s.ready_since {
+        Some((v, at)) if *v == ready => at.as_str(),
+        _ => wall,
+    };
     let sandbox_ready = matches!(s.sandbox, SandboxState::Ready(_));
     let mut conditions = vec![
         condition("PodReadyToStartContainers", sandbox_ready, &s.start_time),
         condition("Initialized", !init_pending, &s.start_time),
-        condition("Ready", ready, wall),
-        condition("ContainersReady", ready, wall),
+        condition("Ready", ready, ready_at),
+        condition("ContainersReady", ready, ready_at),
         condition("PodScheduled", true, &s.start_time),
     ];
     if let SandboxState::Failed { message, .. } = &s.sandbox {
@@ -201,3 +241,6 @@ fn qos_class(s: &PodState) -> &'static str {
         "Burstable"
     }
 }
+
+#[cfg(test)]
+mod tests;
