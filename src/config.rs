@@ -18,6 +18,7 @@ use std::time::Duration;
 pub const API_VERSION: &str = "staticlet.dev/v1alpha1";
 pub const KIND: &str = "StaticletConfiguration";
 const KUBELET_API_VERSION: &str = "kubelet.config.k8s.io/v1beta1";
+pub const DEFAULT_ROOT_DIR: &str = "/var/lib/staticlet";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -61,6 +62,9 @@ pub struct Config {
     pub image_credentials: Option<PathBuf>,
     /// Most processes one container may have (the kubelet's `podPidsLimit`; -1: no limit).
     pub pod_pids_limit: i64,
+    /// The cgroup every pod cgroup is created under (`cgroupRoot`); `None`: derived from the
+    /// root dir by [`default_cgroup_root`]. See [`Config::cgroup_root`].
+    pub cgroup_root: Option<String>,
     /// KubeletConfiguration fields that staticlet does not use, to be logged once.
     pub ignored_fields: Vec<String>,
 }
@@ -75,7 +79,7 @@ impl Default for Config {
             manifest_url_ca_file: None,
             file_check_frequency: Duration::from_secs(20),
             http_check_frequency: Duration::from_secs(20),
-            root_dir: PathBuf::from("/var/lib/staticlet"),
+            root_dir: PathBuf::from(DEFAULT_ROOT_DIR),
             pod_logs_dir: PathBuf::from("/var/log/pods"),
             runtime_path: PathBuf::from("crun"),
             status_address: Some(SocketAddr::from(([127, 0, 0, 1], 10255))),
@@ -89,8 +93,19 @@ impl Default for Config {
             insecure_registries: Vec::new(),
             image_credentials: None,
             pod_pids_limit: 1024,
+            cgroup_root: None,
             ignored_fields: Vec::new(),
         }
+    }
+}
+
+impl Config {
+    /// The cgroup parent of this agent's pods: `cgroupRoot` when set, else derived from the
+    /// root dir, so that agents with different root dirs never share (and never sweep) one.
+    pub fn cgroup_root(&self) -> String {
+        self.cgroup_root
+            .clone()
+            .unwrap_or_else(|| default_cgroup_root(&self.root_dir))
     }
 }
 
@@ -144,6 +159,7 @@ struct StaticletFile {
     insecure_registries: Option<Vec<String>>,
     image_credentials: Option<String>,
     pod_pids_limit: Option<i64>,
+    cgroup_root: Option<String>,
 }
 
 /// The KubeletConfiguration fields staticlet uses; all others are reported as ignored.
@@ -159,6 +175,7 @@ const KUBELET_FIELDS: &[&str] = &[
     "containerLogMaxFiles",
     "systemReserved",
     "podPidsLimit",
+    "cgroupRoot",
 ];
 
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
@@ -297,6 +314,9 @@ fn resolve(f: StaticletFile, path: &Path) -> Result<Config, ConfigError> {
         }
         c.pod_pids_limit = n;
     }
+    if let Some(r) = non_empty(f.cgroup_root) {
+        c.cgroup_root = Some(parse_cgroup_root(&r).map_err(|m| invalid("cgroupRoot", m))?);
+    }
     Ok(c)
 }
 
@@ -336,6 +356,9 @@ pub fn parse_labels_flag(text: &str, into: &mut BTreeMap<String, String>) -> Res
     }
     Ok(())
 }
+
+mod cgroup_root;
+pub use cgroup_root::{default_cgroup_root, parse_cgroup_root};
 
 #[cfg(test)]
 mod tests;

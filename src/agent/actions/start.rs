@@ -78,7 +78,7 @@ fn prepare(
         .map_err(|e| failure("CreateContainerError", format!("rootfs: {e}"), false))?;
     let (uid, gid, additional_gids) = user_of(pod, c, &image, &image_rootfs)?;
     let defaults = image_defaults(&image);
-    let cgroup = Layout::container_cgroup(pod.uid(), &c.name, attempt);
+    let cgroup = ctx.layout.container_cgroup(pod.uid(), &c.name, attempt);
     let input = BundleInput {
         pod,
         container: c,
