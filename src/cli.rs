@@ -79,6 +79,10 @@ pub struct RunCmd {
     /// a Docker config.json with registry credentials
     #[argh(option)]
     pub image_credentials: Option<PathBuf>,
+    /// the cgroup pods are created under (default /staticlet for the default root dir,
+    /// /staticlet-<hash of the root dir> otherwise)
+    #[argh(option)]
+    pub cgroup_root: Option<String>,
     /// log debug lines
     #[argh(switch, short = 'v')]
     pub verbose: bool,
@@ -178,6 +182,9 @@ pub struct DrainCmd {
     /// state directory (default /var/lib/staticlet)
     #[argh(option)]
     pub root_dir: Option<PathBuf>,
+    /// the cgroup the agent created pods under, if it was given --cgroup-root
+    #[argh(option)]
+    pub cgroup_root: Option<String>,
 }
 
 /// print the version
@@ -264,6 +271,9 @@ pub fn run_config(cmd: &RunCmd) -> Result<Config, Failure> {
     }
     if let Some(p) = &cmd.image_credentials {
         c.image_credentials = Some(path_flag("image-credentials", p)?);
+    }
+    if let Some(r) = &cmd.cgroup_root {
+        c.cgroup_root = Some(config::parse_cgroup_root(r).map_err(|m| usage("cgroup-root", m))?);
     }
     if !crate::manifest::validate::is_dns1123_subdomain(&c.node_name) {
         return Err(Failure::Usage(format!(

@@ -18,6 +18,7 @@ use std::time::Duration;
 pub const API_VERSION: &str = "staticlet.dev/v1alpha1";
 pub const KIND: &str = "StaticletConfiguration";
 const KUBELET_API_VERSION: &str = "kubelet.config.k8s.io/v1beta1";
+pub const DEFAULT_ROOT_DIR: &str = "/var/lib/staticlet";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -64,6 +65,9 @@ pub struct Config {
     /// How long a container start may take in the runtime before it is abandoned (the
     /// kubelet's `runtimeRequestTimeout`, 2 minutes).
     pub runtime_request_timeout: Duration,
+    /// The cgroup every pod cgroup is created under (`cgroupRoot`); `None`: derived from the
+    /// root dir by [`default_cgroup_root`]. See [`Config::cgroup_root`].
+    pub cgroup_root: Option<String>,
     /// KubeletConfiguration fields that staticlet does not use, to be logged once.
     pub ignored_fields: Vec<String>,
 }
@@ -78,7 +82,7 @@ impl Default for Config {
             manifest_url_ca_file: None,
             file_check_frequency: Duration::from_secs(20),
             http_check_frequency: Duration::from_secs(20),
-            root_dir: PathBuf::from("/var/lib/staticlet"),
+            root_dir: PathBuf::from(DEFAULT_ROOT_DIR),
             pod_logs_dir: PathBuf::from("/var/log/pods"),
             runtime_path: PathBuf::from("crun"),
             status_address: Some(SocketAddr::from(([127, 0, 0, 1], 10255))),
@@ -93,8 +97,19 @@ impl Default for Config {
             image_credentials: None,
             pod_pids_limit: 1024,
             runtime_request_timeout: Duration::from_secs(120),
+            cgroup_root: None,
             ignored_fields: Vec::new(),
         }
+    }
+}
+
+impl Config {
+    /// The cgroup parent of this agent's pods: `cgroupRoot` when set, else derived from the
+    /// root dir, so that agents with different root dirs never share (and never sweep) one.
+    pub fn cgroup_root(&self) -> String {
+        self.cgroup_root
+            .clone()
+            .unwrap_or_else(|| default_cgroup_root(&self.root_dir))
     }
 }
 
@@ -149,6 +164,7 @@ struct StaticletFile {
     image_credentials: Option<String>,
     pod_pids_limit: Option<i64>,
     runtime_request_timeout: Option<String>,
+    cgroup_root: Option<String>,
 }
 
 /// The KubeletConfiguration fields staticlet uses; all others are reported as ignored.
@@ -165,6 +181,7 @@ const KUBELET_FIELDS: &[&str] = &[
     "systemReserved",
     "podPidsLimit",
     "runtimeRequestTimeout",
+    "cgroupRoot",
 ];
 
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
@@ -351,6 +368,9 @@ fn resolve(f: StaticletFile, path: &Path) -> Result<Config, ConfigError> {
         }
         c.pod_pids_limit = n;
     }
+    if let Some(r) = non_empty(f.cgroup_root) {
+        c.cgroup_root = Some(parse_cgroup_root(&r).map_err(|m| invalid("cgroupRoot", m))?);
+    }
     Ok(c)
 }
 
@@ -390,6 +410,9 @@ pub fn parse_labels_flag(text: &str, into: &mut BTreeMap<String, String>) -> Res
     }
     Ok(())
 }
+
+mod cgroup_root;
+pub use cgroup_root::{default_cgroup_root, parse_cgroup_root};
 
 #[cfg(test)]
 mod tests;

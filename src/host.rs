@@ -49,7 +49,16 @@ fn statfs_type(path: &str) -> Option<i64> {
 }
 
 const CGROUP2_MAGIC: i64 = 0x6367_7270;
-const TMPFS_MAGIC: i64 = 0x0102_1994;
+pub const TMPFS_MAGIC: i64 = 0x0102_1994;
+/// A namespace file (`/proc/<pid>/ns/net`) bind-mounted somewhere; procfs on kernels < 3.19.
+pub const NSFS_MAGIC: i64 = 0x6e73_6673;
+pub const PROC_SUPER_MAGIC: i64 = 0x9fa0;
+
+/// The filesystem type (statfs magic) of whatever is at `path`: one system call, where
+/// reading the mount table costs a line per mount on the host.
+pub fn fs_type(path: &Path) -> Option<i64> {
+    statfs_type(path.to_str()?)
+}
 
 pub fn cgroup_mode() -> CgroupMode {
     match statfs_type(CGROUP_ROOT) {
@@ -86,6 +95,19 @@ pub fn cgroup_dirs(relative: &str) -> Vec<PathBuf> {
             })
             .unwrap_or_default(),
     }
+}
+
+/// Removes one cgroup directory and its (empty) child cgroups, as a pod's cgroup has one per
+/// container instance. A cgroup that still has processes stays: rmdir refuses it.
+pub fn remove_cgroup_dir(dir: &Path) {
+    if let Ok(children) = fs::read_dir(dir) {
+        for c in children.flatten() {
+            if c.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                let _ = fs::remove_dir(c.path());
+            }
+        }
+    }
+    let _ = fs::remove_dir(dir);
 }
 
 /// The directories of one controller's cgroup at `relative`: the unified one on v2, that

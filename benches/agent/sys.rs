@@ -385,11 +385,18 @@ pub fn cleanup_all(base: &Path) {
         umount(&m);
     }
     for root in &roots {
+        // The agent's own cgroup parent (derived from its root dir), and the shared
+        // `/staticlet` that binaries before cgroupRoot used (`--compare-bin`).
+        let parent = staticlet::config::default_cgroup_root(root);
         if let Ok(rd) = fs::read_dir(root.join("pods")) {
             for e in rd.flatten() {
                 let uid = e.file_name().to_string_lossy().to_string();
                 remove_cgroup_tree(&format!("/staticlet/pod{uid}"));
+                remove_cgroup_tree(&format!("{parent}/pod{uid}"));
             }
+        }
+        if parent != "/staticlet" {
+            remove_cgroup_tree(&parent);
         }
     }
     remove_cgroup_tree(&cgroup_parent(base));

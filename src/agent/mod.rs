@@ -11,6 +11,7 @@ mod blocking;
 mod events;
 mod publish;
 pub mod recover;
+mod sandbox;
 mod signals;
 mod step;
 
@@ -24,6 +25,7 @@ use crate::image::ImageStore;
 use crate::reconcile::{PodState, ProbeKind, Running, StartFailure, Tick};
 use crate::runtime::crun::Crun;
 use crate::runtime::podsetup::Sandbox;
+use crate::runtime::rootlock::{LockError, RootLock};
 use crate::runtime::{ExitRecord, Layout};
 use crate::source::{self, Snapshot, SourceKey};
 use crate::status::StatusBoard;
@@ -89,13 +91,28 @@ pub fn main(cmd: &RunCmd) -> Result<(), Failure> {
     for f in &config.ignored_fields {
         log::info!("KubeletConfiguration field {f} is not used by staticlet; ignoring it");
     }
+    // Before anything touches the root dir: a second agent there would adopt this one's
+    // containers and stop them after the next edit. Held until the process ends.
+    let layout = Layout::new(
+        &config.root_dir,
+        &config.pod_logs_dir,
+        &config.cgroup_root(),
+    );
+    std::fs::create_dir_all(&layout.root)
+        .map_err(|e| Failure::Failed(format!("{}: {e}", layout.root.display())))?;
+    let _lock =
+        RootLock::acquire(&layout.root, &layout.lock_file(), "run").map_err(|e| match e {
+            LockError::Held { .. } => {
+                Failure::Usage(format!("{e}; stop it first or give another --root-dir"))
+            }
+            LockError::Io { .. } => Failure::Failed(e.to_string()),
+        })?;
     let runtime = crate::host::which(&config.runtime_path).ok_or_else(|| {
         Failure::Usage(format!(
             "runtime {} not found on PATH; install crun or set --runtime",
             config.runtime_path.display()
         ))
     })?;
-    let layout = Layout::new(&config.root_dir, &config.pod_logs_dir);
     for d in [
         layout.crun_root(),
         layout.exits(),
@@ -199,15 +216,19 @@ impl Agent {
 
     async fn run(mut self, rx: Receiver<Event>, url_source: Option<source::url::UrlSource>) {
         let now = self.now();
-        let pending_exits =
-            recover::recover(&self.ctx, &mut self.pods, &mut self.desired, now).await;
+        let recovered = recover::recover(&self.ctx, &mut self.pods, &mut self.desired, now);
         log::info!(
-            "staticlet {} on node {}: {} pod(s) adopted; sources: {}",
+            "staticlet {} on node {}: {} pod(s) adopted; sources: {}; pod cgroups under {}",
             env!("CARGO_PKG_VERSION"),
             self.ctx.config.node_name,
             self.pods.len(),
-            self.sources_text()
+            self.sources_text(),
+            self.ctx.layout.cgroup_root
         );
+        // The adopted pods are shown before the sweep, however much it has to remove; the
+        // sweep still ends before any source is read, so it never meets a pod being started.
+        self.publish();
+        recover::sweep(&self.ctx, &self.pods, recovered.leftovers).await;
         if let Some(path) = self.ctx.config.static_pod_path.clone() {
             let src = source::dir::DirSource::new(path, self.ctx.config.node_name.clone());
             self.spawn(source::run_dir(
@@ -233,7 +254,7 @@ impl Agent {
         }
         self.spawn(recover::watch_exits(self.ctx.clone()));
         self.spawn(watch_signals(self.ctx.events.clone()));
-        for rec in pending_exits {
+        for rec in recovered.pending {
             self.on_event(Event::Exit(rec));
         }
         loop {

@@ -99,14 +99,33 @@ fn source_key(ctx: &Context, source: &Source) -> Option<SourceKey> {
     }
 }
 
-pub async fn recover(
+/// What recovery found to clean up; removed by [`sweep`] once the adopted pods are published.
+#[derive(Default)]
+pub struct Leftovers {
+    /// Pod directories without a usable record.
+    orphan_dirs: Vec<PathBuf>,
+    /// Instances that ended or were superseded: crun id and instance directory.
+    dead: Vec<(String, PathBuf)>,
+}
+
+/// What recovery hands the agent.
+pub struct Recovered {
+    /// Exit records written while the agent was down, to apply as events.
+    pub pending: Vec<ExitRecord>,
+    pub leftovers: Leftovers,
+}
+
+/// Reads what the agent left on disk and adopts what still runs. It only reads (a record per
+/// pod and container), so the adopted pods can be published at once; removing what nobody
+/// wants is [`sweep`]'s job, after that.
+pub fn recover(
     ctx: &Arc<Context>,
     pods: &mut BTreeMap<String, PodState>,
     desired: &mut DesiredSet,
     now: Tick,
-) -> Vec<ExitRecord> {
+) -> Recovered {
     let mut pending = Vec::new();
-    let mut adopted: HashSet<String> = HashSet::new();
+    let mut leftovers = Leftovers::default();
     let layout = &ctx.layout;
     let entries: Vec<PathBuf> = fs::read_dir(layout.pods())
         .map(|rd| rd.flatten().map(|e| e.path()).collect())
@@ -117,12 +136,7 @@ pub async fn recover(
             .map(|n| n.to_string_lossy().to_string())
             .unwrap_or_default();
         let Some(pod) = PodRecord::load(&dir).filter(|p| is_uid(&uid) && p.uid() == uid) else {
-            log::warn!("{}: no usable pod record; removing it", dir.display());
-            let d = dir.clone();
-            crate::agent::blocking::run_logged("removing a pod record", move || {
-                let _ = podsetup::teardown(&d);
-            })
-            .await;
+            leftovers.orphan_dirs.push(dir);
             continue;
         };
         let start_time = pod.seen().unwrap_or_default().to_string();
@@ -193,7 +207,6 @@ pub async fn recover(
                             pod.full_name(),
                             r.pid
                         );
-                        adopted.insert(id.clone());
                         st.on_adopted(index, r, now);
                     }
                     (started, _) => {
@@ -211,22 +224,14 @@ pub async fn recover(
                             });
                             st.containers[index].ever_started = true;
                         }
-                        let _ = ctx.crun.kill(&id, "SIGKILL").await;
-                        let _ = ctx.crun.delete(&id).await;
-                        crate::agent::blocking::run_logged(
-                            "releasing an old instance",
-                            move || podsetup::release_instance(&instance),
-                        )
-                        .await;
-                        let _ = fs::remove_file(layout.exit_file(&id));
+                        leftovers.dead.push((id, instance));
                     }
                 }
             }
         }
         pods.insert(uid, st);
     }
-    sweep_orphans(ctx, pods, &adopted).await;
-    pending
+    Recovered { pending, leftovers }
 }
 
 fn since(now: Tick, started_at: &str) -> Tick {
@@ -236,12 +241,13 @@ fn since(now: Tick, started_at: &str) -> Tick {
     now.saturating_sub(ran)
 }
 
-/// Removes crun containers, mounts and cgroups that belong to no known pod instance.
-async fn sweep_orphans(
-    ctx: &Arc<Context>,
-    pods: &BTreeMap<String, PodState>,
-    adopted: &HashSet<String>,
-) {
+/// Removes what belongs to no known pod instance: crun containers (crun's own list is the
+/// truth, so a container without any record goes too), dead instances, mounts and
+/// directories of pods without a record, and pod cgroups under this agent's own cgroup
+/// parent (never another agent's). Runs before any source is read, so nothing it looks at
+/// can be a pod being started.
+pub async fn sweep(ctx: &Arc<Context>, pods: &BTreeMap<String, PodState>, leftovers: Leftovers) {
+    let began = std::time::Instant::now();
     let known: HashSet<String> = pods
         .values()
         .flat_map(|p| {
@@ -249,43 +255,95 @@ async fn sweep_orphans(
                 .iter()
                 .filter_map(|c| c.running.as_ref().map(|r| r.id.clone()))
         })
-        .chain(adopted.iter().cloned())
         .collect();
-    if let Ok(list) = ctx.crun.list().await {
-        for c in list.into_iter().filter(|c| !known.contains(&c.id)) {
-            log::info!("removing orphaned container {} ({})", c.id, c.status);
-            let _ = ctx.crun.kill(&c.id, "SIGKILL").await;
-            let _ = ctx.crun.delete(&c.id).await;
+    let mut containers = 0;
+    match ctx.crun.list().await {
+        Ok(list) => {
+            for c in list.into_iter().filter(|c| !known.contains(&c.id)) {
+                log::info!("removing orphaned container {} ({})", c.id, c.status);
+                let _ = ctx.crun.kill(&c.id, "SIGKILL").await;
+                if let Err(e) = ctx.crun.delete(&c.id).await {
+                    log::warn!("cannot remove orphaned container {}: {e}", c.id);
+                }
+                containers += 1;
+            }
         }
-    }
-    let pods_dir = ctx.layout.pods();
-    for (target, _) in crate::fsutil::mounts() {
-        let Ok(rest) = target.strip_prefix(&pods_dir) else {
-            continue;
-        };
-        let uid = rest
-            .components()
-            .next()
-            .map(|c| c.as_os_str().to_string_lossy().to_string())
-            .unwrap_or_default();
-        if !pods.contains_key(&uid) {
-            podsetup::unmount(&target);
-        }
-    }
-    for dir in crate::host::cgroup_dirs("/staticlet") {
-        let Ok(entries) = fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().to_string();
-            if name
-                .strip_prefix("pod")
-                .is_some_and(|uid| !pods.contains_key(uid))
-            {
-                super::actions::remove_cgroup(&format!("/staticlet/{name}"));
+        Err(e) => {
+            // Without the list, at least the instances known to be dead go.
+            log::warn!("{e}; orphaned containers are not removed until the next start");
+            for (id, _) in &leftovers.dead {
+                let _ = ctx.crun.delete(id).await;
             }
         }
     }
+    let ctx2 = ctx.clone();
+    let live: HashSet<String> = pods.keys().cloned().collect();
+    let (dirs, cgroups) =
+        match crate::agent::blocking::run(move || sweep_files(&ctx2, &live, leftovers)).await {
+            Ok(n) => n,
+            Err(e) => {
+                log::warn!("startup sweep: {e}");
+                (0, 0)
+            }
+        };
+    let text = format!(
+        "startup sweep done in {:.1}s: removed {containers} orphaned container(s), {dirs} pod dir(s) without a record, {cgroups} pod cgroup(s) under {}",
+        began.elapsed().as_secs_f64(),
+        ctx.layout.cgroup_root
+    );
+    if containers + dirs + cgroups > 0 {
+        log::info!("{text}");
+    } else {
+        log::debug!("{text}");
+    }
+}
+
+/// The filesystem half of the sweep; returns how many pod dirs and cgroups it removed.
+fn sweep_files(ctx: &Context, live: &HashSet<String>, leftovers: Leftovers) -> (usize, usize) {
+    let layout = &ctx.layout;
+    for (id, instance) in &leftovers.dead {
+        podsetup::release_instance(instance);
+        let _ = fs::remove_file(layout.exit_file(id));
+    }
+    // The mount table is read once: with many orphans, once per pod dir would be quadratic.
+    let pods_dir = layout.pods();
+    let mut mounted: Vec<PathBuf> = crate::fsutil::mounts()
+        .into_iter()
+        .map(|(target, _)| target)
+        .filter(|t| {
+            t.strip_prefix(&pods_dir)
+                .ok()
+                .and_then(|rest| rest.components().next())
+                .is_some_and(|uid| !live.contains(uid.as_os_str().to_string_lossy().as_ref()))
+        })
+        .collect();
+    mounted.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for m in &mounted {
+        podsetup::unmount(m);
+    }
+    let mut dirs = 0;
+    for dir in &leftovers.orphan_dirs {
+        log::warn!("{}: no usable pod record; removing it", dir.display());
+        match fs::remove_dir_all(dir) {
+            Ok(()) => dirs += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => log::warn!("removing {}: {e}", dir.display()),
+        }
+    }
+    let mut cgroups = HashSet::new();
+    for parent in crate::host::cgroup_dirs(&layout.cgroup_root) {
+        for e in fs::read_dir(&parent).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if name
+                .strip_prefix("pod")
+                .is_some_and(|uid| !live.contains(uid))
+            {
+                crate::host::remove_cgroup_dir(&e.path());
+                cgroups.insert(name);
+            }
+        }
+    }
+    (dirs, cgroups.len())
 }
 
 /// Watches the exits directory; every record a monitor writes becomes an event.

@@ -1,6 +1,6 @@
 //! One step of the loop: plan every pod and run the actions as tasks.
 
-use super::{actions, Agent};
+use super::{actions, sandbox, Agent};
 use crate::reconcile::{plan, Action, SandboxState, Tick};
 use crate::runtime::podsetup::Sandbox;
 
@@ -31,10 +31,37 @@ impl Agent {
                 if held && matches!(action, Action::Start { .. }) {
                     continue;
                 }
+                if matches!(action, Action::Start { .. }) {
+                    match self.sandbox_lost(&uid) {
+                        None => {}
+                        Some(changed) => {
+                            // Plan the pod again at once when that changed its state (stop
+                            // what runs in the lost sandbox, or set it up again); while its
+                            // containers are still stopping, their exits will.
+                            if changed {
+                                wake = Some(now);
+                            }
+                            continue;
+                        }
+                    }
+                }
                 self.execute(&uid, action);
             }
         }
         wake
+    }
+
+    /// Whether the pod's sandbox, set up before, has lost a part since: checked before each
+    /// start, and acted on (see [`sandbox::on_lost`]). `None`: intact (or not set up, which
+    /// `execute` handles); `Some(changed)`: lost, and whether the pod's state changed.
+    fn sandbox_lost(&mut self, uid: &str) -> Option<bool> {
+        let pod_dir = self.ctx.layout.pod(uid);
+        let p = self.pods.get_mut(uid)?;
+        let SandboxState::Ready(sb) = &p.sandbox else {
+            return None;
+        };
+        let what = sandbox::check(sb, &pod_dir).err()?;
+        Some(sandbox::on_lost(p, &what))
     }
 
     fn execute(&mut self, uid: &str, action: Action) {
@@ -50,6 +77,10 @@ impl Agent {
                 spawn(Box::pin(actions::setup(ctx, pod)));
             }
             Action::Start { index, attempt } => {
+                // Not ready when an earlier start of this plan found the sandbox lost.
+                if !matches!(p.sandbox, SandboxState::Ready(_)) {
+                    return;
+                }
                 p.on_starting(index);
                 let SandboxState::Ready(sb) = &p.sandbox else {
                     return;

@@ -145,3 +145,47 @@ fn relative_paths_are_taken_from_the_file_directory() {
     assert_eq!(c.kubeconfig, Some(dir.join("kc")));
     assert_eq!(c.manifest_url_ca_file, Some(dir.join("ca.pem")));
 }
+
+#[test]
+fn cgroup_root_defaults_from_the_root_dir_and_is_distinct_per_root_dir() {
+    let mut c = Config::default();
+    assert_eq!(
+        c.cgroup_root(),
+        "/staticlet",
+        "the default root dir keeps /staticlet"
+    );
+    c.root_dir = PathBuf::from("/data/a");
+    let a = c.cgroup_root();
+    assert!(
+        a.starts_with("/staticlet-") && a.len() == "/staticlet-".len() + 8,
+        "{a}"
+    );
+    assert_eq!(a, default_cgroup_root(Path::new("/data/a/")), "stable");
+    assert_ne!(a, default_cgroup_root(Path::new("/data/b")));
+    c.cgroup_root = Some("/edge/pods".into());
+    assert_eq!(c.cgroup_root(), "/edge/pods");
+}
+
+#[test]
+fn cgroup_root_is_read_from_both_kinds_and_checked() {
+    let ours = write(
+        "cg.yaml",
+        "apiVersion: staticlet.dev/v1alpha1\nkind: StaticletConfiguration\ncgroupRoot: /gw/pods/\n",
+    );
+    assert_eq!(load_file(&ours).unwrap().cgroup_root(), "/gw/pods");
+    let kubelet = write(
+        "cg-kubelet.yaml",
+        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\ncgroupRoot: /edge\n",
+    );
+    let c = load_file(&kubelet).unwrap();
+    assert_eq!(c.cgroup_root.as_deref(), Some("/edge"));
+    assert!(c.ignored_fields.is_empty(), "{:?}", c.ignored_fields);
+    for bad in ["/", "relative", "/a/../b", "/a//b", "/a b"] {
+        let p = write(
+            "cg-bad.yaml",
+            &format!("apiVersion: staticlet.dev/v1alpha1\nkind: StaticletConfiguration\ncgroupRoot: {bad:?}\n"),
+        );
+        let err = load_file(&p).unwrap_err().to_string();
+        assert!(err.contains("cgroupRoot"), "{bad}: {err}");
+    }
+}

@@ -2,12 +2,16 @@
 //!
 //! Layout under the root dir (every name in it was validated: UIDs are hex hashes, container
 //! names DNS labels):
+//! - `lock`: flocked by the one agent (or `drain`) that owns the root dir, see [`rootlock`];
 //! - `crun/`: crun's state root, ours alone, so `crun list` shows exactly our containers;
 //! - `exits/<id>.json`: exit records written by monitors, watched by the agent;
 //! - `pods/<uid>/pod.json`: the manifest a pod was started from (its last good version);
 //! - `pods/<uid>/{etc,shm,ns,volumes}`: what the pod's containers share;
 //! - `pods/<uid>/containers/<name>/status.json`: restart count and last termination;
 //! - `pods/<uid>/containers/<name>/<attempt>/`: one instance: bundle, monitor files.
+//!
+//! Pod cgroups live under the agent's own cgroup parent (`cgroupRoot`), never shared with
+//! another agent, so the start-up sweep may remove whatever it does not know there.
 
 pub mod bundle;
 pub mod crun;
@@ -15,6 +19,7 @@ pub mod instance;
 pub mod logwriter;
 pub mod monitor;
 pub mod podsetup;
+pub mod rootlock;
 pub mod subpath;
 
 use serde::{Deserialize, Serialize};
@@ -68,14 +73,21 @@ pub struct ExitRecord {
 pub struct Layout {
     pub root: PathBuf,
     pub logs: PathBuf,
+    /// The cgroup parent of every pod cgroup, relative to each hierarchy's root
+    /// (`/staticlet`); this agent's alone.
+    pub cgroup_root: String,
 }
 
 impl Layout {
-    pub fn new(root: &Path, logs: &Path) -> Layout {
+    pub fn new(root: &Path, logs: &Path, cgroup_root: &str) -> Layout {
         Layout {
             root: root.to_path_buf(),
             logs: logs.to_path_buf(),
+            cgroup_root: cgroup_root.trim_end_matches('/').to_string(),
         }
+    }
+    pub fn lock_file(&self) -> PathBuf {
+        self.root.join("lock")
     }
     pub fn crun_root(&self) -> PathBuf {
         self.root.join("crun")
@@ -128,10 +140,10 @@ impl Layout {
             .join(format!("{attempt}.log"))
     }
     /// The pod's cgroup, relative to each hierarchy's root.
-    pub fn pod_cgroup(uid: &str) -> String {
-        format!("/staticlet/pod{uid}")
+    pub fn pod_cgroup(&self, uid: &str) -> String {
+        format!("{}/pod{uid}", self.cgroup_root)
     }
-    pub fn container_cgroup(uid: &str, name: &str, attempt: u32) -> String {
-        format!("{}/{name}-{attempt}", Self::pod_cgroup(uid))
+    pub fn container_cgroup(&self, uid: &str, name: &str, attempt: u32) -> String {
+        format!("{}/{name}-{attempt}", self.pod_cgroup(uid))
     }
 }

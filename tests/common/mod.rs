@@ -396,8 +396,13 @@ impl Agent {
             .collect()
     }
 
+    /// The agent's cgroup parent: the default for its root dir (tests don't set cgroupRoot).
+    pub fn cgroup_root(&self) -> String {
+        staticlet::config::default_cgroup_root(&self.root)
+    }
+
     pub fn pod_cgroups(&self, uid: &str) -> Vec<PathBuf> {
-        staticlet::host::cgroup_dirs(&format!("/staticlet/pod{uid}"))
+        staticlet::host::cgroup_dirs(&format!("{}/pod{uid}", self.cgroup_root()))
             .into_iter()
             .filter(|d| d.exists())
             .collect()
@@ -439,6 +444,13 @@ impl Drop for Agent {
                     let _ = fs::remove_dir(&d);
                 }
             }
+        }
+        // The agent's own cgroup parent, with whatever pod cgroups are left in it.
+        for parent in staticlet::host::cgroup_dirs(&self.cgroup_root()) {
+            for e in fs::read_dir(&parent).into_iter().flatten().flatten() {
+                staticlet::host::remove_cgroup_dir(&e.path());
+            }
+            let _ = fs::remove_dir(&parent);
         }
         if !std::thread::panicking() {
             let _ = fs::remove_dir_all(&self.base);

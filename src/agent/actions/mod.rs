@@ -14,7 +14,6 @@ pub use stop::stop;
 use super::{Context, Event};
 use crate::manifest::StaticPod;
 use crate::runtime::podsetup::{self, Sandbox};
-use crate::runtime::Layout;
 use std::sync::Arc;
 pub async fn setup(ctx: Arc<Context>, pod: Arc<StaticPod>) {
     let dir = ctx.layout.pod(pod.uid());
@@ -44,7 +43,7 @@ pub async fn teardown(ctx: Arc<Context>, pod: Arc<StaticPod>) {
     }
     let dir = ctx.layout.pod(&uid);
     let logs = ctx.layout.pod_logs(pod.namespace(), pod.name(), &uid);
-    let cgroup = Layout::pod_cgroup(&uid);
+    let cgroup = ctx.layout.pod_cgroup(&uid);
     crate::agent::blocking::run_logged("tearing down a pod", move || {
         if let Ok(containers) = std::fs::read_dir(dir.join("containers")) {
             for c in containers.flatten() {

@@ -84,7 +84,7 @@ fn prepare(
     let sub_paths = crate::runtime::subpath::bind_sub_paths(c, &sb.volumes, &instance)
         .map_err(|e| failure("CreateContainerConfigError", e.to_string(), false))?;
     let defaults = image_defaults(&image);
-    let cgroup = Layout::container_cgroup(pod.uid(), &c.name, attempt);
+    let cgroup = ctx.layout.container_cgroup(pod.uid(), &c.name, attempt);
     let input = BundleInput {
         pod,
         container: c,
