@@ -159,15 +159,30 @@ pub fn small_window_connect(port: u16) -> TcpStream {
 }
 
 /// Voluntary context switches of all the agent's threads: how often it woke up.
-pub fn wakeups(pid: u32) -> u64 {
+/// Voluntary context switches of each of the process's threads, by thread id.
+pub fn wakeups(pid: u32) -> std::collections::HashMap<String, u64> {
     std::fs::read_dir(format!("/proc/{pid}/task"))
         .unwrap_or_else(|e| panic!("/proc/{pid}/task: {e}"))
         .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
-        .filter_map(|s| {
-            s.lines()
+        .filter_map(|t| {
+            let status = std::fs::read_to_string(t.path().join("status")).ok()?;
+            let n = status
+                .lines()
                 .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
-                .and_then(|v| v.trim().parse::<u64>().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())?;
+            Some((t.file_name().to_string_lossy().to_string(), n))
         })
+        .collect()
+}
+
+/// How often the process's threads woke between two [`wakeups`] samples: threads that ended
+/// meanwhile (a pool worker going idle) count nothing, threads that began count whole.
+pub fn woken_between(
+    before: &std::collections::HashMap<String, u64>,
+    after: &std::collections::HashMap<String, u64>,
+) -> u64 {
+    after
+        .iter()
+        .map(|(tid, n)| n.saturating_sub(before.get(tid).copied().unwrap_or(0)))
         .sum()
 }
