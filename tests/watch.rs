@@ -411,3 +411,26 @@ fn validate_warns_about_unknown_fields_and_strict_refuses_them() {
     }
     fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn a_single_manifest_file_is_watched_alone() {
+    let dir = common::unique_dir("single");
+    let file = dir.join("web.yaml");
+    atomic_write(&dir, "web.yaml", POD);
+    let mut w = Watch::start(&file);
+    let first = w.uid().expect("the single file's pod");
+    // A sibling is not part of the source, whatever its name.
+    atomic_write(&dir, "other.yaml", &POD.replace("web", "other"));
+    assert!(
+        w.quiet_for(Duration::from_millis(700)),
+        "a sibling causes no change"
+    );
+    atomic_write(&dir, "web.yaml", &POD.replace("'1'", "'2'"));
+    wait_for(&mut w, "the replaced file", |w| {
+        w.uid().is_some_and(|u| u != first)
+    });
+    assert!(!has_pod(&w, "other"));
+    fs::remove_file(&file).unwrap();
+    wait_for(&mut w, "the pod gone with its file", |w| w.uid().is_none());
+    fs::remove_dir_all(dir).unwrap();
+}

@@ -70,13 +70,13 @@ pub struct Watcher {
 }
 
 const SELF_GONE: WatchMask = WatchMask::DELETE_SELF.union(WatchMask::MOVE_SELF);
-// Not CREATE: a file is created open for writing, and its close-write follows.
 const FILES: WatchMask = WatchMask::CLOSE_WRITE
     .union(WatchMask::MOVED_TO)
     .union(WatchMask::MOVED_FROM)
     .union(WatchMask::DELETE)
     .union(WatchMask::ATTRIB)
     .union(WatchMask::MODIFY)
+    .union(WatchMask::CREATE)
     .union(SELF_GONE);
 const APPEAR: WatchMask = WatchMask::CREATE
     .union(WatchMask::MOVED_TO)
@@ -204,7 +204,11 @@ impl Watcher {
                     continue;
                 }
                 let Some(name) = name else { continue };
+                // A created file is open for writing: its close-write follows. Only a
+                // directory taking the single manifest file's name matters.
+                let created = mask.contains(M::CREATE);
                 match &armed.mode {
+                    Mode::Dir if created => {}
                     Mode::Dir => files.push(FileEvent {
                         change: change(mask),
                         name,
@@ -213,7 +217,7 @@ impl Watcher {
                         relist = true;
                         self.disarm();
                     }
-                    Mode::File(n) if *n == name => files.push(FileEvent {
+                    Mode::File(n) if *n == name && !created => files.push(FileEvent {
                         change: change(mask),
                         name,
                     }),
