@@ -155,6 +155,10 @@ pub struct ValidateCmd {
     /// node name used for the name suffix (default: the host name)
     #[argh(option)]
     pub node_name: Option<String>,
+    /// refuse fields a v1 Pod does not have (as kubectl --validate=strict); without it they
+    /// are warnings
+    #[argh(switch)]
+    pub strict: bool,
 }
 
 /// check this host for what staticlet needs, and say what to fix

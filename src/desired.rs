@@ -20,6 +20,8 @@ struct OriginState {
 struct SourceState {
     complete: bool,
     origins: BTreeMap<PathBuf, OriginState>,
+    /// What is wrong with the source as a whole (its pods are kept meanwhile).
+    problem: Option<String>,
 }
 
 /// A manifest problem as users see it in the log, `get pods` and the status endpoint.
@@ -29,6 +31,9 @@ pub struct Problem {
     /// The pod still running from the last good version of this manifest, if any.
     pub pod: Option<String>,
     pub message: String,
+    /// The source as a whole could not be used (a refused URL body); its pods are kept and
+    /// the message says so.
+    pub whole_source: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -69,6 +74,7 @@ impl DesiredSet {
     /// Applies a snapshot.
     pub fn apply(&mut self, snap: Snapshot, now: &str) {
         let state = self.sources.entry(snap.key.clone()).or_default();
+        state.problem = snap.problem;
         if !snap.complete && !state.complete {
             // A source that has never been read keeps whatever was seeded.
             return;
@@ -115,7 +121,15 @@ impl DesiredSet {
             ..Default::default()
         };
         let mut first_origin: HashMap<String, String> = HashMap::new();
-        for state in self.sources.values() {
+        for (key, state) in &self.sources {
+            if let Some(message) = &state.problem {
+                out.problems.push(Problem {
+                    origin: key.to_string(),
+                    pod: None,
+                    message: message.clone(),
+                    whole_source: true,
+                });
+            }
             for (origin, o) in &state.origins {
                 let origin = origin.display().to_string();
                 if let Some(e) = &o.error {
@@ -123,6 +137,7 @@ impl DesiredSet {
                         origin: origin.clone(),
                         pod: o.good.as_ref().map(|p| p.full_name()),
                         message: e.clone(),
+                        whole_source: false,
                     });
                 }
                 let Some(pod) = &o.good else { continue };
@@ -132,8 +147,11 @@ impl DesiredSet {
                         origin: origin.clone(),
                         pod: None,
                         message: format!(
-                            "{origin}: metadata.name: Duplicate value: pod {name} is already defined by {first}; this file is ignored"
+                            "{}: metadata.name: Duplicate value: pod {name} is already defined by {}; this file is ignored",
+                            crate::logging::escape(&origin),
+                            crate::logging::escape(first)
                         ),
+                        whole_source: false,
                     }),
                     None => {
                         first_origin.insert(name.clone(), origin.clone());
@@ -146,15 +164,21 @@ impl DesiredSet {
     }
 }
 
-/// Logs each problem that is new since `before`, and each manifest that is fine again.
+/// Logs each problem that is new since `before` (one line per error), and each manifest that
+/// is fine again.
 pub fn log_problem_changes(before: &[Problem], after: &[Problem]) {
     for p in after.iter().filter(|p| !before.contains(p)) {
-        match &p.pod {
-            Some(pod) => log::warn!(
-                "invalid manifest, keeping the last good version of {pod} running: {}",
-                p.message
-            ),
-            None => log::warn!("invalid manifest, no pod started from it: {}", p.message),
+        if p.whole_source {
+            log::warn!("{}", p.message);
+            continue;
+        }
+        for line in p.message.lines() {
+            match &p.pod {
+                Some(pod) => log::warn!(
+                    "invalid manifest, keeping the last good version of {pod} running: {line}"
+                ),
+                None => log::warn!("invalid manifest, no pod started from it: {line}"),
+            }
         }
     }
     for p in before

@@ -89,3 +89,15 @@ fn every_valid_manifest_loads() {
         }
     }
 }
+
+#[test]
+fn valid_manifests_have_no_unknown_fields() {
+    // Fields staticlet ignores (dnsPolicy, nodeSelector, status, ...) are Kubernetes fields,
+    // not unknown ones: `validate --strict` must accept every valid manifest.
+    for path in &corpus("valid") {
+        let bytes = fs::read(path).unwrap();
+        let (result, unknown) = manifest::load_checked(&bytes, &Source::File(path.clone()), NODE);
+        assert!(result.is_ok(), "{}", path.display());
+        assert!(unknown.is_empty(), "{}: {unknown:?}", path.display());
+    }
+}

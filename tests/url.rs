@@ -256,3 +256,97 @@ fn boot_offline_starts_the_cached_pods() {
         .contains("starting from the cached version fetched at"));
     let _ = std::fs::remove_file(ca_file);
 }
+
+fn cache_meta(a: &Agent) -> String {
+    std::fs::read_to_string(a.root.join("url-cache/meta.json")).unwrap_or_default()
+}
+
+/// Waits until the server has answered `n` more requests.
+fn polls(server: &Server, n: usize) {
+    let start = server.requests();
+    wait_until(&format!("{n} more polls"), Duration::from_secs(30), || {
+        (server.requests() >= start + n).then_some(())
+    });
+}
+
+#[test]
+fn a_body_that_is_not_a_pod_list_keeps_the_pods_and_the_cache() {
+    let ca = TestCa::new("portal-ca");
+    let server = Server::start(&ca);
+    let good = pod_list(&[("kept", "1000")]);
+    server.serve(200, &good);
+    let ca_file = ca.write(
+        &std::env::temp_dir(),
+        &format!("portal-ca-{}.pem", std::process::id()),
+    );
+    let mut a = url_agent("portal", &server, Some(&ca_file), "");
+    a.start();
+    a.wait_running("kept", "main");
+    let uid = uid_of(&a, "kept").unwrap();
+    let meta = cache_meta(&a);
+    assert!(meta.contains("sha256"), "{meta}");
+
+    let bodies = [
+        // A captive portal's login page.
+        "<!DOCTYPE html>\n<html><head><title>Hotel WiFi</title></head>\n<body>Please log in</body></html>\n",
+        // A proxy's plain-text answer.
+        "Access denied by policy",
+        // An object of another kind.
+        r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"web"}}"#,
+        // A list of something else.
+        "apiVersion: v1\nkind: ConfigMapList\nitems: []\n",
+        // A PodList whose items are not objects.
+        r#"{"apiVersion":"v1","kind":"PodList","items":["a","b"]}"#,
+    ];
+    for body in bodies {
+        let lines_before = a.agent_log().lines().count();
+        server.serve(200, body);
+        polls(&server, 2);
+        assert_eq!(
+            uid_of(&a, "kept").as_deref(),
+            Some(uid.as_str()),
+            "the pod stays after {body:?}\n{}",
+            a.agent_log()
+        );
+        assert_eq!(cache_meta(&a), meta, "the cache stays after {body:?}");
+        let problems = a.http("/manifests").unwrap_or_default();
+        assert!(
+            problems.contains(&server.url()) && problems.contains("not a Pod or a PodList"),
+            "{body:?} is shown as a problem: {problems}"
+        );
+        let log = a.agent_log();
+        let reports = log
+            .lines()
+            .skip(lines_before)
+            .filter(|l| l.contains("not a Pod or a PodList"))
+            .count();
+        assert_eq!(
+            reports, 1,
+            "{body:?} is logged once, not at every poll\n{log}"
+        );
+        // Back to the good body: nothing changes, the problem goes.
+        server.serve(200, &good);
+        wait_until("the problem to clear", Duration::from_secs(30), || {
+            (!a.http("/manifests")?.contains("not a Pod or a PodList")).then_some(())
+        });
+        assert_eq!(uid_of(&a, "kept").as_deref(), Some(uid.as_str()));
+    }
+
+    // The last body the gateway saw was refused; a boot without the server starts the cached pods.
+    server.serve(200, bodies[0]);
+    polls(&server, 1);
+    server.stop();
+    let mut offline = url_agent("portal-offline", &server, Some(&ca_file), "");
+    std::fs::create_dir_all(offline.root.join("url-cache")).unwrap();
+    for f in std::fs::read_dir(a.root.join("url-cache"))
+        .unwrap()
+        .flatten()
+    {
+        std::fs::copy(f.path(), offline.root.join("url-cache").join(f.file_name())).unwrap();
+    }
+    drop(a);
+    offline.start();
+    offline.wait_running("kept", "main");
+    assert_eq!(uid_of(&offline, "kept").as_deref(), Some(uid.as_str()));
+    let _ = std::fs::remove_file(ca_file);
+}

@@ -7,7 +7,7 @@
 //! pod never waits for another, and nothing on that path touches the network.
 
 pub mod actions;
-mod blocking;
+pub(crate) mod blocking;
 mod events;
 mod publish;
 pub mod recover;

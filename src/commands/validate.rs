@@ -1,10 +1,17 @@
 //! `staticlet validate FILE...`: reads manifests exactly as `run` does (same filters, same
 //! checks, same duplicate rule) and prints one line per problem.
+//!
+//! Fields that a v1 Pod does not have (`comand`) are warnings, as the kubelet ignores them;
+//! `--strict` makes them problems, as `kubectl --validate=strict` does.
 
 use crate::cli::{base_config, Failure, ValidateCmd};
 use crate::desired::DesiredSet;
+use crate::logging::escape;
+use crate::manifest::Source;
 use crate::source::dir::DirSource;
 use crate::source::SourceKey;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::time::SystemTime;
 
 pub fn run(cmd: &ValidateCmd) -> Result<(), Failure> {
@@ -18,7 +25,6 @@ pub fn run(cmd: &ValidateCmd) -> Result<(), Failure> {
         config.node_name = n.clone();
     }
     let mut problems = 0;
-    let mut pods = 0;
     // One desired set across all arguments, so duplicate names across files are caught.
     let keys: Vec<SourceKey> = cmd
         .files
@@ -26,11 +32,12 @@ pub fn run(cmd: &ValidateCmd) -> Result<(), Failure> {
         .map(|f| SourceKey::Dir(f.clone()))
         .collect();
     let mut set = DesiredSet::new(keys);
+    let mut unknown = Vec::new();
     for path in &cmd.files {
         if !path.exists() {
             eprintln!(
                 "{}: (file): cannot read: no such file or directory",
-                path.display()
+                escape(&path.display().to_string())
             );
             problems += 1;
             continue;
@@ -38,6 +45,11 @@ pub fn run(cmd: &ValidateCmd) -> Result<(), Failure> {
         let mut source = DirSource::new(path.clone(), config.node_name.clone());
         // The settle delay only matters to a running agent; validate reads everything now.
         source.relist(SystemTime::now() + std::time::Duration::from_secs(3600));
+        for (file, fields) in source.unknown_fields() {
+            for f in fields {
+                unknown.push((file.to_path_buf(), f.clone()));
+            }
+        }
         set.apply(source.snapshot(), &crate::timefmt::now_rfc3339());
     }
     let desired = set.desired();
@@ -47,7 +59,27 @@ pub fn run(cmd: &ValidateCmd) -> Result<(), Failure> {
         }
         problems += p.message.lines().count();
     }
+    let mut refused: BTreeSet<PathBuf> = BTreeSet::new();
+    for (file, f) in &unknown {
+        let line = format!(
+            "{}: {}: {}",
+            escape(&file.display().to_string()),
+            escape(&f.field),
+            escape(&f.message)
+        );
+        if cmd.strict {
+            println!("{line}");
+            problems += 1;
+            refused.insert(file.clone());
+        } else {
+            println!("{line} (warning: ignored, as the kubelet does; --strict refuses it)");
+        }
+    }
+    let mut pods = 0;
     for pod in desired.pods.values() {
+        if matches!(&pod.source, Source::File(f) if refused.contains(f)) {
+            continue;
+        }
         pods += 1;
         log::debug!("{}: ok ({})", pod.source, pod.full_name());
     }

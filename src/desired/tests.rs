@@ -27,6 +27,7 @@ fn snap(entries: Vec<Entry>) -> Snapshot {
         key: SourceKey::Dir("/m".into()),
         entries,
         complete: true,
+        problem: None,
     }
 }
 
@@ -125,6 +126,7 @@ fn incomplete_until_every_source_reported_and_seeds_survive() {
             key: SourceKey::Dir("/m".into()),
             entries: vec![bad("/m/a.yaml")],
             complete: true,
+            problem: None,
         },
         "t",
     );
@@ -134,4 +136,37 @@ fn incomplete_until_every_source_reported_and_seeds_survive() {
         out.pods.contains_key("default/a-n1"),
         "a seeded pod survives an invalid file at start-up"
     );
+}
+
+#[test]
+fn a_source_problem_is_shown_and_keeps_the_pods() {
+    let url = SourceKey::Url("https://x/pods".into());
+    let mut d = DesiredSet::new(vec![url.clone()]);
+    // Refused before anything was read: shown, nothing removed, still incomplete.
+    let refused = |entries: Vec<Entry>, complete: bool, problem: Option<&str>| Snapshot {
+        key: url.clone(),
+        entries,
+        complete,
+        problem: problem.map(String::from),
+    };
+    d.apply(
+        refused(vec![], false, Some("manifest URL https://x/pods: no")),
+        "t",
+    );
+    let out = d.desired();
+    assert!(!out.complete);
+    assert_eq!(out.problems.len(), 1);
+    assert!(out.problems[0].whole_source);
+    assert_eq!(out.problems[0].origin, "https://x/pods");
+    // A good body, then refused: the pods stay, the problem shows; then it clears.
+    let good = vec![pod("https://x/pods#default/a", "a", "sleep")];
+    d.apply(refused(good.clone(), true, None), "t");
+    assert!(d.desired().problems.is_empty());
+    d.apply(refused(good.clone(), true, Some("refused")), "t");
+    let out = d.desired();
+    assert!(out.pods.contains_key("default/a-n1"));
+    assert_eq!(out.problems[0].message, "refused");
+    d.apply(refused(good, true, None), "t");
+    assert!(d.desired().problems.is_empty());
+    assert!(d.desired().pods.contains_key("default/a-n1"));
 }

@@ -4,9 +4,13 @@
 //! Everything here is pure: no I/O and no clock. The first-seen time is stamped by the
 //! desired pod set, which owns the clock.
 
+mod decode;
 pub mod pod;
 pub mod quantity;
+pub mod schema;
 pub mod validate;
+
+pub use decode::{decode, MAX_DEPTH, MAX_NODES};
 
 use pod::Pod;
 use serde_json::{json, Value};
@@ -48,13 +52,23 @@ pub struct ManifestError {
     pub errors: Vec<FieldError>,
 }
 
+/// One line per error: `<origin>: <field>: <message>`. Values from the manifest (a file name,
+/// a map key in a field path, a parser's quote of the input) are escaped, so a line break in
+/// them can never start a line of its own in `validate`'s output or in the log.
 impl fmt::Display for ManifestError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use crate::logging::escape;
         for (i, e) in self.errors.iter().enumerate() {
             if i > 0 {
                 writeln!(f)?;
             }
-            write!(f, "{}: {}: {}", self.origin, e.field, e.message)?;
+            write!(
+                f,
+                "{}: {}: {}",
+                escape(&self.origin),
+                escape(&e.field),
+                escape(&e.message)
+            )?;
         }
         Ok(())
     }
@@ -142,37 +156,6 @@ impl StaticPod {
     }
 }
 
-/// Decodes one document (YAML or JSON) into a generic value.
-pub fn decode(bytes: &[u8]) -> Result<Value, FieldError> {
-    if bytes.len() > MAX_MANIFEST_BYTES {
-        return Err(FieldError::file(format!(
-            "Too long: the manifest is {} bytes, larger than 10 MB (the kubelet's limit)",
-            bytes.len()
-        )));
-    }
-    let text = std::str::from_utf8(bytes)
-        .map_err(|e| FieldError::file(format!("cannot parse: not UTF-8 text ({e})")))?;
-    if text.trim_start().starts_with('{') {
-        return serde_json::from_str(text)
-            .map_err(|e| FieldError::file(format!("cannot parse as JSON: {e}")));
-    }
-    let mut docs = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(text) {
-        let value: Value = serde::Deserialize::deserialize(doc)
-            .map_err(|e| FieldError::file(format!("cannot parse as YAML: {e}")))?;
-        if !value.is_null() {
-            docs.push(value);
-        }
-    }
-    match docs.len() {
-        0 => Err(FieldError::file("cannot parse: the manifest is empty")),
-        1 => Ok(docs.pop().unwrap_or_default()),
-        n => Err(FieldError::file(format!(
-            "cannot parse: more than one document ({n}); put one Pod per file"
-        ))),
-    }
-}
-
 /// Splits a URL body into its pods: a single Pod or the items of a PodList.
 pub fn split_pod_list(value: Value) -> Result<Vec<Value>, FieldError> {
     if value.get("kind").and_then(Value::as_str) == Some("PodList") {
@@ -225,12 +208,30 @@ pub fn build(value: Value, source: &Source, node: &str) -> Result<StaticPod, Vec
 
 /// Decodes, validates and defaults the manifest of a file source in one step.
 pub fn load(bytes: &[u8], source: &Source, node: &str) -> Result<StaticPod, ManifestError> {
+    load_checked(bytes, source, node).0
+}
+
+/// As [`load`], plus the fields of the manifest that the Pod API does not have (typos such as
+/// `comand`), which the kubelet ignores and `validate --strict` refuses.
+pub fn load_checked(
+    bytes: &[u8],
+    source: &Source,
+    node: &str,
+) -> (Result<StaticPod, ManifestError>, Vec<FieldError>) {
     let origin = source.to_string();
-    let value = decode(bytes).map_err(|e| ManifestError {
-        origin: origin.clone(),
-        errors: vec![e],
-    })?;
-    build(value, source, node).map_err(|errors| ManifestError { origin, errors })
+    let value = match decode(bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            let err = ManifestError {
+                origin,
+                errors: vec![e],
+            };
+            return (Err(err), Vec::new());
+        }
+    };
+    let unknown = schema::unknown_fields(&value);
+    let result = build(value, source, node).map_err(|errors| ManifestError { origin, errors });
+    (result, unknown)
 }
 
 /// The pod's UID and `config.hash`: SHA-256 over the canonical JSON of the decoded manifest

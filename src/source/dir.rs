@@ -1,23 +1,28 @@
-//! The manifest directory (`staticPodPath`): inotify for changes, a periodic relist as a
-//! safety net, and careful reading.
+//! The manifest directory (`staticPodPath`): its current reading, file by file.
 //!
 //! Only `*.yaml`, `*.yml` and `*.json` files are read, so editor leftovers are ignored. A file
-//! is acted on when it is closed after writing or renamed into place, never on creation, so a
-//! half-written file never replaces a running pod. Files are opened non-blocking and checked
-//! to be regular files before reading, so a FIFO or a device cannot hang the agent.
+//! is acted on when it is closed after writing or renamed into place, never while a writer has
+//! it open: inotify's `MODIFY` marks a file as being written until its `CLOSE_WRITE`, and every
+//! read first takes a read lease (see [`super::read`]), which the kernel refuses while any
+//! process has the file open for writing. So a half-written file never replaces a running pod,
+//! neither through an event nor through the periodic relist. Files are opened non-blocking and
+//! checked to be regular files before reading, so a FIFO or a device cannot hang the agent.
+//!
+//! This type does blocking I/O and parsing; the agent runs it on a thread of its own
+//! (`super::run_dir`), never on the event loop.
 
+use super::read::{self, Hint, Loaded};
+use super::watch::{Change, FileEvent};
 use super::{Entry, Snapshot, SourceKey};
-use crate::manifest::{self, ManifestError, Source, MAX_MANIFEST_BYTES};
-use inotify::{Inotify, WatchMask};
-use std::collections::{BTreeMap, HashMap};
+use crate::manifest::FieldError;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
-use std::io::Read;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-/// Files touched more recently than this are left to their close-write event on a relist,
-/// so the relist never reads a file that is still being written.
+/// Where leases are not available, a relist leaves files touched more recently than this to
+/// their close-write event.
 const SETTLE: Duration = Duration::from_secs(1);
 
 /// Why a directory entry is not read, or `None` when it is a manifest candidate.
@@ -29,46 +34,6 @@ pub fn ignore_reason(name: &str) -> Option<&'static str> {
     match ext {
         Some("yaml" | "yml" | "json") => None,
         _ => Some("not a .yaml, .yml or .json file"),
-    }
-}
-
-/// Reads one manifest file safely: regular files only, at most 10 MB, never blocking.
-pub fn read_file(path: &Path) -> Result<Vec<u8>, String> {
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-        .map_err(|e| format!("cannot read: {e}"))?;
-    let meta = file.metadata().map_err(|e| format!("cannot read: {e}"))?;
-    if !meta.is_file() {
-        return Err("not a regular file".into());
-    }
-    if meta.len() > MAX_MANIFEST_BYTES as u64 {
-        return Err(format!(
-            "Too long: {} bytes, larger than 10 MB (the kubelet's limit)",
-            meta.len()
-        ));
-    }
-    let mut buf = Vec::with_capacity(meta.len() as usize);
-    file.take(MAX_MANIFEST_BYTES as u64 + 1)
-        .read_to_end(&mut buf)
-        .map_err(|e| format!("cannot read: {e}"))?;
-    Ok(buf)
-}
-
-/// Loads one file into an entry, as `run` and `validate` both do.
-pub fn load_file(path: &Path, node: &str) -> Entry {
-    let source = Source::File(path.to_path_buf());
-    let result = match read_file(path) {
-        Ok(bytes) => manifest::load(&bytes, &source, node),
-        Err(message) => Err(ManifestError {
-            origin: path.display().to_string(),
-            errors: vec![manifest::FieldError::new("(file)", message)],
-        }),
-    };
-    Entry {
-        origin: path.to_path_buf(),
-        result,
     }
 }
 
@@ -88,11 +53,19 @@ fn stamp(meta: &fs::Metadata) -> Stamp {
     }
 }
 
+struct FileState {
+    stamp: Option<Stamp>,
+    entry: Entry,
+    unknown: Vec<FieldError>,
+}
+
 /// The directory's current reading, updated file by file.
 pub struct DirSource {
     path: PathBuf,
     node: String,
-    files: BTreeMap<PathBuf, (Option<Stamp>, Entry)>,
+    files: BTreeMap<PathBuf, FileState>,
+    /// Files inotify saw written to in place and not closed yet.
+    writing: HashSet<PathBuf>,
     /// Names already reported as ignored, so each is logged once.
     ignored: HashMap<PathBuf, &'static str>,
     /// Whether the path has been read successfully at least once.
@@ -105,6 +78,7 @@ impl DirSource {
             path,
             node,
             files: BTreeMap::new(),
+            writing: HashSet::new(),
             ignored: HashMap::new(),
             listed: false,
         }
@@ -117,35 +91,66 @@ impl DirSource {
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
             key: SourceKey::Dir(self.path.clone()),
-            entries: self.files.values().map(|(_, e)| e.clone()).collect(),
+            entries: self.files.values().map(|f| f.entry.clone()).collect(),
             complete: self.listed,
+            problem: None,
         }
     }
 
-    /// Re-reads one file named by an inotify event. Returns true when something changed.
-    pub fn reload(&mut self, name: &str) -> bool {
-        let single_file = !self.path.is_dir();
-        if single_file && self.path.file_name().is_some_and(|f| f != name) {
-            return false; // another file beside the single manifest
-        }
-        let path = if single_file {
-            self.path.clone()
-        } else {
-            self.path.join(name)
-        };
-        if !single_file {
-            if let Some(reason) = ignore_reason(name) {
-                self.note_ignored(&path, reason);
-                return false;
+    /// The fields of each file that the Pod API does not have (for `validate`).
+    pub fn unknown_fields(&self) -> impl Iterator<Item = (&Path, &[FieldError])> {
+        self.files
+            .iter()
+            .map(|(p, f)| (p.as_path(), f.unknown.as_slice()))
+    }
+
+    /// Applies inotify events in order. Returns true when something changed.
+    pub fn events(&mut self, events: &[FileEvent]) -> bool {
+        let mut changed = false;
+        for ev in events {
+            let Some(path) = self.path_of(&ev.name) else {
+                continue;
+            };
+            match ev.change {
+                Change::Writing => {
+                    self.writing.insert(path);
+                }
+                Change::Done => {
+                    self.writing.remove(&path);
+                    changed |= self.reload(&path, true);
+                }
+                Change::Touched => changed |= self.reload(&path, false),
             }
         }
-        self.refresh(&path, false)
+        changed
+    }
+
+    /// The file an event names, or `None` when it is not a manifest candidate.
+    fn path_of(&mut self, name: &std::ffi::OsStr) -> Option<PathBuf> {
+        if !self.path.is_dir() {
+            // A single manifest file: the watch reports only its own name.
+            return (self.path.file_name()? == name).then(|| self.path.clone());
+        }
+        let path = self.path.join(name);
+        if let Some(reason) = ignore_reason(&name.to_string_lossy()) {
+            self.note_ignored(&path, reason);
+            return None;
+        }
+        Some(path)
+    }
+
+    fn reload(&mut self, path: &Path, closed: bool) -> bool {
+        let hint = Hint {
+            modified: false,
+            closed,
+        };
+        self.refresh(path, false, hint)
     }
 
     /// Re-reads the whole path; unchanged files are not parsed again. Returns true on change.
     pub fn relist(&mut self, now: SystemTime) -> bool {
         let mut changed = false;
-        let mut present = Vec::new();
+        let mut present = HashSet::new();
         if self.path.is_dir() {
             match fs::read_dir(&self.path) {
                 Ok(entries) => {
@@ -166,11 +171,12 @@ impl DirSource {
                             .and_then(|m| m.modified())
                             .map(|t| now.duration_since(t).unwrap_or_default() < SETTLE)
                             .unwrap_or(false);
-                        present.push(path.clone());
-                        if recent && self.listed {
-                            continue;
-                        }
-                        changed |= self.refresh(&path, true);
+                        present.insert(path.clone());
+                        let hint = Hint {
+                            modified: recent && self.listed,
+                            closed: false,
+                        };
+                        changed |= self.refresh(&path, true, hint);
                     }
                     if !self.listed {
                         changed = true;
@@ -186,8 +192,8 @@ impl DirSource {
                 }
             }
         } else if self.path.exists() {
-            present.push(self.path.clone());
-            changed |= self.refresh(&self.path.clone(), true);
+            present.insert(self.path.clone());
+            changed |= self.refresh(&self.path.clone(), true, Hint::default());
             changed |= !self.listed;
             self.listed = true;
         } else if !self.listed {
@@ -199,6 +205,7 @@ impl DirSource {
         }
         let before = self.files.len();
         self.files.retain(|p, _| present.contains(p));
+        self.writing.retain(|p| present.contains(p));
         self.ignored.retain(|p, _| p.exists());
         changed || self.files.len() != before
     }
@@ -209,11 +216,13 @@ impl DirSource {
         }
     }
 
-    /// Reads `path` if its stamp changed (or always, when `use_stamp` is false).
-    fn refresh(&mut self, path: &Path, use_stamp: bool) -> bool {
+    /// Reads `path` if its stamp changed (or always, when `use_stamp` is false). A file that
+    /// inotify saw written and not closed counts as being written where leases cannot tell.
+    fn refresh(&mut self, path: &Path, use_stamp: bool, mut hint: Hint) -> bool {
         let meta = fs::metadata(path);
         if let Err(e) = &meta {
             if e.kind() == std::io::ErrorKind::NotFound && fs::symlink_metadata(path).is_err() {
+                self.writing.remove(path);
                 return self.files.remove(path).is_some();
             }
         }
@@ -222,19 +231,67 @@ impl DirSource {
         }
         let new_stamp = meta.as_ref().ok().map(stamp);
         if use_stamp {
-            if let (Some(s), Some((Some(old), _))) = (new_stamp, self.files.get(path)) {
+            if let (
+                Some(s),
+                Some(FileState {
+                    stamp: Some(old), ..
+                }),
+            ) = (new_stamp, self.files.get(path))
+            {
                 if *old == s {
                     return false;
                 }
             }
         }
-        let entry = load_file(path, &self.node);
-        let changed = match self.files.get(path) {
-            Some((_, old)) => !same_outcome(old, &entry),
-            None => true,
+        hint.modified |= self.writing.contains(path);
+        let Some(Loaded { entry, unknown }) = read::load_file(path, &self.node, hint) else {
+            return self.wait_for_writer(path);
         };
-        self.files.insert(path.to_path_buf(), (new_stamp, entry));
+        // Read while no writer had it open (or, without leases, with no write in progress
+        // that inotify knows of): a MODIFY seen earlier is settled.
+        self.writing.remove(path);
+        let old = self.files.get(path);
+        let changed = old.is_none_or(|o| !same_outcome(&o.entry, &entry));
+        if old.is_none_or(|o| changed || o.unknown != unknown) {
+            for u in &unknown {
+                log::warn!(
+                    "{}: {}: {}; ignored, as the kubelet does (check the spelling; `staticlet validate --strict` refuses it)",
+                    path.display(),
+                    u.field,
+                    u.message
+                );
+            }
+        }
+        self.files.insert(
+            path.to_path_buf(),
+            FileState {
+                stamp: new_stamp,
+                entry,
+                unknown,
+            },
+        );
         changed
+    }
+
+    /// A writer has `path` open. Its earlier reading stays; a file without one is reported
+    /// at the first listing, so that a pod from its last good version keeps running.
+    fn wait_for_writer(&mut self, path: &Path) -> bool {
+        log::debug!(
+            "{} is open for writing; waiting for it to be closed",
+            path.display()
+        );
+        if self.files.contains_key(path) || self.listed {
+            return false;
+        }
+        self.files.insert(
+            path.to_path_buf(),
+            FileState {
+                stamp: None,
+                entry: read::being_written(path),
+                unknown: Vec::new(),
+            },
+        );
+        true
     }
 }
 
@@ -244,103 +301,5 @@ fn same_outcome(a: &Entry, b: &Entry) -> bool {
         (Ok(x), Ok(y)) => x.uid() == y.uid(),
         (Err(x), Err(y)) => x == y,
         _ => false,
-    }
-}
-
-/// The inotify side: a watch on the directory (or on a single file's directory).
-pub struct Watcher {
-    inotify: smol::Async<Inotify>,
-    watched: bool,
-    target: PathBuf,
-    buffer: Vec<u8>,
-}
-
-/// What an inotify wake-up asks the source to do.
-pub enum Wake {
-    /// These files changed.
-    Files(Vec<String>),
-    /// Events were lost or the directory itself moved: list everything again.
-    Relist,
-}
-
-impl Watcher {
-    pub fn new(target: &Path) -> std::io::Result<Watcher> {
-        let inotify = smol::Async::new(Inotify::init()?)?;
-        let mut w = Watcher {
-            inotify,
-            watched: false,
-            target: target.to_path_buf(),
-            buffer: vec![0u8; 16 * 1024],
-        };
-        w.ensure_watch();
-        Ok(w)
-    }
-
-    /// Adds the watch once the directory exists (it may appear after start-up).
-    pub fn ensure_watch(&mut self) {
-        if self.watched {
-            return;
-        }
-        let dir = if self.target.is_dir() {
-            self.target.clone()
-        } else {
-            self.target
-                .parent()
-                .map(Path::to_path_buf)
-                .unwrap_or_default()
-        };
-        let mask = WatchMask::CLOSE_WRITE
-            | WatchMask::MOVED_TO
-            | WatchMask::MOVED_FROM
-            | WatchMask::DELETE
-            | WatchMask::ATTRIB
-            | WatchMask::DELETE_SELF
-            | WatchMask::MOVE_SELF;
-        match self.inotify.get_ref().watches().add(&dir, mask) {
-            Ok(_) => self.watched = true,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => log::warn!(
-                "cannot watch {}: {e}; relying on the periodic relist",
-                dir.display()
-            ),
-        }
-    }
-
-    /// Waits for the next batch of events.
-    pub async fn next(&mut self) -> Wake {
-        let buffer = &mut self.buffer;
-        let result = unsafe {
-            // SAFETY: read_events does not close or replace the file descriptor.
-            self.inotify.read_with_mut(|i| {
-                let events = i.read_events(buffer)?;
-                let mut names = Vec::new();
-                let mut relist = false;
-                for ev in events {
-                    use inotify::EventMask as M;
-                    if ev
-                        .mask
-                        .intersects(M::Q_OVERFLOW | M::DELETE_SELF | M::MOVE_SELF | M::IGNORED)
-                    {
-                        relist = true;
-                    }
-                    if let Some(n) = ev.name {
-                        names.push(n.to_string_lossy().to_string());
-                    }
-                }
-                Ok((names, relist))
-            })
-        }
-        .await;
-        match result {
-            Ok((_, true)) => {
-                self.watched = false;
-                Wake::Relist
-            }
-            Ok((names, false)) => Wake::Files(names),
-            Err(e) => {
-                log::warn!("inotify: {e}; relisting");
-                Wake::Relist
-            }
-        }
     }
 }

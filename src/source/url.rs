@@ -6,9 +6,16 @@
 //! back off (doubling, with jitter) and never touch the pods: a non-200 answer, a network or
 //! TLS error and an empty body all keep the current pods. `ETag`/`If-None-Match` are honoured,
 //! and an unchanged body does nothing.
+//!
+//! Only a Pod or a PodList (`apiVersion: v1`) changes the URL pods and the cache, as in the
+//! kubelet. Anything else answered with a 200 (a captive portal's or a proxy's page, a plain
+//! string, an object of another kind) is refused: the pods and the cached body stay, and the
+//! refusal is reported once, as a problem of the source (`/manifests`), until a good body
+//! comes back.
 
-use super::{Entry, Snapshot, SourceKey};
-use crate::manifest::{self, ManifestError, Source, MAX_MANIFEST_BYTES};
+use super::body::parse_body;
+use super::{Snapshot, SourceKey};
+use crate::manifest::MAX_MANIFEST_BYTES;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -37,7 +44,14 @@ pub struct UrlSource {
     node: String,
     etag: Option<String>,
     body_sha: Option<String>,
+    /// The last body refused, by hash, and why: the same body is not parsed again.
+    refused: Option<(String, String)>,
+    /// The network failure last logged, so that an outage is logged once.
     last_error: Option<String>,
+    /// The last good snapshot sent, resent with or without a problem.
+    last: Option<Snapshot>,
+    /// The problem last sent with a snapshot.
+    problem: Option<String>,
 }
 
 /// What one poll found.
@@ -47,8 +61,11 @@ pub enum Poll {
     Changed(Snapshot),
     /// Nothing new (304, or the same body).
     Unchanged,
-    /// The request or the body failed; the current pods stay.
+    /// The server could not be reached, or did not answer 200; the current pods stay.
     Failed(String),
+    /// The server answered 200 with a body that is not a Pod or a PodList (or is empty, too
+    /// large, unreadable): the current pods and the cache stay.
+    Refused(String),
 }
 
 fn sha_hex(b: &[u8]) -> String {
@@ -84,7 +101,10 @@ impl UrlSource {
             node: node.to_string(),
             etag: None,
             body_sha: None,
+            refused: None,
             last_error: None,
+            last: None,
+            problem: None,
         };
         if let Some(meta) = src.cached_meta() {
             src.etag = meta.etag;
@@ -114,44 +134,36 @@ impl UrlSource {
             );
             return None;
         }
-        let snap = self.parse(&body).ok()?;
-        Some((snap, meta))
+        match self.parse(&body) {
+            Ok(snap) => Some((snap, meta)),
+            Err(e) => {
+                log::warn!("cached manifest body for {} cannot be used: {e}", self.url);
+                None
+            }
+        }
     }
 
-    /// Splits a body into one entry per pod; a body that cannot be read at all is an error.
+    /// Splits a body into one entry per pod; a body that is not a Pod or a PodList is an
+    /// error. Fields the Pod API does not have are logged.
     pub fn parse(&self, body: &[u8]) -> Result<Snapshot, String> {
-        if body.iter().all(|b| b.is_ascii_whitespace()) {
-            return Err("the body is empty (a valid empty PodList removes the pods; an empty body does not)".into());
+        let items = parse_body(body, &self.url, &self.node)?;
+        let mut entries = Vec::with_capacity(items.len());
+        for (entry, unknown) in items {
+            for u in unknown {
+                log::warn!(
+                    "{}: {}: {}; ignored, as the kubelet does (check the spelling)",
+                    entry.origin.display(),
+                    u.field,
+                    u.message
+                );
+            }
+            entries.push(entry);
         }
-        let value = manifest::decode(body).map_err(|e| e.message)?;
-        let items =
-            manifest::split_pod_list(value).map_err(|e| format!("{}: {}", e.field, e.message))?;
-        let source = Source::Url(self.url.clone());
-        let entries = items
-            .into_iter()
-            .enumerate()
-            .map(|(i, item)| {
-                let ns = item["metadata"]["namespace"]
-                    .as_str()
-                    .unwrap_or("default")
-                    .to_string();
-                let name = item["metadata"]["name"].as_str().map(String::from);
-                let origin = match &name {
-                    Some(n) => PathBuf::from(format!("{}#{ns}/{n}", self.url)),
-                    None => PathBuf::from(format!("{}#items[{i}]", self.url)),
-                };
-                let result =
-                    manifest::build(item, &source, &self.node).map_err(|errors| ManifestError {
-                        origin: origin.display().to_string(),
-                        errors,
-                    });
-                Entry { origin, result }
-            })
-            .collect();
         Ok(Snapshot {
             key: self.key(),
             entries,
             complete: true,
+            problem: None,
         })
     }
 
@@ -191,23 +203,31 @@ impl UrlSource {
             .take(MAX_MANIFEST_BYTES as u64 + 1)
             .read_to_end(&mut body);
         if let Err(e) = read {
-            return Poll::Failed(if e.to_string().contains("limit") {
-                "the body is larger than 10 MB".to_string()
+            return if e.to_string().contains("limit") {
+                Poll::Refused("the body is larger than 10 MB".to_string())
             } else {
-                format!("reading the body: {e}")
-            });
+                Poll::Failed(format!("reading the body: {e}"))
+            };
         }
         if body.len() > MAX_MANIFEST_BYTES {
-            return Poll::Failed("the body is larger than 10 MB".into());
+            return Poll::Refused("the body is larger than 10 MB".into());
         }
         let sha = sha_hex(&body);
         if self.body_sha.as_deref() == Some(sha.as_str()) {
             self.etag = etag;
             return Poll::Unchanged;
         }
+        if let Some((refused_sha, why)) = &self.refused {
+            if *refused_sha == sha {
+                return Poll::Refused(why.clone());
+            }
+        }
         let snap = match self.parse(&body) {
             Ok(s) => s,
-            Err(e) => return Poll::Failed(e),
+            Err(e) => {
+                self.refused = Some((sha, e.clone()));
+                return Poll::Refused(e);
+            }
         };
         let meta = CacheMeta {
             url: self.url.clone(),
@@ -243,7 +263,7 @@ impl UrlSource {
         Ok(())
     }
 
-    /// Logs a failure once per distinct message.
+    /// Logs a network failure once per distinct message, and the recovery.
     fn report(&mut self, error: Option<String>) {
         if error != self.last_error {
             match &error {
@@ -255,6 +275,24 @@ impl UrlSource {
             }
             self.last_error = error;
         }
+    }
+
+    /// The snapshot to send when the source's problem changes: the last good reading (or,
+    /// before there is one, an incomplete empty one, which removes nothing) with the problem.
+    /// `None` when the problem is the one already sent.
+    fn problem_changed(&mut self, problem: Option<String>) -> Option<Snapshot> {
+        if problem == self.problem {
+            return None;
+        }
+        self.problem = problem.clone();
+        let mut snap = self.last.clone().unwrap_or_else(|| Snapshot {
+            key: self.key(),
+            entries: Vec::new(),
+            complete: false,
+            problem: None,
+        });
+        snap.problem = problem;
+        Some(snap)
     }
 }
 
@@ -268,7 +306,8 @@ fn jitter(d: Duration) -> Duration {
 }
 
 /// The URL source's thread: the cache first (boot offline), then a poll every `every`, with
-/// backoff after failures. Each new version is sent as a snapshot.
+/// backoff after failures. Each new version is sent as a snapshot, and so is each change of
+/// the source's problem (a refused body, then a good one again).
 pub fn run(mut src: UrlSource, every: Duration, send: impl Fn(Snapshot) -> bool) {
     match src.cached() {
         Some((snap, meta)) => {
@@ -278,6 +317,7 @@ pub fn run(mut src: UrlSource, every: Duration, send: impl Fn(Snapshot) -> bool)
                 meta.fetched_at,
                 snap.entries.len()
             );
+            src.last = Some(snap.clone());
             if !send(snap) {
                 return;
             }
@@ -287,31 +327,49 @@ pub fn run(mut src: UrlSource, every: Duration, send: impl Fn(Snapshot) -> bool)
     let mut failures = 0u32;
     loop {
         let now = crate::timefmt::now_rfc3339();
-        let wait = match src.poll(&now) {
+        let (wait, snap) = match src.poll(&now) {
             Poll::Changed(snap) => {
                 src.report(None);
+                src.problem = None;
                 failures = 0;
                 log::info!(
                     "manifest URL {}: new version ({} pod(s)), fetched at {now}",
                     src.url,
                     snap.entries.len()
                 );
-                if !send(snap) {
-                    return;
-                }
-                every
+                src.last = Some(snap.clone());
+                (every, Some(snap))
             }
             Poll::Unchanged => {
                 src.report(None);
                 failures = 0;
-                every
+                (every, src.problem_changed(None))
             }
             Poll::Failed(e) => {
                 src.report(Some(e));
                 failures = failures.saturating_add(1);
-                (every * 2u32.saturating_pow(failures.min(5) - 1)).min(MAX_BACKOFF.max(every))
+                (backoff(every, failures), None)
+            }
+            Poll::Refused(e) => {
+                src.report(None);
+                failures = failures.saturating_add(1);
+                let problem = format!(
+                    "manifest URL {}: {e}; keeping the current pods and the cached version",
+                    src.url
+                );
+                (backoff(every, failures), src.problem_changed(Some(problem)))
             }
         };
+        if let Some(snap) = snap {
+            if !send(snap) {
+                return;
+            }
+        }
         std::thread::sleep(jitter(wait));
     }
+}
+
+/// Doubling from `every` after each failure, at most 300 s (or `every`, when it is longer).
+fn backoff(every: Duration, failures: u32) -> Duration {
+    (every * 2u32.saturating_pow(failures.clamp(1, 5) - 1)).min(MAX_BACKOFF.max(every))
 }
