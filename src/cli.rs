@@ -52,6 +52,9 @@ pub struct RunCmd {
     /// a CA bundle (PEM) to trust for the manifest URL
     #[argh(option)]
     pub manifest_url_ca_file: Option<PathBuf>,
+    /// a minisign public key file; manifests must then be signed by a pinned key (repeatable)
+    #[argh(option)]
+    pub manifest_public_key: Vec<PathBuf>,
     /// node name (default: the host name, lower-cased)
     #[argh(option)]
     pub node_name: Option<String>,
@@ -247,6 +250,13 @@ pub fn run_config(cmd: &RunCmd) -> Result<Config, Failure> {
     }
     if let Some(p) = &cmd.manifest_url_ca_file {
         c.manifest_url_ca_file = Some(path_flag("manifest-url-ca-file", p)?);
+    }
+    if !cmd.manifest_public_key.is_empty() {
+        c.manifest_public_keys = cmd
+            .manifest_public_key
+            .iter()
+            .map(|p| path_flag("manifest-public-key", p))
+            .collect::<Result<_, _>>()?;
     }
     if let Some(n) = &cmd.node_name {
         c.node_name = n.clone();

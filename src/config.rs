@@ -45,6 +45,8 @@ pub struct Config {
     pub static_pod_url: Option<String>,
     pub static_pod_url_header: BTreeMap<String, Vec<String>>,
     pub manifest_url_ca_file: Option<PathBuf>,
+    /// Pinned minisign public keys; when any is set, manifests must be signed.
+    pub manifest_public_keys: Vec<PathBuf>,
     pub file_check_frequency: Duration,
     pub http_check_frequency: Duration,
     pub root_dir: PathBuf,
@@ -80,6 +82,7 @@ impl Default for Config {
             static_pod_url: None,
             static_pod_url_header: BTreeMap::new(),
             manifest_url_ca_file: None,
+            manifest_public_keys: Vec::new(),
             file_check_frequency: Duration::from_secs(20),
             http_check_frequency: Duration::from_secs(20),
             root_dir: PathBuf::from(DEFAULT_ROOT_DIR),
@@ -147,6 +150,7 @@ struct StaticletFile {
     static_pod_url_header: Option<BTreeMap<String, Vec<String>>>,
     #[serde(rename = "staticPodURLCAFile")]
     static_pod_url_ca_file: Option<String>,
+    manifest_public_keys: Option<Vec<String>>,
     file_check_frequency: Option<String>,
     http_check_frequency: Option<String>,
     root_dir: Option<String>,
@@ -282,6 +286,13 @@ fn resolve(f: StaticletFile, path: &Path) -> Result<Config, ConfigError> {
     c.static_pod_url = non_empty(f.static_pod_url);
     c.static_pod_url_header = f.static_pod_url_header.unwrap_or_default();
     c.manifest_url_ca_file = non_empty(f.static_pod_url_ca_file).map(|p| from_file_dir(path, p));
+    c.manifest_public_keys = f
+        .manifest_public_keys
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|k| !k.is_empty())
+        .map(|k| from_file_dir(path, k))
+        .collect();
     for (field, text, slot) in [
         (
             "fileCheckFrequency",

@@ -139,6 +139,7 @@ pub fn main(cmd: &RunCmd) -> Result<(), Failure> {
             _ => Failure::Usage(e.to_string()),
         })?;
     }
+    let trust = trusted_keys(&config)?;
     let url_source = match &config.static_pod_url {
         Some(url) => Some(
             source::url::UrlSource::new(
@@ -148,7 +149,8 @@ pub fn main(cmd: &RunCmd) -> Result<(), Failure> {
                 &config.root_dir,
                 &config.node_name,
             )
-            .map_err(Failure::Usage)?,
+            .map_err(Failure::Usage)?
+            .with_trust(trust),
         ),
         None => None,
     };
@@ -230,7 +232,9 @@ impl Agent {
         self.publish();
         recover::sweep(&self.ctx, &self.pods, recovered.leftovers).await;
         if let Some(path) = self.ctx.config.static_pod_path.clone() {
-            let src = source::dir::DirSource::new(path, self.ctx.config.node_name.clone());
+            let trust = trusted_keys(&self.ctx.config).unwrap_or_default();
+            let src = source::dir::DirSource::new(path, self.ctx.config.node_name.clone())
+                .with_trust(trust);
             self.spawn(source::run_dir(
                 src,
                 self.ctx.config.file_check_frequency,
@@ -328,4 +332,12 @@ fn release_free_memory() {
     unsafe {
         libc::malloc_trim(0);
     }
+}
+
+/// The pinned manifest keys (`manifestPublicKeys`), if any; a key that cannot be read is a
+/// usage error at start.
+fn trusted_keys(config: &Config) -> Result<Option<Arc<source::trust::Trust>>, Failure> {
+    source::trust::Trust::load(&config.manifest_public_keys)
+        .map(|t| t.map(Arc::new))
+        .map_err(|e| Failure::Usage(e.to_string()))
 }

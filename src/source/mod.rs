@@ -4,6 +4,7 @@
 pub mod body;
 pub mod dir;
 pub mod read;
+pub mod trust;
 pub mod url;
 pub mod watch;
 

@@ -14,6 +14,7 @@
 //! comes back.
 
 use super::body::parse_body;
+use super::trust::{self, Trust};
 use super::{Snapshot, SourceKey};
 use crate::manifest::MAX_MANIFEST_BYTES;
 use serde::{Deserialize, Serialize};
@@ -26,7 +27,9 @@ use std::time::Duration;
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
-/// The cached last good body's metadata (`<root>/url-cache/meta.json`).
+/// The cached last good body's metadata (`<root>/url-cache/meta.json`). The body is
+/// `body.<sha256>`, its signature (when signatures are required) `sig.<sha256>`; the version
+/// before it is kept too, for a boot that finds the newest one damaged or tampered with.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct CacheMeta {
@@ -34,6 +37,8 @@ pub struct CacheMeta {
     pub etag: Option<String>,
     pub sha256: String,
     pub fetched_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<Box<CacheMeta>>,
 }
 
 pub struct UrlSource {
@@ -52,6 +57,8 @@ pub struct UrlSource {
     last: Option<Snapshot>,
     /// The problem last sent with a snapshot.
     problem: Option<String>,
+    /// Pinned keys: a body is applied only with a verifying `<url>.minisig`.
+    trust: Option<std::sync::Arc<Trust>>,
 }
 
 /// What one poll found.
@@ -105,12 +112,33 @@ impl UrlSource {
             last_error: None,
             last: None,
             problem: None,
+            trust: None,
         };
         if let Some(meta) = src.cached_meta() {
             src.etag = meta.etag;
             src.body_sha = Some(meta.sha256);
         }
         Ok(src)
+    }
+
+    /// Requires a signature by one of `trust`'s keys for every body, cached ones included:
+    /// a cached body is trusted (and its ETag used) only if it verifies.
+    pub fn with_trust(mut self, trust: Option<std::sync::Arc<Trust>>) -> Self {
+        self.trust = trust;
+        if self.trust.is_some() {
+            let verified = self.cached().map(|(_, meta)| meta);
+            self.etag = verified.as_ref().and_then(|m| m.etag.clone());
+            self.body_sha = verified.map(|m| m.sha256);
+        }
+        self
+    }
+
+    /// `<url>.minisig`, before any query string, as minisign names a signature.
+    fn signature_url(&self) -> String {
+        match self.url.split_once('?') {
+            Some((path, query)) => format!("{path}{}?{query}", trust::SUFFIX),
+            None => format!("{}{}", self.url, trust::SUFFIX),
+        }
     }
 
     pub fn key(&self) -> SourceKey {
@@ -123,24 +151,46 @@ impl UrlSource {
         (meta.url == self.url).then_some(meta)
     }
 
-    /// The pods of the cached last good body, for start-up before the first fetch.
+    /// The pods of the cached last good body, for start-up before the first fetch: the
+    /// newest version, or the one before it when the newest is damaged or (with signatures
+    /// required) does not verify.
     pub fn cached(&self) -> Option<(Snapshot, CacheMeta)> {
-        let meta = self.cached_meta()?;
-        let body = std::fs::read(self.cache_dir.join(format!("body.{}", meta.sha256))).ok()?;
-        if sha_hex(&body) != meta.sha256 {
-            log::warn!(
-                "cached manifest body for {} is damaged; ignoring it",
-                self.url
-            );
-            return None;
-        }
-        match self.parse(&body) {
-            Ok(snap) => Some((snap, meta)),
-            Err(e) => {
-                log::warn!("cached manifest body for {} cannot be used: {e}", self.url);
-                None
+        let newest = self.cached_meta()?;
+        let mut candidate = Some(newest.clone());
+        while let Some(meta) = candidate {
+            match self.cached_version(&meta) {
+                Ok(snap) => {
+                    if meta.sha256 != newest.sha256 {
+                        log::warn!(
+                            "manifest URL {}: using the previous cached version, fetched at {}",
+                            self.url,
+                            meta.fetched_at
+                        );
+                    }
+                    return Some((snap, meta));
+                }
+                Err(e) => log::warn!(
+                    "cached manifest body for {} (fetched at {}) cannot be used: {e}",
+                    self.url,
+                    meta.fetched_at
+                ),
             }
+            candidate = meta.previous.map(|p| *p);
         }
+        None
+    }
+
+    fn cached_version(&self, meta: &CacheMeta) -> Result<Snapshot, String> {
+        let body = std::fs::read(self.cache_dir.join(format!("body.{}", meta.sha256)))
+            .map_err(|e| e.to_string())?;
+        if sha_hex(&body) != meta.sha256 {
+            return Err("it is damaged".into());
+        }
+        if let Some(t) = &self.trust {
+            let sig = std::fs::read(self.cache_dir.join(format!("sig.{}", meta.sha256))).ok();
+            t.verify(&body, sig.as_deref(), &self.url)?;
+        }
+        self.parse(&body)
     }
 
     /// Splits a body into one entry per pod; a body that is not a Pod or a PodList is an
@@ -222,6 +272,19 @@ impl UrlSource {
                 return Poll::Refused(why.clone());
             }
         }
+        let signature = match &self.trust {
+            Some(t) => {
+                let sig = match self.fetch_signature() {
+                    Ok(sig) => sig,
+                    Err(e) => return Poll::Failed(e),
+                };
+                if let Err(e) = t.verify(&body, sig.as_deref(), &self.url) {
+                    return Poll::Refused(e);
+                }
+                sig
+            }
+            None => None,
+        };
         let snap = match self.parse(&body) {
             Ok(s) => s,
             Err(e) => {
@@ -234,8 +297,12 @@ impl UrlSource {
             etag: etag.clone(),
             sha256: sha.clone(),
             fetched_at: now.to_string(),
+            previous: self.cached_meta().filter(|m| m.sha256 != sha).map(|mut m| {
+                m.previous = None;
+                Box::new(m)
+            }),
         };
-        if let Err(e) = self.save_cache(&body, &meta) {
+        if let Err(e) = self.save_cache(&body, signature.as_deref(), &meta) {
             log::warn!("cannot cache the manifest body from {}: {e}", self.url);
         }
         self.etag = etag;
@@ -246,21 +313,55 @@ impl UrlSource {
     /// The body goes to `body.<sha256>`, then `meta.json` (naming it) replaces the old one,
     /// then older bodies go. Each write is atomic, and a crash at any point leaves a meta.json
     /// whose body is complete: the old version or the new one, never half of either.
-    fn save_cache(&self, body: &[u8], meta: &CacheMeta) -> std::io::Result<()> {
+    fn save_cache(&self, body: &[u8], sig: Option<&[u8]>, meta: &CacheMeta) -> std::io::Result<()> {
         std::fs::create_dir_all(&self.cache_dir)?;
-        let name = format!("body.{}", meta.sha256);
-        crate::fsutil::write_atomic(&self.cache_dir.join(&name), body)?;
-        crate::fsutil::write_atomic(
-            &self.cache_dir.join("meta.json"),
-            &serde_json::to_vec_pretty(meta).unwrap_or_default(),
-        )?;
+        crate::fsutil::write_atomic(&self.cache_dir.join(format!("body.{}", meta.sha256)), body)?;
+        if let Some(sig) = sig {
+            crate::fsutil::write_atomic(&self.cache_dir.join(format!("sig.{}", meta.sha256)), sig)?;
+        }
+        let json = serde_json::to_vec_pretty(meta).map_err(std::io::Error::other)?;
+        crate::fsutil::write_atomic(&self.cache_dir.join("meta.json"), &json)?;
+        // Only the newest version and the one before it stay.
+        let keep: Vec<&str> = std::iter::once(meta.sha256.as_str())
+            .chain(meta.previous.as_ref().map(|p| p.sha256.as_str()))
+            .collect();
         for e in std::fs::read_dir(&self.cache_dir)?.flatten() {
             let n = e.file_name().to_string_lossy().to_string();
-            if (n.starts_with("body.") && n != name) || n.starts_with(".tmp-") {
+            let versioned = n.strip_prefix("body.").or_else(|| n.strip_prefix("sig."));
+            if versioned.is_some_and(|sha| !keep.contains(&sha)) || n.starts_with(".tmp-") {
                 let _ = std::fs::remove_file(e.path());
             }
         }
         Ok(())
+    }
+
+    /// `<url>.minisig`: `None` when the server has none (404), an error when it cannot be
+    /// asked (the pods stay; the next poll tries again).
+    fn fetch_signature(&self) -> Result<Option<Vec<u8>>, String> {
+        let url = self.signature_url();
+        let mut req = self.agent.get(&url);
+        for (k, values) in &self.headers {
+            for v in values {
+                req = req.header(k.as_str(), v.as_str());
+            }
+        }
+        let mut resp = req
+            .call()
+            .map_err(|e| format!("cannot fetch {url}: {}", crate::net::explain(&e)))?;
+        match resp.status().as_u16() {
+            200 => {}
+            404 | 410 => return Ok(None),
+            s => return Err(format!("{url}: the server answered {s}")),
+        }
+        let mut sig = Vec::new();
+        resp.body_mut()
+            .with_config()
+            .limit(trust::MAX_SIGNATURE_BYTES as u64 + 1)
+            .reader()
+            .take(trust::MAX_SIGNATURE_BYTES as u64 + 1)
+            .read_to_end(&mut sig)
+            .map_err(|e| format!("reading {url}: {e}"))?;
+        Ok(Some(sig))
     }
 
     /// Logs a network failure once per distinct message, and the recovery.

@@ -202,6 +202,11 @@ pub fn metrics(s: &Shared) -> String {
     }
     out.push_str("# HELP staticlet_manifest_errors Manifests that are currently invalid.\n# TYPE staticlet_manifest_errors gauge\n");
     out.push_str(&format!("staticlet_manifest_errors {}\n", s.problems.len()));
+    out.push_str("# HELP staticlet_manifest_signature_refusals_total Manifests refused for a missing or bad signature (manifestPublicKeys).\n# TYPE staticlet_manifest_signature_refusals_total counter\n");
+    out.push_str(&format!(
+        "staticlet_manifest_signature_refusals_total {}\n",
+        crate::source::trust::refused_total()
+    ));
     out.push_str("# HELP staticlet_container_start_seconds Time from the start decision to a running container.\n# TYPE staticlet_container_start_seconds histogram\n");
     let h = &s.start_latency;
     for (i, b) in BUCKETS.iter().enumerate() {
