@@ -159,10 +159,13 @@ fn signed_directory_manifests_run_and_others_are_refused() {
     assert!(refusals >= 3, "{metrics}");
 }
 
+/// Status and body by request path.
+type Answers = Arc<Mutex<HashMap<String, (u16, Vec<u8>)>>>;
+
 /// An HTTPS server on loopback answering each path with what the test sets.
 struct Server {
     port: u16,
-    paths: Arc<Mutex<HashMap<String, (u16, Vec<u8>)>>>,
+    paths: Answers,
     server: Arc<tiny_http::Server>,
 }
 
@@ -180,7 +183,7 @@ impl Server {
             .unwrap(),
         );
         let port = server.server_addr().to_ip().unwrap().port();
-        let paths: Arc<Mutex<HashMap<String, (u16, Vec<u8>)>>> = Default::default();
+        let paths: Answers = Default::default();
         let (s, p) = (server.clone(), paths.clone());
         std::thread::spawn(move || {
             for req in s.incoming_requests() {
