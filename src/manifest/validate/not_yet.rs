@@ -192,7 +192,7 @@ pub(super) fn validate_volume(v: &Volume, path: &str, key: &str, e: &mut Errors)
                 e,
                 &format!("{path}.downwardAPI"),
                 "{...}",
-                "downwardAPI volumes",
+                "a downwardAPI volume",
             );
             true
         }
@@ -208,7 +208,7 @@ pub(super) fn validate_volume(v: &Volume, path: &str, key: &str, e: &mut Errors)
                 let Some(obj) = src.as_object() else { continue };
                 for k in obj.keys() {
                     match k.as_str() {
-                        "downwardAPI" => not_yet(e, &format!("{sp}.downwardAPI"), "{...}", "projected downwardAPI volumes"),
+                        "downwardAPI" => not_yet(e, &format!("{sp}.downwardAPI"), "{...}", "a projected downwardAPI source"),
                         // Named at the volume, as the API server's NodeRestriction does.
                         "secret" => e.add(format!("{path}.projected"), "Forbidden: static pods may not reference secrets"),
                         "configMap" => e.add(format!("{path}.projected"), "Forbidden: static pods may not reference configmaps"),
