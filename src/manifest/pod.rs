@@ -200,6 +200,7 @@ pub struct ContainerPort {
 pub struct Resources {
     pub limits: BTreeMap<String, QuantityValue>,
     pub requests: BTreeMap<String, QuantityValue>,
+    pub claims: Option<Value>,
 }
 
 /// A quantity as written: YAML lets users write `cpu: 1` or `cpu: "1"`; both are valid.

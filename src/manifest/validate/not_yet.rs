@@ -106,6 +106,12 @@ pub(super) fn validate_container(c: &Container, path: &str, init: bool, e: &mut 
             "Forbidden: may not be set for non-init containers",
         ),
     }
+    if c.resources.claims.as_ref().is_some_and(non_empty) {
+        e.add(
+            format!("{path}.resources.claims"),
+            "Forbidden: static pods may not reference resourceclaims",
+        );
+    }
     if c.restart_policy_rules.as_ref().is_some_and(non_empty) {
         not_yet(
             e,
