@@ -168,8 +168,7 @@ fn a_v1_client_certificate_is_accepted_and_presented() {
 fn a_key_of_another_certificate_is_refused_by_name() {
     let dir = pki("mismatch");
     let err = kubeconfig::load(&kubeconfig(&dir, 1, "server.key"), None)
-        .err()
-        .expect("a key that is not the certificate's is refused");
+        .expect_err("a key that is not the certificate's is refused");
     let text = err.to_string();
     assert!(
         text.contains("client-key") && text.contains("does not fit the client certificate"),

@@ -240,7 +240,7 @@ pub(super) fn validate_volume(v: &Volume, path: &str, key: &str, e: &mut Errors)
 /// limit is the tmpfs size and is honoured. Called for a limit that is a valid quantity.
 pub(super) fn validate_empty_dir_size(v: &Volume, path: &str, e: &mut Errors) {
     let Some(ed) = &v.empty_dir else { return };
-    if ed.medium.as_deref().unwrap_or("") == "" {
+    if ed.medium.as_deref().unwrap_or("").is_empty() {
         if let Some(q) = &ed.size_limit {
             not_yet(
                 e,
