@@ -74,6 +74,8 @@ fn mask(names: &[&str]) -> String {
         "MKNOD",
         "LEASE",
         "AUDIT_WRITE",
+        "AUDIT_CONTROL",
+        "SETFCAP",
     ];
     let caps: Vec<&str> = caps.iter().chain(&more).chain(&tail).copied().collect();
     let bits = names.iter().fold(0u64, |m, n| {
