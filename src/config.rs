@@ -70,6 +70,15 @@ pub struct Config {
     /// The cgroup every pod cgroup is created under (`cgroupRoot`); `None`: derived from the
     /// root dir by [`default_cgroup_root`]. See [`Config::cgroup_root`].
     pub cgroup_root: Option<String>,
+    /// Where `Localhost` seccomp profiles are read from (`seccompProfileRoot`); `None`:
+    /// `<rootDir>/seccomp`, as the kubelet's `<root-dir>/seccomp`. See [`Config::seccomp_root`].
+    pub seccomp_profile_root: Option<PathBuf>,
+    /// The kubelet's `seccompDefault`: containers without a seccomp profile get
+    /// `RuntimeDefault` instead of `Unconfined`.
+    pub seccomp_default: bool,
+    /// The kubelet's `allowedUnsafeSysctls`: names or `prefix*` patterns, each of a namespaced
+    /// sysctl, allowed besides the safe set.
+    pub allowed_unsafe_sysctls: Vec<String>,
     /// KubeletConfiguration fields that staticlet does not use, to be logged once.
     pub ignored_fields: Vec<String>,
 }
@@ -101,6 +110,9 @@ impl Default for Config {
             pod_pids_limit: 1024,
             runtime_request_timeout: Duration::from_secs(120),
             cgroup_root: None,
+            seccomp_profile_root: None,
+            seccomp_default: false,
+            allowed_unsafe_sysctls: Vec::new(),
             ignored_fields: Vec::new(),
         }
     }
@@ -113,6 +125,13 @@ impl Config {
         self.cgroup_root
             .clone()
             .unwrap_or_else(|| default_cgroup_root(&self.root_dir))
+    }
+
+    /// The directory of `Localhost` seccomp profiles.
+    pub fn seccomp_root(&self) -> PathBuf {
+        self.seccomp_profile_root
+            .clone()
+            .unwrap_or_else(|| self.root_dir.join("seccomp"))
     }
 }
 
@@ -169,6 +188,9 @@ struct StaticletFile {
     pod_pids_limit: Option<i64>,
     runtime_request_timeout: Option<String>,
     cgroup_root: Option<String>,
+    seccomp_profile_root: Option<String>,
+    seccomp_default: Option<bool>,
+    allowed_unsafe_sysctls: Option<Vec<String>>,
 }
 
 /// The KubeletConfiguration fields staticlet uses; all others are reported as ignored.
@@ -186,6 +208,8 @@ const KUBELET_FIELDS: &[&str] = &[
     "podPidsLimit",
     "runtimeRequestTimeout",
     "cgroupRoot",
+    "seccompDefault",
+    "allowedUnsafeSysctls",
 ];
 
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
@@ -382,6 +406,13 @@ fn resolve(f: StaticletFile, path: &Path) -> Result<Config, ConfigError> {
     if let Some(r) = non_empty(f.cgroup_root) {
         c.cgroup_root = Some(parse_cgroup_root(&r).map_err(|m| invalid("cgroupRoot", m))?);
     }
+    c.seccomp_profile_root = non_empty(f.seccomp_profile_root).map(|p| from_file_dir(path, p));
+    c.seccomp_default = f.seccomp_default.unwrap_or(false);
+    for (i, pattern) in f.allowed_unsafe_sysctls.iter().flatten().enumerate() {
+        check_sysctl_pattern(pattern)
+            .map_err(|m| invalid(&format!("allowedUnsafeSysctls[{i}]"), m))?;
+        c.allowed_unsafe_sysctls.push(pattern.clone());
+    }
     Ok(c)
 }
 
@@ -423,7 +454,9 @@ pub fn parse_labels_flag(text: &str, into: &mut BTreeMap<String, String>) -> Res
 }
 
 mod cgroup_root;
+mod sysctls;
 pub use cgroup_root::{default_cgroup_root, parse_cgroup_root};
+use sysctls::check_sysctl_pattern;
 
 #[cfg(test)]
 mod tests;

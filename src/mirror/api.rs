@@ -98,7 +98,9 @@ impl HttpApi {
             field,
             message,
         };
-        let mut tls = TlsConfig::builder().disable_verification(kc.insecure);
+        let mut tls = TlsConfig::builder()
+            .disable_verification(kc.insecure)
+            .unversioned_rustls_crypto_provider(super::kubeconfig::client_crypto_provider());
         let roots = match &kc.ca_pem {
             Some(pem) => Some(pem.clone()),
             // Without a CA in the kubeconfig, trust the system's (as kubectl does).

@@ -20,6 +20,7 @@ pub mod logwriter;
 pub mod monitor;
 pub mod podsetup;
 pub mod rootlock;
+pub mod security;
 pub mod subpath;
 
 use serde::{Deserialize, Serialize};

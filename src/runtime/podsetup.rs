@@ -308,13 +308,17 @@ pub fn setup(pod: &StaticPod, pod_dir: &Path) -> Result<Sandbox, SetupError> {
         sb.shm = Some(shm);
     }
     for v in &spec.volumes {
-        let path = volume(pod_dir, v)?;
+        let path = volume(pod, pod_dir, v)?;
         sb.volumes.insert(v.name.clone(), path);
     }
     Ok(sb)
 }
 
-fn volume(pod_dir: &Path, v: &crate::manifest::pod::Volume) -> Result<PathBuf, SetupError> {
+fn volume(
+    pod: &StaticPod,
+    pod_dir: &Path,
+    v: &crate::manifest::pod::Volume,
+) -> Result<PathBuf, SetupError> {
     if let Some(hp) = &v.host_path {
         let path = PathBuf::from(&hp.path);
         let fail = |message: &str| SetupError::HostPath {
@@ -379,6 +383,8 @@ fn volume(pod_dir: &Path, v: &crate::manifest::pod::Volume) -> Result<PathBuf, S
         return Ok(path);
     }
     let dir = pod_dir.join("volumes").join(&v.name);
+    // Set up once, when new, as the kubelet's emptyDir does (never again at adoption).
+    let mut fresh = !dir.exists();
     fs::create_dir_all(&dir).map_err(io_err("creating emptyDir", &dir))?;
     if let Some(ed) = v
         .empty_dir
@@ -400,7 +406,12 @@ fn volume(pod_dir: &Path, v: &crate::manifest::pod::Volume) -> Result<PathBuf, S
                 Some(&format!("mode=0777{size}")),
             )
             .map_err(io_err("mounting tmpfs at", &dir))?;
+            fresh = true;
         }
+    }
+    if fresh {
+        super::security::fsgroup::prepare_for_pod(pod, &dir)
+            .map_err(io_err("setting the mode and fsGroup of emptyDir", &dir))?;
     }
     Ok(dir)
 }

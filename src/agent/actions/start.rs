@@ -41,11 +41,7 @@ fn user_of(
     Ok((
         uid,
         gid,
-        pod_sc
-            .supplemental_groups
-            .iter()
-            .map(|g| *g as u32)
-            .collect(),
+        crate::runtime::security::supplementary_groups(pod),
     ))
 }
 
@@ -81,6 +77,18 @@ fn prepare(
     let rootfs = podsetup::prepare_rootfs(&image_rootfs, &instance)
         .map_err(|e| failure("CreateContainerError", format!("rootfs: {e}"), false))?;
     let (uid, gid, additional_gids) = user_of(pod, c, &image, &image_rootfs)?;
+    let image_user = image
+        .config
+        .config()
+        .as_ref()
+        .and_then(|c| c.user().clone());
+    let security = crate::runtime::security::decide(
+        pod,
+        c,
+        image_user.as_deref().unwrap_or(""),
+        &crate::runtime::security::Settings::from_config(&ctx.config),
+    )
+    .map_err(|e| failure(e.reason(), e.to_string(), false))?;
     let sub_paths = crate::runtime::subpath::bind_sub_paths(c, &sb.volumes, &instance)
         .map_err(|e| failure("CreateContainerConfigError", e.to_string(), false))?;
     let defaults = image_defaults(&image);
@@ -103,6 +111,8 @@ fn prepare(
         uid,
         gid,
         additional_gids,
+        security,
+        allocatable: bundle::Allocatable::for_container(c, &ctx.config),
     };
     let oci =
         bundle::generate(&input).map_err(|m| failure("CreateContainerConfigError", m, false))?;
