@@ -68,6 +68,8 @@ pub struct Config {
     /// The cgroup every pod cgroup is created under (`cgroupRoot`); `None`: derived from the
     /// root dir by [`default_cgroup_root`]. See [`Config::cgroup_root`].
     pub cgroup_root: Option<String>,
+    /// The pod network (CNI) and the DNS pods get.
+    pub network: NetworkConfig,
     /// KubeletConfiguration fields that staticlet does not use, to be logged once.
     pub ignored_fields: Vec<String>,
 }
@@ -98,6 +100,7 @@ impl Default for Config {
             pod_pids_limit: 1024,
             runtime_request_timeout: Duration::from_secs(120),
             cgroup_root: None,
+            network: NetworkConfig::default(),
             ignored_fields: Vec::new(),
         }
     }
@@ -165,6 +168,14 @@ struct StaticletFile {
     pod_pids_limit: Option<i64>,
     runtime_request_timeout: Option<String>,
     cgroup_root: Option<String>,
+    cni_conf_dir: Option<String>,
+    cni_bin_dir: Option<network::Dirs>,
+    #[serde(rename = "podCIDR")]
+    pod_cidr: Option<String>,
+    #[serde(rename = "clusterDNS")]
+    cluster_dns: Option<Vec<String>>,
+    cluster_domain: Option<String>,
+    resolv_conf: Option<String>,
 }
 
 /// The KubeletConfiguration fields staticlet uses; all others are reported as ignored.
@@ -182,6 +193,10 @@ const KUBELET_FIELDS: &[&str] = &[
     "podPidsLimit",
     "runtimeRequestTimeout",
     "cgroupRoot",
+    "podCIDR",
+    "clusterDNS",
+    "clusterDomain",
+    "resolvConf",
 ];
 
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
@@ -371,6 +386,17 @@ fn resolve(f: StaticletFile, path: &Path) -> Result<Config, ConfigError> {
     if let Some(r) = non_empty(f.cgroup_root) {
         c.cgroup_root = Some(parse_cgroup_root(&r).map_err(|m| invalid("cgroupRoot", m))?);
     }
+    c.network = network::resolve(
+        network::Keys {
+            cni_conf_dir: f.cni_conf_dir,
+            cni_bin_dir: f.cni_bin_dir,
+            pod_cidr: f.pod_cidr,
+            cluster_dns: f.cluster_dns,
+            cluster_domain: f.cluster_domain,
+            resolv_conf: f.resolv_conf,
+        },
+        path,
+    )?;
     Ok(c)
 }
 
@@ -412,7 +438,9 @@ pub fn parse_labels_flag(text: &str, into: &mut BTreeMap<String, String>) -> Res
 }
 
 mod cgroup_root;
+pub mod network;
 pub use cgroup_root::{default_cgroup_root, parse_cgroup_root};
+pub use network::NetworkConfig;
 
 #[cfg(test)]
 mod tests;

@@ -428,6 +428,14 @@ impl Drop for Agent {
         for pid in self.monitors() {
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
+        // While the pods' namespaces are still mounted: releases their network attachments
+        // (CNI DEL: addresses, veths, NAT rules), which nothing below would.
+        let _ = Command::new(bin())
+            .args(["drain", "--root-dir"])
+            .arg(&self.root)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
         let mut mounts = self.mounts_below_base();
         mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
         for m in mounts {

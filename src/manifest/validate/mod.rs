@@ -6,6 +6,7 @@
 
 mod container;
 mod names;
+mod network;
 
 pub use names::{capability_name, is_dns1123_label, is_dns1123_subdomain, FIELD_PATHS};
 
@@ -146,6 +147,7 @@ fn validate_spec(pod: &Pod, e: &mut Errors) {
             );
         }
     }
+    network::validate_network(s, e);
     let volumes = validate_volumes(pod, e);
     let mut names = BTreeSet::new();
     for (kind, list) in [
