@@ -235,13 +235,7 @@ pub fn cleanup(base: &Path) {
         p.file_name()
             .is_some_and(|n| n.to_string_lossy().starts_with("root"))
     }) {
-        for pod in fs::read_dir(root.join("pods"))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let _ = staticlet::network::release(&pod.path());
-        }
+        staticlet::network::release_orphans(&root, &Default::default());
     }
     let list: Option<Value> = fs::read(conf_dir(base).join("10-bench.conflist"))
         .ok()

@@ -89,13 +89,14 @@ fn add(
     } else {
         json!({"portMappings": hostport::capability_arg(maps)})
     };
+    let container_id = attachment_id(pod.uid());
     let mut rec = Record {
         state: State::Adding,
-        container_id: pod.uid().to_string(),
+        cni_args: exec::pod_args(pod.namespace(), pod.name(), &container_id, pod.uid()),
+        container_id,
         if_name: IF_NAME.into(),
         netns: netns.to_path_buf(),
         cni_path: cfg.cni_bin_dirs.clone(),
-        cni_args: exec::pod_args(pod.namespace(), pod.name(), pod.uid()),
         network: list.to_json(),
         capability_args,
         result: None,
@@ -124,6 +125,18 @@ fn add(
             Err(e)
         }
     }
+}
+
+/// The CNI container ID of a new attachment: the pod UID and when it was made, one per
+/// sandbox as containerd's sandbox IDs. A namespace that vanished without a reboot leaves
+/// its bridge masquerade rule behind (DEL cannot see its addresses); a new attachment with
+/// the same ID would share that rule's chain, and its DEL could then never remove it.
+fn attachment_id(uid: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{uid}-{nanos:x}")
 }
 
 fn call<'a>(rec: &'a Record, netns: &'a str) -> Call<'a> {
@@ -256,17 +269,22 @@ pub fn release(pod_dir: &Path) -> Result<(), NetworkError> {
     }
 }
 
-/// For the start-up sweep: releases the attachment of a pod directory that is about to be
-/// removed; `false` (logged) when it could not, and the directory must stay for a retry.
-pub fn release_leftover(pod_dir: &Path) -> bool {
-    match release(pod_dir) {
-        Ok(()) => true,
-        Err(e) => {
-            log::warn!(
-                "{}: {e}; kept to release it at the next start",
-                pod_dir.display()
-            );
-            false
+/// For the agent's start-up sweep: releases every recorded attachment of a pod that is not
+/// `live` (removed while the agent was down, its directory removed by someone, a failed
+/// release at the last teardown). One that cannot be released is logged and kept for the
+/// next start. `root` is the root dir, `pods/<uid>` its pod directories.
+pub fn release_orphans(root: &Path, live: &std::collections::HashSet<String>) {
+    for uid in record::recorded(root)
+        .into_iter()
+        .filter(|u| !live.contains(u))
+    {
+        let pod_dir = root.join("pods").join(&uid);
+        match release(&pod_dir) {
+            Ok(()) => log::info!("released the network attachment of pod {uid}, which is gone"),
+            Err(e) => log::warn!(
+                "pod {uid} (gone): {e}; its record {} is kept to release it at the next start",
+                record::path(&pod_dir).display()
+            ),
         }
     }
 }

@@ -185,9 +185,9 @@ pub fn version_at_least(version: &str, min: &str) -> bool {
 }
 
 /// The kubelet's CNI_ARGS for a pod (containerd sends the same keys).
-pub fn pod_args(namespace: &str, name: &str, uid: &str) -> String {
+pub fn pod_args(namespace: &str, name: &str, container_id: &str, uid: &str) -> String {
     format!(
-        "IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={name};K8S_POD_INFRA_CONTAINER_ID={uid};K8S_POD_UID={uid}"
+        "IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={name};K8S_POD_INFRA_CONTAINER_ID={container_id};K8S_POD_UID={uid}"
     )
 }
 

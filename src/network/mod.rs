@@ -18,7 +18,7 @@ pub mod hostport;
 mod record;
 mod result;
 
-pub use attach::{attach, release, release_leftover, IF_NAME};
+pub use attach::{attach, release, release_orphans, IF_NAME};
 pub use exec::has_plugin;
 pub use hostaddr::host_ip;
 pub use record::RecordError;

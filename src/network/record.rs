@@ -1,16 +1,18 @@
-//! `pods/<uid>/network.json`: a pod's attachment to its network, written atomically before the
-//! ADD (state `adding`) and again with the result (state `ready`). It holds everything DEL
-//! needs (the configuration ADD used, the plugin directories, the arguments, the result as
-//! `prevResult`), so a removal after an agent restart, a changed `cniConfDir` or a power cut
-//! releases exactly what was taken, and an agent restart never ADDs a second time. It is
-//! removed only once DEL succeeded.
+//! `<rootDir>/network/<uid>.json`: a pod's attachment to its network, written atomically
+//! before the ADD (state `adding`) and again with the result (state `ready`). It holds
+//! everything DEL needs (the configuration ADD used, the plugin directories, the arguments,
+//! the result as `prevResult`), so a removal after an agent restart, a changed `cniConfDir` or
+//! a power cut releases exactly what was taken, and an agent restart never ADDs a second
+//! time. It lives beside `pods/`, not in the pod's directory, so that it outlives a pod
+//! directory someone removed, and it is removed only once DEL succeeded.
 
 use super::conf::NetList;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
-pub const FILE: &str = "network.json";
+/// The directory of the records, in the root dir (beside `pods/`).
+pub const DIR: &str = "network";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -54,8 +56,29 @@ pub enum RecordError {
     Corrupt { path: PathBuf, message: String },
 }
 
+/// The record of the pod whose directory is `pod_dir` (`<rootDir>/pods/<uid>`, as the
+/// runtime's layout has it): `<rootDir>/network/<uid>.json`.
 pub fn path(pod_dir: &Path) -> PathBuf {
-    pod_dir.join(FILE)
+    let uid = pod_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let root = pod_dir.parent().and_then(Path::parent).unwrap_or(pod_dir);
+    root.join(DIR).join(format!("{uid}.json"))
+}
+
+/// The UIDs of every pod with a record under `root`.
+pub fn recorded(root: &Path) -> Vec<String> {
+    std::fs::read_dir(root.join(DIR))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            name.strip_suffix(".json").map(String::from)
+        })
+        .filter(|uid| !uid.starts_with('.'))
+        .collect()
 }
 
 /// The pod's record; `Ok(None)` when it has none.
@@ -79,7 +102,10 @@ pub fn load(pod_dir: &Path) -> Result<Option<Record>, RecordError> {
 pub fn save(pod_dir: &Path, rec: &Record) -> Result<(), RecordError> {
     let path = path(pod_dir);
     let body = serde_json::to_vec_pretty(rec).unwrap_or_default();
-    crate::fsutil::write_atomic(&path, &body).map_err(|source| RecordError::Io { path, source })
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(dir)
+        .and_then(|_| crate::fsutil::write_atomic(&path, &body))
+        .map_err(|source| RecordError::Io { path, source })
 }
 
 pub fn remove(pod_dir: &Path) -> Result<(), RecordError> {

@@ -1,6 +1,7 @@
 //! What a pod's containers share, set up before the first container and torn down after the
-//! last: network, IPC and UTS namespaces (kept alive by bind mounts, no pause process),
-//! `/etc/hosts`, `/etc/resolv.conf`, `/etc/hostname`, a shared `/dev/shm`, and volumes.
+//! last: network, IPC and UTS namespaces (kept alive by bind mounts, no pause process), the
+//! network namespace's attachment to the pod network ([`crate::network`]), `/etc/hosts`,
+//! `/etc/resolv.conf`, `/etc/hostname`, a shared `/dev/shm`, and volumes.
 //! Also each container instance's writable rootfs (overlayfs, or a copy without it).
 
 pub use super::instance::{prepare_rootfs, release_instance, resolve_user};
@@ -315,20 +316,17 @@ fn teardown_namespaces(pod_dir: &Path) {
 }
 
 /// Removes everything `setup` made: the network attachment first (DEL while the namespace is
-/// still there), then mounts (lazily), then the directory. When DEL fails, the directory
-/// stays (its mounts gone) with the pod's record, so that the next start of the agent finds
-/// the pod gone and releases the attachment then.
+/// still there), then mounts (lazily), then the directory. An attachment DEL could not
+/// release keeps its record, and the next start of the agent releases it.
 pub fn teardown(pod_dir: &Path) -> io::Result<()> {
     let network = network::release(pod_dir);
     teardown_namespaces(pod_dir);
-    if let Err(e) = network {
-        unmount_below(pod_dir);
-        return Err(io::Error::other(format!(
-            "{e}; {} is kept so that the next start of staticlet releases it",
-            pod_dir.display()
-        )));
-    }
-    remove_unmounted(pod_dir)
+    remove_unmounted(pod_dir)?;
+    network.map_err(|e| {
+        io::Error::other(format!(
+            "{e}; the next start of staticlet releases it (its record is kept)"
+        ))
+    })
 }
 
 /// Lazily unmounts everything mounted at or below `dir`, deepest first.
