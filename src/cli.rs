@@ -86,6 +86,24 @@ pub struct RunCmd {
     /// /staticlet-<hash of the root dir> otherwise)
     #[argh(option)]
     pub cgroup_root: Option<String>,
+    /// the CNI configuration directory (default /etc/cni/net.d)
+    #[argh(option)]
+    pub cni_conf_dir: Option<PathBuf>,
+    /// CNI plugin directories, comma-separated (default /opt/cni/bin,/usr/lib/cni)
+    #[argh(option)]
+    pub cni_bin_dir: Option<String>,
+    /// the default network's subnet, used when staticlet writes it (default 10.77.0.0/24)
+    #[argh(option)]
+    pub pod_cidr: Option<String>,
+    /// cluster DNS server IPs for dnsPolicy ClusterFirst, comma-separated
+    #[argh(option)]
+    pub cluster_dns: Option<String>,
+    /// the cluster domain for dnsPolicy ClusterFirst search paths (e.g. cluster.local)
+    #[argh(option)]
+    pub cluster_domain: Option<String>,
+    /// the resolver configuration pods with dnsPolicy Default get (default /etc/resolv.conf)
+    #[argh(option)]
+    pub resolv_conf: Option<PathBuf>,
     /// log debug lines
     #[argh(switch, short = 'v')]
     pub verbose: bool,
@@ -177,6 +195,12 @@ pub struct DoctorCmd {
     /// the OCI runtime binary (default: crun on PATH)
     #[argh(option)]
     pub runtime: Option<PathBuf>,
+    /// the CNI configuration directory (default /etc/cni/net.d)
+    #[argh(option)]
+    pub cni_conf_dir: Option<PathBuf>,
+    /// CNI plugin directories, comma-separated (default /opt/cni/bin,/usr/lib/cni)
+    #[argh(option)]
+    pub cni_bin_dir: Option<String>,
 }
 
 /// stop every pod of this root dir and remove what they used (the agent must be stopped)
@@ -289,6 +313,18 @@ pub fn run_config(cmd: &RunCmd) -> Result<Config, Failure> {
     if let Some(r) = &cmd.cgroup_root {
         c.cgroup_root = Some(config::parse_cgroup_root(r).map_err(|m| usage("cgroup-root", m))?);
     }
+    config::network::apply_flags(
+        &mut c.network,
+        &config::network::Flags {
+            cni_conf_dir: cmd.cni_conf_dir.as_deref(),
+            cni_bin_dir: cmd.cni_bin_dir.as_deref(),
+            pod_cidr: cmd.pod_cidr.as_deref(),
+            cluster_dns: cmd.cluster_dns.as_deref(),
+            cluster_domain: cmd.cluster_domain.as_deref(),
+            resolv_conf: cmd.resolv_conf.as_deref(),
+        },
+    )
+    .map_err(Failure::Usage)?;
     if !crate::manifest::validate::is_dns1123_subdomain(&c.node_name) {
         return Err(Failure::Usage(format!(
             "node name {:?} must be a DNS-1123 subdomain (lower-case letters, digits, '-' and '.'); set --node-name",

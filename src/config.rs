@@ -79,6 +79,8 @@ pub struct Config {
     /// The kubelet's `allowedUnsafeSysctls`: names or `prefix*` patterns, each of a namespaced
     /// sysctl, allowed besides the safe set.
     pub allowed_unsafe_sysctls: Vec<String>,
+    /// The pod network (CNI) and the DNS pods get.
+    pub network: NetworkConfig,
     /// KubeletConfiguration fields that staticlet does not use, to be logged once.
     pub ignored_fields: Vec<String>,
 }
@@ -113,6 +115,7 @@ impl Default for Config {
             seccomp_profile_root: None,
             seccomp_default: false,
             allowed_unsafe_sysctls: Vec::new(),
+            network: NetworkConfig::default(),
             ignored_fields: Vec::new(),
         }
     }
@@ -191,6 +194,14 @@ struct StaticletFile {
     seccomp_profile_root: Option<String>,
     seccomp_default: Option<bool>,
     allowed_unsafe_sysctls: Option<Vec<String>>,
+    cni_conf_dir: Option<String>,
+    cni_bin_dir: Option<network::Dirs>,
+    #[serde(rename = "podCIDR")]
+    pod_cidr: Option<String>,
+    #[serde(rename = "clusterDNS")]
+    cluster_dns: Option<Vec<String>>,
+    cluster_domain: Option<String>,
+    resolv_conf: Option<String>,
 }
 
 /// The KubeletConfiguration fields staticlet uses; all others are reported as ignored.
@@ -210,6 +221,10 @@ const KUBELET_FIELDS: &[&str] = &[
     "cgroupRoot",
     "seccompDefault",
     "allowedUnsafeSysctls",
+    "podCIDR",
+    "clusterDNS",
+    "clusterDomain",
+    "resolvConf",
 ];
 
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
@@ -413,6 +428,17 @@ fn resolve(f: StaticletFile, path: &Path) -> Result<Config, ConfigError> {
             .map_err(|m| invalid(&format!("allowedUnsafeSysctls[{i}]"), m))?;
         c.allowed_unsafe_sysctls.push(pattern.clone());
     }
+    c.network = network::resolve(
+        network::Keys {
+            cni_conf_dir: f.cni_conf_dir,
+            cni_bin_dir: f.cni_bin_dir,
+            pod_cidr: f.pod_cidr,
+            cluster_dns: f.cluster_dns,
+            cluster_domain: f.cluster_domain,
+            resolv_conf: f.resolv_conf,
+        },
+        path,
+    )?;
     Ok(c)
 }
 
@@ -457,6 +483,8 @@ mod cgroup_root;
 mod sysctls;
 pub use cgroup_root::{default_cgroup_root, parse_cgroup_root};
 use sysctls::check_sysctl_pattern;
+pub mod network;
+pub use network::NetworkConfig;
 
 #[cfg(test)]
 mod tests;

@@ -18,6 +18,7 @@ pub mod logging;
 pub mod manifest;
 pub mod mirror;
 pub mod net;
+pub mod network;
 pub mod probe;
 pub mod reconcile;
 pub mod runtime;

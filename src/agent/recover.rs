@@ -301,6 +301,8 @@ pub async fn sweep(ctx: &Arc<Context>, pods: &BTreeMap<String, PodState>, leftov
 /// The filesystem half of the sweep; returns how many pod dirs and cgroups it removed.
 fn sweep_files(ctx: &Context, live: &HashSet<String>, leftovers: Leftovers) -> (usize, usize) {
     let layout = &ctx.layout;
+    // Before their namespaces are unmounted: DEL while the plugins can still see them.
+    crate::network::release_orphans(&layout.root, live);
     for (id, instance) in &leftovers.dead {
         podsetup::release_instance(instance);
         let _ = fs::remove_file(layout.exit_file(id));

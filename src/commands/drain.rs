@@ -128,6 +128,8 @@ pub fn run(cmd: &DrainCmd) -> Result<(), Failure> {
         remove_cgroup(&layout.pod_cgroup(&pod.uid));
     }
     remove_own_cgroups(&layout);
+    // Attachments of pods whose directory was already gone.
+    crate::network::release_orphans(&layout.root, &Default::default());
     if !survivors.is_empty() {
         problems.push(format!(
             "still running {}s after SIGKILL: {}",

@@ -75,9 +75,10 @@ fn kubelet_configuration_uses_shared_fields_and_names_the_rest() {
     assert_eq!(c.file_check_frequency, Duration::from_secs(10));
     assert_eq!(c.container_log_max_size, 5 * 1024 * 1024);
     assert_eq!(c.container_log_max_files, 2);
+    assert_eq!(c.ignored_fields, vec!["authentication".to_string()]);
     assert_eq!(
-        c.ignored_fields,
-        vec!["authentication".to_string(), "clusterDNS".to_string()]
+        c.network.cluster_dns,
+        vec!["10.0.0.10".parse::<std::net::IpAddr>().unwrap()]
     );
 }
 

@@ -42,7 +42,9 @@ pub struct PodSpec {
     #[serde(rename = "hostIPC")]
     pub host_ipc: bool,
     pub hostname: Option<String>,
+    pub subdomain: Option<String>,
     pub host_aliases: Vec<HostAlias>,
+    pub dns_policy: Option<String>,
     pub dns_config: Option<DnsConfig>,
     pub security_context: Option<PodSecurityContext>,
     pub service_account_name: Option<String>,
@@ -78,6 +80,14 @@ pub struct HostAlias {
 pub struct DnsConfig {
     pub nameservers: Vec<String>,
     pub searches: Vec<String>,
+    pub options: Vec<DnsOption>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct DnsOption {
+    pub name: String,
+    pub value: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -192,6 +202,8 @@ pub struct ContainerPort {
     pub name: Option<String>,
     pub container_port: i64,
     pub host_port: Option<i64>,
+    #[serde(rename = "hostIP")]
+    pub host_ip: Option<String>,
     pub protocol: Option<String>,
 }
 

@@ -56,6 +56,9 @@ fn container_json(
             reason.as_str()
         };
         json!({"waiting": {"reason": reason, "message": message}})
+    } else if let SandboxState::Failed { message, .. } = &s.sandbox {
+        // Why the pod cannot start (the kubelet says it in a FailedCreatePodSandBox event).
+        json!({"waiting": {"reason": "ContainerCreating", "message": message}})
     } else if init_pending && !c.init {
         json!({"waiting": {"reason": "PodInitializing"}})
     } else {
@@ -182,9 +185,9 @@ pub fn pod_json(s: &PodState, now: Tick, wall: &str, problem: Option<&str>) -> V
     if let Some(p) = problem {
         conditions.push(json!({"type": "staticlet.dev/ManifestValid", "status": "False", "reason": "InvalidManifest", "message": p, "lastTransitionTime": wall}));
     }
-    let (host_ip, pod_ip) = match &s.sandbox {
-        SandboxState::Ready(sb) => (sb.host_ip.clone(), sb.pod_ip.clone()),
-        _ => (String::new(), String::new()),
+    let (host_ip, pod_ips) = match &s.sandbox {
+        SandboxState::Ready(sb) => (sb.host_ip.clone(), sb.pod_ips.clone()),
+        _ => (String::new(), Vec::new()),
     };
     let mut status = json!({
         "phase": phase(s),
@@ -194,9 +197,12 @@ pub fn pod_json(s: &PodState, now: Tick, wall: &str, problem: Option<&str>) -> V
         "qosClass": qos_class(s),
         "containerStatuses": statuses,
     });
-    if !pod_ip.is_empty() {
-        status["podIP"] = json!(pod_ip);
-        status["podIPs"] = json!([{"ip": pod_ip}]);
+    if let Some(first) = pod_ips.first() {
+        status["podIP"] = json!(first);
+        status["podIPs"] = json!(pod_ips
+            .iter()
+            .map(|ip| json!({"ip": ip}))
+            .collect::<Vec<_>>());
     }
     if !init_statuses.is_empty() {
         status["initContainerStatuses"] = json!(init_statuses);

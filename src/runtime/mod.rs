@@ -8,7 +8,8 @@
 //! - `pods/<uid>/pod.json`: the manifest a pod was started from (its last good version);
 //! - `pods/<uid>/{etc,shm,ns,volumes}`: what the pod's containers share;
 //! - `pods/<uid>/containers/<name>/status.json`: restart count and last termination;
-//! - `pods/<uid>/containers/<name>/<attempt>/`: one instance: bundle, monitor files.
+//! - `pods/<uid>/containers/<name>/<attempt>/`: one instance: bundle, monitor files;
+//! - `network/<uid>.json`: the pod's network attachment (see [`crate::network`]).
 //!
 //! Pod cgroups live under the agent's own cgroup parent (`cgroupRoot`), never shared with
 //! another agent, so the start-up sweep may remove whatever it does not know there.

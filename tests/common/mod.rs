@@ -3,6 +3,7 @@
 //! completely when the test ends.
 #![allow(dead_code)]
 
+pub mod net;
 pub mod status;
 pub mod tls;
 
@@ -427,6 +428,25 @@ impl Drop for Agent {
         }
         for pid in self.monitors() {
             unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        let uids: Vec<String> = fs::read_dir(self.root.join("pods"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| format!("id: \\\"{}-", e.file_name().to_string_lossy()))
+            .collect();
+        // While the pods' namespaces are still mounted: releases their network attachments
+        // (CNI DEL: addresses, veths, NAT rules), which nothing below would.
+        let _ = Command::new(bin())
+            .args(["drain", "--root-dir"])
+            .arg(&self.root)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        // A pod whose namespace vanished (a test removing a sandbox) leaves its masquerade
+        // rule behind (the bridge plugin's DEL cannot see its address): remove those too.
+        if !uids.is_empty() {
+            net::remove_nat_rules(|rule| uids.iter().any(|u| rule.contains(u.as_str())));
         }
         let mut mounts = self.mounts_below_base();
         mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));

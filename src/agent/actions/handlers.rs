@@ -49,7 +49,7 @@ pub(super) async fn run_handler(
             return (false, "no such port".into());
         };
         let scheme = get.scheme.as_deref().unwrap_or("HTTP").to_ascii_lowercase();
-        let host = get.host.clone().unwrap_or_else(|| "127.0.0.1".into());
+        let host = get.host.clone().unwrap_or_else(|| sb.probe_host());
         let url = format!(
             "{scheme}://{host}:{port}{}",
             get.path.as_deref().unwrap_or("/")
@@ -68,7 +68,7 @@ pub(super) async fn run_handler(
         let Some(port) = port_of(&tcp.port) else {
             return (false, "no such port".into());
         };
-        let host = tcp.host.clone().unwrap_or_else(|| "127.0.0.1".into());
+        let host = tcp.host.clone().unwrap_or_else(|| sb.probe_host());
         return in_netns(netns, move || crate::probe::tcp(&host, port, timeout)).await;
     }
     let _ = pod;

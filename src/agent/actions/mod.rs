@@ -19,12 +19,13 @@ pub async fn setup(ctx: Arc<Context>, pod: Arc<StaticPod>) {
     let dir = ctx.layout.pod(pod.uid());
     let record = super::recover::PodRecord::of(&pod);
     let uid = pod.uid().to_string();
+    let network = ctx.config.network.clone();
     let result = crate::agent::blocking::run(move || -> Result<Sandbox, String> {
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         record
             .save(&dir)
             .map_err(|e| format!("saving {}: {e}", dir.join("pod.json").display()))?;
-        podsetup::setup(&pod, &dir).map_err(|e| e.to_string())
+        podsetup::setup(&pod, &dir, &network).map_err(|e| e.to_string())
     })
     .await
     .unwrap_or_else(|e| Err(e.to_string()));

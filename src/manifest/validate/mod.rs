@@ -7,6 +7,7 @@
 mod container;
 mod env;
 mod names;
+mod network;
 mod not_yet;
 mod security;
 
@@ -158,6 +159,7 @@ fn validate_spec(pod: &Pod, e: &mut Errors) {
             );
         }
     }
+    network::validate_network(s, e);
     let volumes = validate_volumes(pod, e);
     let mut names = BTreeSet::new();
     for (kind, list) in [

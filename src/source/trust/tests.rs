@@ -54,7 +54,9 @@ fn unsigned_tampered_and_unknown_keys_are_refused_and_counted() {
 fn key_files_that_are_not_keys_are_refused_by_name() {
     let p = std::env::temp_dir().join(format!("stl-trust-bad-{}.pub", std::process::id()));
     std::fs::write(&p, "not a key\n").unwrap();
-    let e = Trust::load(std::slice::from_ref(&p)).unwrap_err().to_string();
+    let e = Trust::load(std::slice::from_ref(&p))
+        .unwrap_err()
+        .to_string();
     assert!(
         e.contains(&p.display().to_string()) && e.contains("not a minisign public key"),
         "{e}"
