@@ -11,16 +11,16 @@ pub mod client;
 pub mod commands;
 pub mod config;
 pub mod desired;
-pub mod fsutil;
-pub mod host;
 pub mod image;
-pub mod logging;
 pub mod manifest;
 pub mod mirror;
-pub mod net;
 pub mod probe;
 pub mod reconcile;
 pub mod runtime;
 pub mod source;
 pub mod status;
-pub mod timefmt;
+pub mod sys;
+
+// The helpers' old paths, for code written against them before they moved into `sys`.
+#[doc(hidden)]
+pub use sys::{fsutil, host, logging, net, timefmt};

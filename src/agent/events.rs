@@ -9,7 +9,7 @@ use crate::runtime::ExitRecord;
 impl Agent {
     pub(super) fn on_event(&mut self, event: Event) {
         let now = self.now();
-        let wall = crate::timefmt::now_rfc3339();
+        let wall = crate::sys::timefmt::now_rfc3339();
         match event {
             Event::Snapshot(snap) => {
                 self.desired.apply(snap, &wall);

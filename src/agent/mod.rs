@@ -8,6 +8,7 @@
 
 pub mod actions;
 pub(crate) mod blocking;
+mod error;
 mod events;
 mod publish;
 pub mod recover;
@@ -15,17 +16,17 @@ mod sandbox;
 mod signals;
 mod step;
 
+pub use error::AgentError;
 pub use signals::block_termination_signals;
 use signals::watch_signals;
 
-use crate::cli::{run_config, Failure, RunCmd};
 use crate::config::Config;
 use crate::desired::{DesiredSet, Problem};
 use crate::image::ImageStore;
 use crate::reconcile::{PodState, ProbeKind, Running, StartFailure, Tick};
 use crate::runtime::crun::Crun;
 use crate::runtime::podsetup::Sandbox;
-use crate::runtime::rootlock::{LockError, RootLock};
+use crate::runtime::rootlock::RootLock;
 use crate::runtime::{ExitRecord, Layout};
 use crate::source::{self, Snapshot, SourceKey};
 use crate::status::StatusBoard;
@@ -77,8 +78,8 @@ pub struct Context {
     pub board: Arc<StatusBoard>,
 }
 
-pub fn main(cmd: &RunCmd) -> Result<(), Failure> {
-    let config = run_config(cmd)?;
+/// Runs the agent with a validated configuration until SIGTERM or SIGINT.
+pub fn run(config: Config, verbose: bool) -> Result<(), AgentError> {
     block_termination_signals();
     // glibc gives every thread that allocates an arena of its own; the agent's few threads
     // (probes, unpacking, the endpoint) need no such concurrency, and RSS is the budget.
@@ -87,7 +88,7 @@ pub fn main(cmd: &RunCmd) -> Result<(), Failure> {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
     }
-    crate::logging::init(cmd.verbose);
+    crate::sys::logging::init(verbose);
     for f in &config.ignored_fields {
         log::info!("KubeletConfiguration field {f} is not used by staticlet; ignoring it");
     }
@@ -98,46 +99,34 @@ pub fn main(cmd: &RunCmd) -> Result<(), Failure> {
         &config.pod_logs_dir,
         &config.cgroup_root(),
     );
-    std::fs::create_dir_all(&layout.root)
-        .map_err(|e| Failure::Failed(format!("{}: {e}", layout.root.display())))?;
-    let _lock =
-        RootLock::acquire(&layout.root, &layout.lock_file(), "run").map_err(|e| match e {
-            LockError::Held { .. } => {
-                Failure::Usage(format!("{e}; stop it first or give another --root-dir"))
-            }
-            LockError::Io { .. } => Failure::Failed(e.to_string()),
-        })?;
-    let runtime = crate::host::which(&config.runtime_path).ok_or_else(|| {
-        Failure::Usage(format!(
-            "runtime {} not found on PATH; install crun or set --runtime",
-            config.runtime_path.display()
-        ))
-    })?;
+    let dir_err = |path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |source| AgentError::Dir { path, source }
+    };
+    std::fs::create_dir_all(&layout.root).map_err(dir_err(&layout.root))?;
+    let _lock = RootLock::acquire(&layout.root, &layout.lock_file(), "run")?;
+    let runtime = crate::sys::host::which(&config.runtime_path)
+        .ok_or_else(|| AgentError::RuntimeNotFound(config.runtime_path.clone()))?;
     for d in [
         layout.crun_root(),
         layout.exits(),
         layout.pods(),
         layout.logs.clone(),
     ] {
-        std::fs::create_dir_all(&d)
-            .map_err(|e| Failure::Failed(format!("{}: {e}", d.display())))?;
+        std::fs::create_dir_all(&d).map_err(dir_err(&d))?;
     }
-    crate::fsutil::remove_stale_temps(&layout.exits());
-    let store = ImageStore::open(&config.root_dir).map_err(|e| Failure::Failed(e.to_string()))?;
-    let exe = std::env::current_exe()
-        .map_err(|e| Failure::Failed(format!("cannot find my own executable: {e}")))?;
+    crate::sys::fsutil::remove_stale_temps(&layout.exits());
+    let store = ImageStore::open(&config.root_dir)?;
+    let exe = std::env::current_exe().map_err(AgentError::OwnExe)?;
     let (tx, rx) = smol::channel::unbounded();
     let board = Arc::new(StatusBoard::default());
     if let Some(addr) = config.status_address {
         crate::status::server::start(addr, board.clone())
-            .map_err(|e| Failure::Failed(format!("status endpoint {addr}: {e}")))?;
+            .map_err(|source| AgentError::StatusEndpoint { addr, source })?;
     }
     if config.kubeconfig.is_some() {
         // A bad kubeconfig is a usage error; an unreachable API server is not an error.
-        crate::mirror::start(&config, board.clone()).map_err(|e| match e {
-            crate::mirror::MirrorError::Thread(_) => Failure::Failed(e.to_string()),
-            _ => Failure::Usage(e.to_string()),
-        })?;
+        crate::mirror::start(&config, board.clone())?;
     }
     let url_source = match &config.static_pod_url {
         Some(url) => Some(
@@ -148,7 +137,7 @@ pub fn main(cmd: &RunCmd) -> Result<(), Failure> {
                 &config.root_dir,
                 &config.node_name,
             )
-            .map_err(Failure::Usage)?,
+            .map_err(AgentError::ManifestUrl)?,
         ),
         None => None,
     };

@@ -6,7 +6,7 @@ use crate::status::Shared;
 impl Agent {
     pub(super) fn publish(&mut self) {
         let now = self.now();
-        let wall = crate::timefmt::now_rfc3339();
+        let wall = crate::sys::timefmt::now_rfc3339();
         for p in self.pods.values_mut() {
             p.note_ready(&wall);
         }

@@ -34,7 +34,7 @@ impl PodRecord {
     }
 
     pub fn save(&self, dir: &Path) -> std::io::Result<()> {
-        crate::fsutil::write_replace(
+        crate::sys::fsutil::write_replace(
             &dir.join("pod.json"),
             &serde_json::to_vec_pretty(self).unwrap_or_default(),
         )
@@ -71,7 +71,7 @@ pub fn save_container(layout: &Layout, p: &PodState, index: usize) {
     };
     let dir = layout.container(p.uid(), &c.name);
     let _ = fs::create_dir_all(&dir);
-    if let Err(e) = crate::fsutil::write_replace(
+    if let Err(e) = crate::sys::fsutil::write_replace(
         &dir.join("status.json"),
         &serde_json::to_vec(&rec).unwrap_or_default(),
     ) {
@@ -220,7 +220,7 @@ pub fn recover(
                                 reason: "ContainerStatusUnknown".into(),
                                 message: Some("the container was not running when staticlet started and its exit status was lost".into()),
                                 started_at: started.map(|s| s.started_at),
-                                finished_at: crate::timefmt::now_rfc3339(),
+                                finished_at: crate::sys::timefmt::now_rfc3339(),
                             });
                             st.containers[index].ever_started = true;
                         }
@@ -235,7 +235,7 @@ pub fn recover(
 }
 
 fn since(now: Tick, started_at: &str) -> Tick {
-    let ran = crate::timefmt::parse_rfc3339(started_at)
+    let ran = crate::sys::timefmt::parse_rfc3339(started_at)
         .and_then(|t| SystemTime::now().duration_since(t).ok())
         .unwrap_or_default();
     now.saturating_sub(ran)
@@ -307,7 +307,7 @@ fn sweep_files(ctx: &Context, live: &HashSet<String>, leftovers: Leftovers) -> (
     }
     // The mount table is read once: with many orphans, once per pod dir would be quadratic.
     let pods_dir = layout.pods();
-    let mut mounted: Vec<PathBuf> = crate::fsutil::mounts()
+    let mut mounted: Vec<PathBuf> = crate::sys::fsutil::mounts()
         .into_iter()
         .map(|(target, _)| target)
         .filter(|t| {
@@ -331,14 +331,14 @@ fn sweep_files(ctx: &Context, live: &HashSet<String>, leftovers: Leftovers) -> (
         }
     }
     let mut cgroups = HashSet::new();
-    for parent in crate::host::cgroup_dirs(&layout.cgroup_root) {
+    for parent in crate::sys::host::cgroup_dirs(&layout.cgroup_root) {
         for e in fs::read_dir(&parent).into_iter().flatten().flatten() {
             let name = e.file_name().to_string_lossy().to_string();
             if name
                 .strip_prefix("pod")
                 .is_some_and(|uid| !live.contains(uid))
             {
-                crate::host::remove_cgroup_dir(&e.path());
+                crate::sys::host::remove_cgroup_dir(&e.path());
                 cgroups.insert(name);
             }
         }

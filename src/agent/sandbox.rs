@@ -6,9 +6,9 @@
 //! still running in the old one are stopped first, so the pod's containers never end up in
 //! two network namespaces.
 
-use crate::host::{fs_type, NSFS_MAGIC, PROC_SUPER_MAGIC, TMPFS_MAGIC};
 use crate::reconcile::{PodState, SandboxState};
 use crate::runtime::podsetup::Sandbox;
+use crate::sys::host::{fs_type, NSFS_MAGIC, PROC_SUPER_MAGIC, TMPFS_MAGIC};
 use std::path::Path;
 
 /// The stop reason given to containers that ran in a sandbox that is gone.

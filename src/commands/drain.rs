@@ -74,7 +74,7 @@ pub fn run(cmd: &DrainCmd) -> Result<(), Failure> {
             )),
             LockError::Io { .. } => Failure::Failed(e.to_string()),
         })?;
-    let binary = crate::host::which(&config.runtime_path)
+    let binary = crate::sys::host::which(&config.runtime_path)
         .ok_or_else(|| Failure::Failed(format!("{} not found", config.runtime_path.display())))?;
     let crun = Crun {
         binary,
@@ -237,10 +237,10 @@ fn stop_all(crun: &Crun, targets: &[Target]) -> Vec<String> {
 /// With the lock held, every pod cgroup under this root dir's cgroup parent is ours: the
 /// ones left by pods whose directory is gone go too, then the parent when it is empty.
 fn remove_own_cgroups(layout: &Layout) {
-    for dir in crate::host::cgroup_dirs(&layout.cgroup_root) {
+    for dir in crate::sys::host::cgroup_dirs(&layout.cgroup_root) {
         for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             if e.file_name().to_string_lossy().starts_with("pod") {
-                crate::host::remove_cgroup_dir(&e.path());
+                crate::sys::host::remove_cgroup_dir(&e.path());
             }
         }
         let _ = std::fs::remove_dir(&dir);

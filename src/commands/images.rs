@@ -27,7 +27,7 @@ pub fn run(cmd: &ImagesCmd) -> Result<(), Failure> {
                 &store,
                 &i.path,
                 name.as_ref(),
-                &crate::timefmt::now_rfc3339(),
+                &crate::sys::timefmt::now_rfc3339(),
             )
             .map_err(failed)?;
             // Each image is unpacked before it is listed, so the first pod start does not pay
@@ -66,7 +66,7 @@ pub fn run(cmd: &ImagesCmd) -> Result<(), Failure> {
                 &store,
                 &reference,
                 &options,
-                &crate::timefmt::now_rfc3339(),
+                &crate::sys::timefmt::now_rfc3339(),
             )
             .map_err(failed)?;
             println!("pulled {reference} ({digest})");

@@ -64,7 +64,7 @@ fn basic_auth(options: &PullOptions, host: &str) -> Option<String> {
         })
         .find_map(|k| auths.get(k))?;
     let auth = entry.get("auth")?.as_str()?;
-    crate::net::base64_decode(auth).filter(|d| d.contains(&b':'))?;
+    crate::sys::net::base64_decode(auth).filter(|d| d.contains(&b':'))?;
     Some(auth.to_string())
 }
 
@@ -118,7 +118,7 @@ impl Client {
             .join(&reference.domain)
             .join("ca.crt");
         let extra: Vec<PathBuf> = ca.exists().then_some(ca).into_iter().collect();
-        let roots = crate::net::root_certs(&extra).map_err(|m| err(&host, m))?;
+        let roots = crate::sys::net::root_certs(&extra).map_err(|e| err(&host, e.to_string()))?;
         Ok(Client {
             agent: ureq::Agent::config_builder()
                 .timeout_connect(Some(CONNECT_TIMEOUT))
@@ -161,7 +161,7 @@ impl Client {
             }
             let resp = req
                 .call()
-                .map_err(|e| err(&self.registry, crate::net::explain(&e)))?;
+                .map_err(|e| err(&self.registry, crate::sys::net::explain(&e)))?;
             if resp.status().as_u16() != 401 || attempt > 0 {
                 return Ok(resp);
             }
@@ -210,7 +210,7 @@ impl Client {
         let mut resp = req.call().map_err(|e| {
             err(
                 &self.registry,
-                format!("token from {realm}: {}", crate::net::explain(&e)),
+                format!("token from {realm}: {}", crate::sys::net::explain(&e)),
             )
         })?;
         let status = resp.status().as_u16();

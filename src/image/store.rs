@@ -10,7 +10,7 @@
 use super::extract::hex;
 use super::lock::Lease;
 use super::{ImageError, Reference};
-use crate::fsutil;
+use crate::sys::fsutil;
 use oci_spec::image::{ImageConfiguration, ImageManifest};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};

@@ -57,7 +57,7 @@ pub struct ManifestError {
 /// them can never start a line of its own in `validate`'s output or in the log.
 impl fmt::Display for ManifestError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use crate::logging::escape;
+        use crate::sys::logging::escape;
         for (i, e) in self.errors.iter().enumerate() {
             if i > 0 {
                 writeln!(f)?;

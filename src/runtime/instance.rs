@@ -2,7 +2,7 @@
 //! or a copy where overlayfs is missing), its removal, and the image user it runs as.
 
 use super::podsetup::mount;
-use crate::fsutil::beneath::read_in_root;
+use crate::sys::fsutil::beneath::read_in_root;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -15,7 +15,10 @@ pub fn prepare_rootfs(image_rootfs: &Path, instance: &Path) -> io::Result<PathBu
     for d in [&rootfs, &upper, &work] {
         fs::create_dir_all(d)?;
     }
-    if crate::fsutil::mounts().iter().any(|(t, _)| *t == rootfs) {
+    if crate::sys::fsutil::mounts()
+        .iter()
+        .any(|(t, _)| *t == rootfs)
+    {
         return Ok(rootfs);
     }
     let opts = format!(

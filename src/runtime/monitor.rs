@@ -11,14 +11,22 @@
 
 use super::logwriter::LogWriter;
 use super::{ExitRecord, MonitorSpec, StartedRecord};
-use crate::cli::Failure;
-use crate::fsutil::write_replace;
+use crate::sys::fsutil::write_replace;
 use std::fs;
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MonitorError {
+    #[error("{}: no readable monitor.json", dir.display())]
+    NoSpec { dir: PathBuf },
+    /// Written to the exit record and told to the agent already; nobody reads our stderr.
+    #[error("{0}")]
+    Reported(String),
+}
 
 /// After the container exits, how long to keep draining pipes held open by stray processes.
 const DRAIN: Duration = Duration::from_secs(2);
@@ -106,7 +114,7 @@ fn base_record(spec: &MonitorSpec) -> ExitRecord {
         container: spec.container.clone(),
         attempt: spec.attempt,
         started_at: None,
-        finished_at: crate::timefmt::rfc3339(SystemTime::now()),
+        finished_at: crate::sys::timefmt::rfc3339(SystemTime::now()),
         exit_code: 128,
         signal: None,
         oom_killed: false,
@@ -133,7 +141,7 @@ fn report(line: &str) {
     }
 }
 
-pub fn main(dir: &Path) -> Result<(), Failure> {
+pub fn main(dir: &Path) -> Result<(), MonitorError> {
     // SAFETY: setsid and prctl have no memory-safety preconditions.
     unsafe {
         libc::setsid();
@@ -142,13 +150,15 @@ pub fn main(dir: &Path) -> Result<(), Failure> {
     let spec: MonitorSpec = fs::read(dir.join("monitor.json"))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
-        .ok_or_else(|| Failure::Failed(format!("{}: no readable monitor.json", dir.display())))?;
+        .ok_or_else(|| MonitorError::NoSpec {
+            dir: dir.to_path_buf(),
+        })?;
     let fail = |message: String| {
         let mut rec = base_record(&spec);
         rec.error = Some(message.clone());
         record_exit(&spec, &rec);
         report(&format!("failed {message}"));
-        Failure::Failed(String::new())
+        MonitorError::Reported(message)
     };
     let sigfd = child_signalfd().map_err(|e| fail(format!("signalfd: {e}")))?;
     let (out_r, out_w) = pipe().map_err(|e| fail(format!("pipe: {e}")))?;
@@ -163,7 +173,7 @@ pub fn main(dir: &Path) -> Result<(), Failure> {
     let pid_file = dir.join("container.pid");
     // One `crun run --detach` (create and start in one exec, as bare crun is used): the
     // container's process gets our pipes, and once crun exits it is our child (subreaper).
-    let started_at = crate::timefmt::rfc3339(SystemTime::now());
+    let started_at = crate::sys::timefmt::rfc3339(SystemTime::now());
     let status = runtime_cmd(&spec, dir)
         .args(["run", "--detach", "--bundle"])
         .arg(&spec.bundle)
@@ -197,7 +207,7 @@ pub fn main(dir: &Path) -> Result<(), Failure> {
     rec.started_at = Some(started_at);
     let (status, finished) = pump(pid, &out_r, &err_r, &sigfd, &mut log);
     log.finish();
-    rec.finished_at = crate::timefmt::rfc3339(finished);
+    rec.finished_at = crate::sys::timefmt::rfc3339(finished);
     match status {
         Some(s) if libc::WIFEXITED(s) => rec.exit_code = libc::WEXITSTATUS(s),
         Some(s) if libc::WIFSIGNALED(s) => {

@@ -268,7 +268,7 @@ pub fn setup(pod: &StaticPod, pod_dir: &Path) -> Result<Sandbox, SetupError> {
         ("/etc/hostname", "hostname", format!("{hostname}\n")),
     ] {
         let p = etc.join(name);
-        crate::fsutil::write_replace(&p, content.as_bytes()).map_err(io_err("writing", &p))?;
+        crate::sys::fsutil::write_replace(&p, content.as_bytes()).map_err(io_err("writing", &p))?;
         sb.etc_files.push((dest.to_string(), p));
     }
     let ns_dir = pod_dir.join("ns");
@@ -276,7 +276,7 @@ pub fn setup(pod: &StaticPod, pod_dir: &Path) -> Result<Sandbox, SetupError> {
     let own_ipc = !spec.host_ipc;
     let existing = |kind: &str| {
         let p = ns_dir.join(kind);
-        crate::fsutil::mounts()
+        crate::sys::fsutil::mounts()
             .iter()
             .any(|(t, _)| *t == p)
             .then_some(p)
@@ -295,7 +295,7 @@ pub fn setup(pod: &StaticPod, pod_dir: &Path) -> Result<Sandbox, SetupError> {
     if own_ipc {
         let shm = pod_dir.join("shm");
         fs::create_dir_all(&shm).map_err(io_err("creating", &shm))?;
-        if !crate::fsutil::mounts().iter().any(|(t, _)| *t == shm) {
+        if !crate::sys::fsutil::mounts().iter().any(|(t, _)| *t == shm) {
             mount(
                 "shm",
                 &shm,
@@ -385,7 +385,7 @@ fn volume(pod_dir: &Path, v: &crate::manifest::pod::Volume) -> Result<PathBuf, S
         .as_ref()
         .filter(|e| e.medium.as_deref() == Some("Memory"))
     {
-        if !crate::fsutil::mounts().iter().any(|(t, _)| *t == dir) {
+        if !crate::sys::fsutil::mounts().iter().any(|(t, _)| *t == dir) {
             let size = ed
                 .size_limit
                 .as_ref()
@@ -422,7 +422,7 @@ pub fn teardown(pod_dir: &Path) -> io::Result<()> {
 /// Lazily unmounts everything mounted at or below `dir`, deepest first.
 fn unmount_below(dir: &Path) -> Vec<PathBuf> {
     let below = || -> Vec<PathBuf> {
-        let mut m: Vec<PathBuf> = crate::fsutil::mounts()
+        let mut m: Vec<PathBuf> = crate::sys::fsutil::mounts()
             .into_iter()
             .map(|(t, _)| t)
             .filter(|t| t.starts_with(dir))

@@ -33,9 +33,13 @@ fn pull(config: &crate::config::Config, reference: &Reference) -> Result<(), Str
     let _one = PULLS.lock().unwrap_or_else(|e| e.into_inner());
     let store = crate::image::ImageStore::open(&config.root_dir).map_err(|e| e.to_string())?;
     let options = crate::image::pull::PullOptions::from_config(config);
-    let digest =
-        crate::image::pull::pull(&store, reference, &options, &crate::timefmt::now_rfc3339())
-            .map_err(|e| e.to_string())?;
+    let digest = crate::image::pull::pull(
+        &store,
+        reference,
+        &options,
+        &crate::sys::timefmt::now_rfc3339(),
+    )
+    .map_err(|e| e.to_string())?;
     log::info!("image {reference}: pulled ({digest})");
     Ok(())
 }

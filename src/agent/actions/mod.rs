@@ -66,7 +66,7 @@ pub async fn teardown(ctx: Arc<Context>, pod: Arc<StaticPod>) {
 
 /// Removes a pod's cgroup directory (and empty children) from every hierarchy.
 pub fn remove_cgroup(relative: &str) {
-    for dir in crate::host::cgroup_dirs(relative) {
+    for dir in crate::sys::host::cgroup_dirs(relative) {
         if let Ok(children) = std::fs::read_dir(&dir) {
             for c in children.flatten().filter(|c| c.path().is_dir()) {
                 let _ = std::fs::remove_dir(c.path());

@@ -107,14 +107,14 @@ fn prepare(
     let oci =
         bundle::generate(&input).map_err(|m| failure("CreateContainerConfigError", m, false))?;
     let config_json = serde_json::to_vec_pretty(&oci).unwrap_or_default();
-    crate::fsutil::write_replace(&instance.join("config.json"), &config_json)
+    crate::sys::fsutil::write_replace(&instance.join("config.json"), &config_json)
         .map_err(|e| failure("CreateContainerError", e.to_string(), false))?;
     let id = Layout::container_id(pod.uid(), &c.name, attempt);
     let log_path = ctx
         .layout
         .log_file(pod.namespace(), pod.name(), pod.uid(), &c.name, attempt);
     prune_logs(&log_path, attempt);
-    let memory_cgroups = crate::host::controller_dirs(&cgroup, "memory");
+    let memory_cgroups = crate::sys::host::controller_dirs(&cgroup, "memory");
     let spec = MonitorSpec {
         runtime: ctx.crun.binary.clone(),
         runtime_root: ctx.crun.root.clone(),
@@ -129,7 +129,7 @@ fn prepare(
         container: c.name.clone(),
         attempt,
     };
-    crate::fsutil::write_replace(
+    crate::sys::fsutil::write_replace(
         &instance.join("monitor.json"),
         &serde_json::to_vec(&spec).unwrap_or_default(),
     )
