@@ -6,11 +6,13 @@
 
 mod decode;
 pub mod pod;
+pub mod policy;
 pub mod quantity;
 pub mod schema;
 pub mod validate;
 
 pub use decode::{decode, MAX_DEPTH, MAX_NODES};
+pub use policy::{PullPolicy, RestartPolicy};
 
 use pod::Pod;
 use serde_json::{json, Value};

@@ -198,11 +198,8 @@ impl PodState {
 
     /// Whether a container that ended with `exit_code` is started again under the pod's policy.
     fn restarts(&self, c: &ContainerState, exit_code: i32) -> bool {
-        match self.pod.pod.spec.restart_policy() {
-            "Always" => !c.init || exit_code != 0,
-            "OnFailure" => exit_code != 0,
-            _ => false,
-        }
+        // An init container that succeeded is done whatever the policy.
+        self.pod.pod.spec.restart_policy().restarts(exit_code) && !(c.init && exit_code == 0)
     }
 
     /// An init container that succeeded, or an app container that ended for good.

@@ -4,6 +4,7 @@
 use super::Context;
 use crate::image::{Image, Reference};
 use crate::manifest::pod::Container;
+use crate::manifest::PullPolicy;
 use crate::reconcile::StartFailure;
 use crate::runtime::bundle::ImageDefaults;
 use std::time::{Duration, Instant};
@@ -87,12 +88,12 @@ pub(super) fn find_image(ctx: &Context, c: &Container) -> Result<Image, StartFai
         .map_err(|e| failure("ErrImagePull", e.to_string(), false))?;
     // Like podman, images named localhost/... are local builds or imports: never pulled.
     let policy = if reference.domain == "localhost" {
-        "Never"
+        PullPolicy::Never
     } else {
         c.pull_policy()
     };
     match (policy, local) {
-        ("Always", Some(image)) if refresh_due(&reference) => {
+        (PullPolicy::Always, Some(image)) if refresh_due(&reference) => {
             let (config, r) = (ctx.config.clone(), reference.clone());
             std::thread::spawn(move || {
                 if let Err(e) = pull(&config, &r) {
@@ -102,7 +103,7 @@ pub(super) fn find_image(ctx: &Context, c: &Container) -> Result<Image, StartFai
             Ok(image)
         }
         (_, Some(image)) => Ok(image),
-        ("Never", None) => Err(failure(
+        (PullPolicy::Never, None) => Err(failure(
             "ErrImageNeverPull",
             format!("image {reference} is not in the local store and imagePullPolicy is Never; import it with `staticlet images import`"),
             false,
