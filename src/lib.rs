@@ -14,7 +14,6 @@ pub mod desired;
 pub mod image;
 pub mod manifest;
 pub mod mirror;
-pub mod probe;
 pub mod reconcile;
 pub mod runtime;
 pub mod source;

@@ -61,7 +61,7 @@ pub fn run(cmd: &ImagesCmd) -> Result<(), Failure> {
             if let Some(c) = &p.image_credentials {
                 config.image_credentials = Some(c.clone());
             }
-            let options = crate::image::pull::PullOptions::from_config(&config);
+            let options = config.pull_options();
             let digest = crate::image::pull::pull(
                 &store,
                 &reference,

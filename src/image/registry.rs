@@ -7,7 +7,6 @@
 //! deadline), so a large layer at 512 kbit/s downloads however long it takes. Manifests and
 //! tokens, small by nature, also have a total deadline of 60 s.
 
-use super::pull::PullOptions;
 use super::ImageError;
 use super::Reference;
 use serde_json::Value;
@@ -15,6 +14,30 @@ use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 use std::time::Duration;
 use ureq::tls::TlsConfig;
+
+/// How long a transfer may make no progress, as the kubelet's image pull progress deadline.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Where credentials and private CAs come from.
+#[derive(Debug, Clone)]
+pub struct PullOptions {
+    pub config_dir: PathBuf,
+    pub insecure: Vec<String>,
+    pub credentials: Option<PathBuf>,
+    /// A transfer that makes no progress for this long fails (and resumes at the next try).
+    pub idle_timeout: Duration,
+}
+
+impl Default for PullOptions {
+    fn default() -> PullOptions {
+        PullOptions {
+            config_dir: PathBuf::new(),
+            insecure: Vec::new(),
+            credentials: None,
+            idle_timeout: IDLE_TIMEOUT,
+        }
+    }
+}
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Manifests and tokens are small: they keep a total deadline, so a registry that trickles

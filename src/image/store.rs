@@ -204,7 +204,10 @@ impl ImageStore {
         refs: &BTreeMap<String, ImageRecord>,
     ) -> Result<(), ImageError> {
         let p = self.refs_path();
-        let body = serde_json::to_vec_pretty(refs).unwrap_or_default();
+        let body = serde_json::to_vec_pretty(refs).map_err(|e| ImageError::Io {
+            path: p.clone(),
+            source: std::io::Error::other(e),
+        })?;
         fsutil::write_atomic(&p, &body).map_err(|source| ImageError::Io { path: p, source })
     }
 

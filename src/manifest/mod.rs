@@ -148,6 +148,12 @@ impl StaticPod {
         }
     }
 
+    /// Every container, init containers first: the order [`StaticPod::container`] counts.
+    pub fn containers(&self) -> impl Iterator<Item = &pod::Container> {
+        let spec = &self.pod.spec;
+        spec.init_containers.iter().chain(&spec.containers)
+    }
+
     /// Stamps the first-seen annotation (not part of the hash).
     pub fn set_seen(&mut self, when: &str) {
         self.pod

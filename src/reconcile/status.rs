@@ -33,7 +33,7 @@ fn container_json(
     init_pending: bool,
 ) -> Value {
     let spec = s.spec_of(index);
-    let state = if let Some(r) = &c.running {
+    let state = if let Some(r) = c.running() {
         json!({"running": {"startedAt": r.started_at}})
     } else if s.finished(c) || (s.terminating && c.last.is_some()) {
         match &c.last {
@@ -65,12 +65,12 @@ fn container_json(
         "name": c.name,
         "image": spec.image,
         "imageID": "",
-        "ready": c.ready && c.running.is_some(),
-        "started": c.started && c.running.is_some(),
+        "ready": c.ready && c.running().is_some(),
+        "started": c.started && c.running().is_some(),
         "restartCount": c.restart_count,
         "state": state,
     });
-    if let Some(r) = &c.running {
+    if let Some(r) = c.running() {
         v["containerID"] = json!(format!("crun://{}", r.id));
     }
     if let (Some(t), false) = (&c.last, state_is_terminated(&v)) {
@@ -99,7 +99,7 @@ pub fn phase(s: &PodState) -> &'static str {
             "Failed"
         };
     }
-    if apps.iter().any(|c| c.running.is_some() || c.ever_started) {
+    if apps.iter().any(|c| c.running().is_some() || c.ever_started) {
         "Running"
     } else {
         "Pending"
@@ -112,7 +112,7 @@ impl PodState {
         self.containers
             .iter()
             .filter(|c| !c.init)
-            .all(|c| c.ready && c.running.is_some())
+            .all(|c| c.ready && c.running().is_some())
     }
 
     /// Records when Ready changes value, at `wall`, so its `lastTransitionTime` says when
@@ -128,7 +128,7 @@ impl PodState {
             .containers
             .iter()
             .filter(|c| !c.init)
-            .filter_map(|c| c.running.as_ref().map(|r| r.started_at.as_str()))
+            .filter_map(|c| c.running().map(|r| r.started_at.as_str()))
             .max()
             .filter(|t| !t.is_empty());
         let at = match (&self.ready_since, adopted_at) {

@@ -10,8 +10,8 @@
 //! It holds no runtime, no threads and almost no heap: poll() over two pipes and a signalfd.
 
 use super::logwriter::LogWriter;
+use super::records::write_json;
 use super::{ExitRecord, MonitorSpec, StartedRecord};
-use crate::sys::fsutil::write_replace;
 use std::fs;
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -103,8 +103,7 @@ fn runtime_cmd(spec: &MonitorSpec, dir: &Path) -> Command {
 
 /// Writes the exit record atomically; the agent learns of it through inotify.
 fn record_exit(spec: &MonitorSpec, rec: &ExitRecord) {
-    let body = serde_json::to_vec(rec).unwrap_or_default();
-    let _ = write_replace(&spec.exit_file, &body);
+    let _ = write_json(&spec.exit_file, rec, false);
 }
 
 fn base_record(spec: &MonitorSpec) -> ExitRecord {
@@ -197,10 +196,8 @@ pub fn main(dir: &Path) -> Result<(), MonitorError> {
         container_pid: pid,
         started_at: started_at.clone(),
     };
-    let _ = write_replace(
-        &dir.join("started.json"),
-        &serde_json::to_vec(&started).unwrap_or_default(),
-    );
+    // Without it the agent reports the start as failed (`NoStartedRecord`).
+    let _ = write_json(&dir.join("started.json"), &started, false);
     report(&format!("started {pid}"));
 
     let mut rec = base_record(&spec);

@@ -261,7 +261,7 @@ impl UrlSource {
         crate::sys::fsutil::write_atomic(&self.cache_dir.join(&name), body)?;
         crate::sys::fsutil::write_atomic(
             &self.cache_dir.join("meta.json"),
-            &serde_json::to_vec_pretty(meta).unwrap_or_default(),
+            &serde_json::to_vec_pretty(meta).map_err(std::io::Error::other)?,
         )?;
         for e in std::fs::read_dir(&self.cache_dir)?.flatten() {
             let n = e.file_name().to_string_lossy().to_string();

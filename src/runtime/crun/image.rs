@@ -2,19 +2,12 @@
 //! never waiting for the network when the image is there.
 
 use super::Context;
-use crate::image::{Image, Reference};
+use crate::image::{Image, ImageError, Reference};
 use crate::manifest::pod::Container;
 use crate::manifest::PullPolicy;
-use crate::reconcile::StartFailure;
 use crate::runtime::bundle::ImageDefaults;
+use crate::runtime::StartError;
 use std::time::{Duration, Instant};
-pub(super) fn failure(reason: &str, message: impl Into<String>, ran: bool) -> StartFailure {
-    StartFailure {
-        reason: reason.into(),
-        message: message.into(),
-        ran,
-    }
-}
 
 pub(super) fn image_defaults(image: &Image) -> ImageDefaults {
     let c = image.config.config().clone().unwrap_or_default();
@@ -30,17 +23,16 @@ pub(super) fn image_defaults(image: &Image) -> ImageDefaults {
 /// not fetch it twice.
 static PULLS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn pull(config: &crate::config::Config, reference: &Reference) -> Result<(), String> {
+fn pull(config: &crate::config::Config, reference: &Reference) -> Result<(), ImageError> {
     let _one = PULLS.lock().unwrap_or_else(|e| e.into_inner());
-    let store = crate::image::ImageStore::open(&config.root_dir).map_err(|e| e.to_string())?;
-    let options = crate::image::pull::PullOptions::from_config(config);
+    let store = crate::image::ImageStore::open(&config.root_dir)?;
+    let options = config.pull_options();
     let digest = crate::image::pull::pull(
         &store,
         reference,
         &options,
         &crate::sys::timefmt::now_rfc3339(),
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     log::info!("image {reference}: pulled ({digest})");
     Ok(())
 }
@@ -52,12 +44,18 @@ fn collect_once(config: &crate::config::Config) {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let root = config.root_dir.clone();
-        std::thread::spawn(move || {
-            let collected = crate::image::ImageStore::open(&root).and_then(|s| s.collect_garbage());
-            if let Err(e) = collected {
-                log::warn!("image store: collecting garbage: {e}");
-            }
-        });
+        let spawned = std::thread::Builder::new()
+            .name("image-gc".into())
+            .spawn(move || {
+                let collected =
+                    crate::image::ImageStore::open(&root).and_then(|s| s.collect_garbage());
+                if let Err(e) = collected {
+                    log::warn!("image store: collecting garbage: {e}");
+                }
+            });
+        if let Err(e) = spawned {
+            log::warn!("image store: cannot start the collection thread ({e}); it runs after the next import or pull");
+        }
     });
 }
 
@@ -77,15 +75,12 @@ fn refresh_due(reference: &Reference) -> bool {
 
 /// Finds the container's image, honouring imagePullPolicy the offline-first way: a present
 /// image is used at once; `Always` refreshes it in the background (the new version is used
-/// at the next start), and a missing image is pulled before this container starts.
-pub(super) fn find_image(ctx: &Context, c: &Container) -> Result<Image, StartFailure> {
+/// at the next start), and a missing image is pulled before this container starts. Also
+/// says whether it was pulled for this start.
+pub(super) fn find_image(ctx: &Context, c: &Container) -> Result<(Image, bool), StartError> {
     collect_once(&ctx.config);
-    let reference = Reference::parse(&c.image)
-        .map_err(|e| failure("InvalidImageName", e.to_string(), false))?;
-    let local = ctx
-        .store
-        .resolve(&reference)
-        .map_err(|e| failure("ErrImagePull", e.to_string(), false))?;
+    let reference = Reference::parse(&c.image).map_err(StartError::InvalidImageName)?;
+    let local = ctx.store.resolve(&reference).map_err(StartError::Image)?;
     // Like podman, images named localhost/... are local builds or imports: never pulled.
     let policy = if reference.domain == "localhost" {
         PullPolicy::Never
@@ -95,24 +90,36 @@ pub(super) fn find_image(ctx: &Context, c: &Container) -> Result<Image, StartFai
     match (policy, local) {
         (PullPolicy::Always, Some(image)) if refresh_due(&reference) => {
             let (config, r) = (ctx.config.clone(), reference.clone());
-            std::thread::spawn(move || {
-                if let Err(e) = pull(&config, &r) {
-                    log::warn!("image {r}: pull failed ({e}); using the local image (offline-first)");
-                }
-            });
-            Ok(image)
+            let spawned = std::thread::Builder::new()
+                .name("image-refresh".into())
+                .spawn(move || {
+                    if let Err(e) = pull(&config, &r) {
+                        log::warn!(
+                            "image {r}: pull failed ({e}); using the local image (offline-first)"
+                        );
+                    }
+                });
+            if let Err(e) = spawned {
+                log::warn!(
+                    "image {reference}: cannot start the refresh ({e}); using the local image"
+                );
+            }
+            Ok((image, false))
         }
-        (_, Some(image)) => Ok(image),
-        (PullPolicy::Never, None) => Err(failure(
-            "ErrImageNeverPull",
-            format!("image {reference} is not in the local store and imagePullPolicy is Never; import it with `staticlet images import`"),
-            false,
-        )),
+        (_, Some(image)) => Ok((image, false)),
+        (PullPolicy::Never, None) => Err(StartError::NeverPull {
+            image: reference.to_string(),
+        }),
         (_, None) => {
-            pull(&ctx.config, &reference).map_err(|e| failure("ErrImagePull", e, false))?;
+            pull(&ctx.config, &reference).map_err(|e| StartError::Pull {
+                image: reference.to_string(),
+                message: e.to_string(),
+            })?;
             match ctx.store.resolve(&reference) {
-                Ok(Some(image)) => Ok(image),
-                _ => Err(failure("ErrImagePull", format!("image {reference}: pulled but not found in the store"), false)),
+                Ok(Some(image)) => Ok((image, true)),
+                _ => Err(StartError::PulledButMissing {
+                    image: reference.to_string(),
+                }),
             }
         }
     }
