@@ -272,6 +272,7 @@ impl Agent {
         fs::read_to_string(self.base.join("agent.log")).unwrap_or_default()
     }
 
+    /// The body of a 2xx answer; `None` when the endpoint does not answer (for polling).
     pub fn http(&self, path: &str) -> Option<String> {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(5)))
@@ -286,8 +287,16 @@ impl Agent {
             .ok()
     }
 
+    /// The agent's `/pods`. An endpoint that does not answer fails the test: it must never
+    /// read as "no pods" (an absent pod would then pass).
     pub fn pods(&self) -> Value {
-        serde_json::from_str(&self.http("/pods").unwrap_or_default()).unwrap_or(Value::Null)
+        let body = self
+            .http("/pods")
+            .unwrap_or_else(|| panic!("/pods does not answer\n{}", self.agent_log()));
+        let v: Value = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("/pods is not JSON ({e}): {body}"));
+        assert!(v["items"].is_array(), "/pods is not a PodList: {body}");
+        v
     }
 
     pub fn pod(&self, name: &str) -> Option<Value> {
@@ -338,17 +347,28 @@ impl Agent {
         fs::remove_file(self.manifests.join(file)).unwrap();
     }
 
+    /// What crun runs for this agent: id, pid, status. A `crun list` that fails fails the
+    /// test (it must never read as "nothing runs").
     pub fn crun_list(&self) -> Vec<(String, i64, String)> {
+        self.try_crun_list().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn try_crun_list(&self) -> Result<Vec<(String, i64, String)>, String> {
         let out = Command::new("crun")
             .arg("--root")
             .arg(self.root.join("crun"))
             .args(["list", "--format", "json"])
             .output()
-            .unwrap();
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        v.as_array()
-            .cloned()
-            .unwrap_or_default()
+            .map_err(|e| format!("crun list: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("crun list: {out:?}"));
+        }
+        let v: Value = serde_json::from_slice(&out.stdout)
+            .map_err(|e| format!("crun list: not JSON ({e}): {out:?}"))?;
+        let list = v
+            .as_array()
+            .ok_or_else(|| format!("crun list: not a list: {v}"))?;
+        Ok(list
             .iter()
             .map(|c| {
                 (
@@ -357,7 +377,7 @@ impl Agent {
                     c["status"].as_str().unwrap_or("").to_string(),
                 )
             })
-            .collect()
+            .collect())
     }
 
     pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
@@ -413,7 +433,7 @@ impl Drop for Agent {
     fn drop(&mut self) {
         self.kill9();
         let crun_root = self.root.join("crun");
-        for (id, _, _) in self.crun_list() {
+        for (id, _, _) in self.try_crun_list().unwrap_or_default() {
             let _ = Command::new("crun")
                 .arg("--root")
                 .arg(&crun_root)
