@@ -290,21 +290,29 @@ impl Agent {
     /// The agent's `/pods`. An endpoint that does not answer fails the test: it must never
     /// read as "no pods" (an absent pod would then pass).
     pub fn pods(&self) -> Value {
-        let body = self
-            .http("/pods")
-            .unwrap_or_else(|| panic!("/pods does not answer\n{}", self.agent_log()));
+        self.try_pods()
+            .unwrap_or_else(|| panic!("/pods does not answer\n{}", self.agent_log()))
+    }
+
+    /// The agent's `/pods`, or `None` while it does not answer (an agent still starting).
+    pub fn try_pods(&self) -> Option<Value> {
+        let body = self.http("/pods")?;
         let v: Value = serde_json::from_str(&body)
             .unwrap_or_else(|e| panic!("/pods is not JSON ({e}): {body}"));
         assert!(v["items"].is_array(), "/pods is not a PodList: {body}");
-        v
+        Some(v)
     }
 
+    /// Pod `name` (without the node suffix); `None` only when `/pods` answers without it.
     pub fn pod(&self, name: &str) -> Option<Value> {
-        let full = format!("{name}-{}", self.node);
-        self.pods()["items"]
+        Self::find_pod(&self.pods(), &format!("{name}-{}", self.node))
+    }
+
+    fn find_pod(pods: &Value, full: &str) -> Option<Value> {
+        pods["items"]
             .as_array()?
             .iter()
-            .find(|p| p["metadata"]["name"] == full.as_str())
+            .find(|p| p["metadata"]["name"] == full)
             .cloned()
     }
 
@@ -320,7 +328,8 @@ impl Agent {
             &format!("{pod}/{container}: {what}\n{}", self.agent_log()),
             Duration::from_secs(60),
             || {
-                let p = self.pod(pod)?;
+                // Waiting for something to appear: an agent still starting is waited for.
+                let p = Self::find_pod(&self.try_pods()?, &format!("{pod}-{}", self.node))?;
                 let all: Vec<Value> = ["initContainerStatuses", "containerStatuses"]
                     .iter()
                     .flat_map(|k| p["status"][*k].as_array().cloned().unwrap_or_default())
