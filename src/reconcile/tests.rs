@@ -133,7 +133,7 @@ fn on_failure_policy_and_success() {
         plan(&st, s(100)).actions.is_empty(),
         "exit 0 is not restarted under OnFailure"
     );
-    assert_eq!(status::phase(&st), "Succeeded");
+    assert_eq!(status::phase(&st).as_str(), "Succeeded");
     let v = status_of(&st, s(2));
     assert_eq!(
         v["status"]["containerStatuses"][0]["state"]["terminated"]["reason"],
@@ -148,7 +148,7 @@ fn never_policy_failure_is_final() {
     st.on_started(0, running(0, s(0)), s(0));
     st.on_exit(0, &exit(0, 3), s(1));
     assert!(plan(&st, s(100)).actions.is_empty());
-    assert_eq!(status::phase(&st), "Failed");
+    assert_eq!(status::phase(&st).as_str(), "Failed");
 }
 
 #[test]

@@ -27,7 +27,7 @@ impl Core {
                     .iter()
                     .find(|pr| pr.pod.as_deref() == Some(&p.pod.full_name()))
                     .map(|pr| pr.message.as_str());
-                crate::reconcile::status::pod_json(p, now.tick, &wall, problem)
+                crate::reconcile::status::pod_status(p, now.tick, &wall, problem)
             })
             .collect();
         Shared {

@@ -207,8 +207,8 @@ impl Sim {
         board
             .pods
             .into_iter()
-            .find(|p| p["metadata"]["name"] == full.as_str())
-            .unwrap_or(Value::Null)
+            .find(|p| p.pod.name() == full)
+            .map_or(Value::Null, |p| p.to_json())
     }
 
     /// The ids of the instances that run.
