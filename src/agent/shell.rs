@@ -63,9 +63,10 @@ impl<R: Runtime + 'static> Shell<R> {
         self.ex.spawn(fut).detach();
     }
 
-    /// Adopts what the runtime has, publishes it, then sweeps what nobody wants; `started`
-    /// runs once the sweep is done (the sources are started there, so the sweep never meets
-    /// a pod being started). Returns the number of pods adopted.
+    /// Adopts what the runtime has, publishes it, sweeps what nobody wants, and starts
+    /// watching exits. The caller starts the sources afterwards, so the sweep never meets a
+    /// pod being started. Returns the exit records written while the agent was down, for
+    /// [`Shell::run`] to apply first.
     pub async fn start(&mut self, describe: &str) -> Vec<crate::runtime::ExitRecord> {
         let now = self.now();
         let inventory = self.rt.inventory().await;

@@ -24,10 +24,6 @@ pub struct Leftovers {
     pub orphan_dirs: Vec<PathBuf>,
     /// Instances that ended or were superseded: crun id and instance directory.
     pub dead: Vec<(String, PathBuf)>,
-    /// Every pod with a record (whether the agent keeps it or not).
-    pub recorded: HashSet<String>,
-    /// Containers crun lists that belong to no recorded instance.
-    pub strays: Vec<Stray>,
 }
 
 fn is_uid(s: &str) -> bool {
@@ -51,7 +47,6 @@ pub async fn inventory(ctx: &Context) -> (Inventory, Leftovers) {
             leftovers.orphan_dirs.push(dir);
             continue;
         };
-        leftovers.recorded.insert(uid.clone());
         let names: Vec<String> = pod.containers().map(|c| c.name.clone()).collect();
         let containers = names
             .into_iter()
@@ -79,9 +74,6 @@ pub async fn inventory(ctx: &Context) -> (Inventory, Leftovers) {
             .collect::<Vec<_>>()),
         Err(e) => Err(StrayListError(e.to_string())),
     };
-    if let Ok(s) = &strays {
-        leftovers.strays = s.clone();
-    }
     (Inventory { pods, strays }, leftovers)
 }
 
