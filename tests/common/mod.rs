@@ -356,10 +356,19 @@ impl Agent {
         fs::remove_file(self.manifests.join(file)).unwrap();
     }
 
-    /// What crun runs for this agent: id, pid, status. A `crun list` that fails fails the
-    /// test (it must never read as "nothing runs").
+    /// What crun runs for this agent: id, pid, status. A `crun list` that keeps failing
+    /// fails the test (it must never read as "nothing runs"); one that fails once is asked
+    /// again (crun can trip over a container being created or deleted beside it).
     pub fn crun_list(&self) -> Vec<(String, i64, String)> {
-        self.try_crun_list().unwrap_or_else(|e| panic!("{e}"))
+        let mut last = String::new();
+        for _ in 0..5 {
+            match self.try_crun_list() {
+                Ok(list) => return list,
+                Err(e) => last = e,
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("{last}")
     }
 
     fn try_crun_list(&self) -> Result<Vec<(String, i64, String)>, String> {
