@@ -49,7 +49,7 @@ impl HostFacts {
 
 /// `crun://<version>` (runs `crun --version`, so once per start).
 pub fn runtime_version(runtime: &Path) -> String {
-    crate::sys::host::runtime_version(runtime)
+    crate::host::runtime_version(runtime)
         .map_or_else(|| "crun://unknown".into(), |v| format!("crun://{v}"))
 }
 

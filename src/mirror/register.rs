@@ -104,7 +104,7 @@ impl<A: super::api::Api> Syncer<A> {
     pub(super) fn write_node_status(&mut self, now: Instant, force: bool) -> Result<(), LinkError> {
         self.next_node_status = now + self.t.node_status_check;
         self.facts = node::HostFacts::read(&self.s.runtime_version);
-        let wall = crate::sys::timefmt::now_rfc3339();
+        let wall = crate::timefmt::now_rfc3339();
         let status = node::node_status(
             &self.facts,
             &self.s.system_reserved,

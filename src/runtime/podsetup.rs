@@ -229,7 +229,7 @@ pub fn setup(pod: &StaticPod, pod_dir: &Path) -> Result<Sandbox, SetupError> {
         ("/etc/hostname", "hostname", format!("{hostname}\n")),
     ] {
         let p = etc.join(name);
-        crate::sys::fsutil::write_replace(&p, content.as_bytes()).map_err(io_err("writing", &p))?;
+        crate::fsutil::write_replace(&p, content.as_bytes()).map_err(io_err("writing", &p))?;
         sb.etc_files.push((dest.to_string(), p));
     }
     let ns_dir = pod_dir.join("ns");
@@ -237,7 +237,7 @@ pub fn setup(pod: &StaticPod, pod_dir: &Path) -> Result<Sandbox, SetupError> {
     let own_ipc = !spec.host_ipc;
     let existing = |kind: &str| {
         let p = ns_dir.join(kind);
-        crate::sys::fsutil::mounts()
+        crate::fsutil::mounts()
             .iter()
             .any(|(t, _)| *t == p)
             .then_some(p)
@@ -256,7 +256,7 @@ pub fn setup(pod: &StaticPod, pod_dir: &Path) -> Result<Sandbox, SetupError> {
     if own_ipc {
         let shm = pod_dir.join("shm");
         fs::create_dir_all(&shm).map_err(io_err("creating", &shm))?;
-        if !crate::sys::fsutil::mounts().iter().any(|(t, _)| *t == shm) {
+        if !crate::fsutil::mounts().iter().any(|(t, _)| *t == shm) {
             mount(
                 "shm",
                 &shm,
@@ -346,7 +346,7 @@ fn volume(pod_dir: &Path, v: &crate::manifest::pod::Volume) -> Result<PathBuf, S
         .as_ref()
         .filter(|e| e.medium.as_deref() == Some("Memory"))
     {
-        if !crate::sys::fsutil::mounts().iter().any(|(t, _)| *t == dir) {
+        if !crate::fsutil::mounts().iter().any(|(t, _)| *t == dir) {
             let size = ed
                 .size_limit
                 .as_ref()
