@@ -7,7 +7,7 @@
 
 use crate::manifest::pod::QuantityValue;
 use crate::manifest::quantity::Quantity;
-use crate::timefmt::parse_duration;
+use crate::sys::timefmt::parse_duration;
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -442,46 +442,12 @@ fn resolve(f: StaticletFile, path: &Path) -> Result<Config, ConfigError> {
     Ok(c)
 }
 
-/// `host:port`, or `none` to turn the status endpoint off.
-pub fn parse_status_address(text: &str) -> Result<Option<SocketAddr>, String> {
-    if text == "none" {
-        return Ok(None);
-    }
-    text.parse()
-        .map(Some)
-        .map_err(|_| format!("{text:?} is not an address such as 127.0.0.1:10255, or none"))
-}
-
-/// Parses kubelet-style `--manifest-url-header 'a:x,b:y'` into the header map.
-pub fn parse_header_flag(
-    text: &str,
-    into: &mut BTreeMap<String, Vec<String>>,
-) -> Result<(), String> {
-    for pair in text.split(',').filter(|p| !p.trim().is_empty()) {
-        let (k, v) = pair
-            .split_once(':')
-            .ok_or_else(|| format!("{pair:?} is not name:value"))?;
-        into.entry(k.trim().to_string())
-            .or_default()
-            .push(v.trim().to_string());
-    }
-    Ok(())
-}
-
-/// Parses `--node-labels a=b,c=d`.
-pub fn parse_labels_flag(text: &str, into: &mut BTreeMap<String, String>) -> Result<(), String> {
-    for pair in text.split(',').filter(|p| !p.trim().is_empty()) {
-        let (k, v) = pair
-            .split_once('=')
-            .ok_or_else(|| format!("{pair:?} is not key=value"))?;
-        into.insert(k.trim().to_string(), v.trim().to_string());
-    }
-    Ok(())
-}
-
 mod cgroup_root;
+mod flags;
+mod images;
 mod sysctls;
 pub use cgroup_root::{default_cgroup_root, parse_cgroup_root};
+pub use flags::{parse_header_flag, parse_labels_flag, parse_status_address};
 use sysctls::check_sysctl_pattern;
 pub mod network;
 pub use network::NetworkConfig;

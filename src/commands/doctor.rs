@@ -1,7 +1,7 @@
 //! `staticlet doctor`: checks what running containers needs on this host and says what to fix.
 
 use crate::cli::{root_dir_config, runtime_flag, DoctorCmd, Failure};
-use crate::host::{self, CgroupMode};
+use crate::sys::host::{self, CgroupMode};
 use std::path::Path;
 
 mod network;

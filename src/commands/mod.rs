@@ -1,8 +1,10 @@
 //! The subcommands. Each returns the process exit code; errors are printed here, once.
 
+mod client;
 mod doctor;
 mod drain;
 mod images;
+mod run;
 mod validate;
 
 use crate::cli::{Cli, Command, Failure};
@@ -13,7 +15,7 @@ pub fn dispatch(cli: Cli) -> i32 {
         return 0;
     };
     let result = match command {
-        Command::Run(cmd) => crate::agent::main(&cmd),
+        Command::Run(cmd) => run::run(&cmd),
         Command::Validate(cmd) => validate::run(&cmd),
         Command::Images(cmd) => images::run(&cmd),
         Command::Doctor(cmd) => doctor::run(&cmd),
@@ -22,9 +24,12 @@ pub fn dispatch(cli: Cli) -> i32 {
             println!("staticlet {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
-        Command::Get(cmd) => crate::client::get(&cmd),
-        Command::Logs(cmd) => crate::client::logs(&cmd),
-        Command::Monitor(cmd) => crate::runtime::monitor::main(&cmd.dir),
+        Command::Get(cmd) => client::get(&cmd),
+        Command::Logs(cmd) => client::logs(&cmd),
+        Command::Monitor(cmd) => crate::runtime::monitor::main(&cmd.dir).map_err(|e| match e {
+            crate::runtime::monitor::MonitorError::Reported(_) => Failure::Failed(String::new()),
+            e => Failure::Failed(e.to_string()),
+        }),
     };
     match result {
         Ok(()) => 0,

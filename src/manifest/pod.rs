@@ -390,24 +390,28 @@ pub struct EmptyDirVolume {
 }
 
 impl Container {
-    pub fn pull_policy(&self) -> &str {
-        match self.image_pull_policy.as_deref() {
+    pub fn pull_policy(&self) -> super::PullPolicy {
+        match self
+            .image_pull_policy
+            .as_deref()
+            .and_then(super::PullPolicy::parse)
+        {
             Some(p) => p,
             // The kubelet's default: `Always` for `:latest` or untagged images.
             None if crate::image::Reference::parse(&self.image)
                 .map(|r| r.is_latest())
                 .unwrap_or(false) =>
             {
-                "Always"
+                super::PullPolicy::Always
             }
-            None => "IfNotPresent",
+            None => super::PullPolicy::IfNotPresent,
         }
     }
 }
 
 impl PodSpec {
-    pub fn restart_policy(&self) -> &str {
-        self.restart_policy.as_deref().unwrap_or("Always")
+    pub fn restart_policy(&self) -> super::RestartPolicy {
+        super::RestartPolicy::parse(self.restart_policy.as_deref())
     }
     pub fn grace_period_seconds(&self) -> i64 {
         self.termination_grace_period_seconds.unwrap_or(30)

@@ -206,7 +206,7 @@ impl<A: Api> Syncer<A> {
             let (v, shared) = self.board.wait_newer(self.version, wait);
             if v != self.version {
                 self.version = v;
-                self.pods = shared.pods;
+                self.pods = shared.pods.iter().map(|p| p.to_json()).collect();
             }
         }
     }

@@ -5,6 +5,7 @@
 //! Also each container instance's writable rootfs (overlayfs, or a copy without it).
 
 pub use super::instance::{prepare_rootfs, release_instance, resolve_user};
+pub use crate::sys::mount::{mount, remove_unmounted, unmount};
 
 mod namespaces;
 pub use crate::network::host_ip;
@@ -16,10 +17,8 @@ use crate::manifest::quantity::Quantity;
 use crate::manifest::StaticPod;
 use crate::network;
 use std::collections::BTreeMap;
-use std::ffi::CString;
 use std::fs;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -45,44 +44,6 @@ fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> S
         what,
         path: path.to_path_buf(),
         source,
-    }
-}
-
-fn cstr(p: &Path) -> io::Result<CString> {
-    CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::other("NUL in path"))
-}
-
-pub fn mount(
-    source: &str,
-    target: &Path,
-    fstype: &str,
-    flags: libc::c_ulong,
-    data: Option<&str>,
-) -> io::Result<()> {
-    let (s, t, f) = (CString::new(source)?, cstr(target)?, CString::new(fstype)?);
-    let d = data.map(CString::new).transpose()?;
-    // SAFETY: all pointers are valid NUL-terminated strings or null.
-    let r = unsafe {
-        libc::mount(
-            s.as_ptr(),
-            t.as_ptr(),
-            f.as_ptr(),
-            flags,
-            d.as_ref().map_or(std::ptr::null(), |d| d.as_ptr().cast()),
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// Lazily unmounts `target` if something is mounted there.
-pub fn unmount(target: &Path) {
-    if let Ok(t) = cstr(target) {
-        // SAFETY: t is a valid path; EINVAL (not mounted) is ignored.
-        unsafe { libc::umount2(t.as_ptr(), libc::MNT_DETACH) };
     }
 }
 
@@ -338,59 +299,4 @@ pub fn teardown(pod_dir: &Path) -> io::Result<()> {
             "{e}; the next start of staticlet releases it (its record is kept)"
         ))
     })
-}
-
-/// Lazily unmounts everything mounted at or below `dir`, deepest first.
-fn unmount_below(dir: &Path) -> Vec<PathBuf> {
-    let below = || -> Vec<PathBuf> {
-        let mut m: Vec<PathBuf> = crate::fsutil::mounts()
-            .into_iter()
-            .map(|(t, _)| t)
-            .filter(|t| t.starts_with(dir))
-            .collect();
-        m.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-        m
-    };
-    for m in below() {
-        unmount(&m);
-    }
-    below()
-}
-
-/// Removes `dir` once nothing is mounted below it. A bind mount left in place (a volume, a
-/// subPath) would make the removal delete what it shows, so then nothing is removed.
-///
-/// A lazily detached mount can keep its mount point busy for a moment (a container's last
-/// process still exiting, a propagated copy going away): `EBUSY` is retried with backoff for
-/// a few seconds before it is reported.
-pub fn remove_unmounted(dir: &Path) -> io::Result<()> {
-    let mut pause = std::time::Duration::from_millis(20);
-    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        let left = unmount_below(dir);
-        let result = match left.first() {
-            Some(m) => Err(io::Error::new(
-                io::ErrorKind::ResourceBusy,
-                format!(
-                    "{} is still mounted; not removing {}",
-                    m.display(),
-                    dir.display()
-                ),
-            )),
-            None => match fs::remove_dir_all(dir) {
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-                r => r,
-            },
-        };
-        match result {
-            Err(e)
-                if e.kind() == io::ErrorKind::ResourceBusy
-                    && std::time::Instant::now() < give_up =>
-            {
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(std::time::Duration::from_millis(500));
-            }
-            r => return r,
-        }
-    }
 }

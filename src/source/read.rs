@@ -93,22 +93,29 @@ fn lease_after(file: &File, hint: Hint) -> Lease {
     lease
 }
 
+/// Why a manifest file could not be read (the path is added by the caller's error).
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("cannot read: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("not a regular file")]
+    NotAFile,
+    #[error("Too long: {0} bytes, larger than 10 MB (the kubelet's limit)")]
+    TooLong(u64),
+}
+
 /// Reads `path` unless a writer has it open.
-pub fn read_file(path: &Path, hint: Hint) -> Result<Reading, String> {
+pub fn read_file(path: &Path, hint: Hint) -> Result<Reading, ReadError> {
     let file = fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-        .map_err(|e| format!("cannot read: {e}"))?;
-    let meta = file.metadata().map_err(|e| format!("cannot read: {e}"))?;
+        .open(path)?;
+    let meta = file.metadata()?;
     if !meta.is_file() {
-        return Err("not a regular file".into());
+        return Err(ReadError::NotAFile);
     }
     if meta.len() > MAX_MANIFEST_BYTES as u64 {
-        return Err(format!(
-            "Too long: {} bytes, larger than 10 MB (the kubelet's limit)",
-            meta.len()
-        ));
+        return Err(ReadError::TooLong(meta.len()));
     }
     let lease = lease_after(&file, hint);
     if lease == Lease::Busy || (lease == Lease::Unavailable && hint.modified) {
@@ -121,7 +128,7 @@ pub fn read_file(path: &Path, hint: Hint) -> Result<Reading, String> {
     if lease == Lease::Held {
         release_lease(&file);
     }
-    read.map_err(|e| format!("cannot read: {e}"))?;
+    read?;
     Ok(Reading::Bytes(buf))
 }
 
@@ -135,7 +142,7 @@ pub fn load_file(path: &Path, node: &str, hint: Hint, trust: Option<&Trust>) -> 
             Some(Err(message)) => (Err(file_error(path, message)), Vec::new()),
             _ => manifest::load_checked(&bytes, &source, node),
         },
-        Err(message) => (Err(file_error(path, message)), Vec::new()),
+        Err(e) => (Err(file_error(path, e.to_string())), Vec::new()),
     };
     Some(Loaded {
         entry: Entry {

@@ -13,7 +13,7 @@
 //! refusal is reported once, as a problem of the source (`/manifests`), until a good body
 //! comes back.
 
-use super::body::parse_body;
+use super::body::{parse_body, BodyError};
 use super::trust::{self, Trust};
 use super::{Snapshot, SourceKey};
 use crate::manifest::MAX_MANIFEST_BYTES;
@@ -39,6 +39,15 @@ pub struct CacheMeta {
     pub fetched_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous: Option<Box<CacheMeta>>,
+}
+
+/// A manifest URL that cannot be used as configured.
+#[derive(Debug, thiserror::Error)]
+pub enum UrlError {
+    #[error("manifest URL {0:?} must start with https:// or http://")]
+    Scheme(String),
+    #[error("manifest URL CA file: {0}")]
+    Ca(#[from] crate::sys::net::CertError),
 }
 
 pub struct UrlSource {
@@ -89,21 +98,19 @@ impl UrlSource {
         ca_file: Option<&Path>,
         root_dir: &Path,
         node: &str,
-    ) -> Result<UrlSource, String> {
+    ) -> Result<UrlSource, UrlError> {
         if !(url.starts_with("https://") || url.starts_with("http://")) {
-            return Err(format!(
-                "manifest URL {url:?} must start with https:// or http://"
-            ));
+            return Err(UrlError::Scheme(url.to_string()));
         }
         if url.starts_with("http://") {
             log::warn!("manifest URL {url} is plain HTTP: pods are fetched without TLS (insecure)");
         }
         let extra: Vec<PathBuf> = ca_file.map(Path::to_path_buf).into_iter().collect();
-        let roots = crate::net::root_certs(&extra)?;
+        let roots = crate::sys::net::root_certs(&extra)?;
         let mut src = UrlSource {
             url: url.to_string(),
             headers,
-            agent: crate::net::agent(roots, TIMEOUT),
+            agent: crate::sys::net::agent(roots, TIMEOUT),
             cache_dir: root_dir.join("url-cache"),
             node: node.to_string(),
             etag: None,
@@ -195,7 +202,7 @@ impl UrlSource {
 
     /// Splits a body into one entry per pod; a body that is not a Pod or a PodList is an
     /// error. Fields the Pod API does not have are logged.
-    pub fn parse(&self, body: &[u8]) -> Result<Snapshot, String> {
+    pub fn parse(&self, body: &[u8]) -> Result<Snapshot, BodyError> {
         let items = parse_body(body, &self.url, &self.node)?;
         let mut entries = Vec::with_capacity(items.len());
         for (entry, unknown) in items {
@@ -230,7 +237,9 @@ impl UrlSource {
         }
         let mut resp = match req.call() {
             Ok(r) => r,
-            Err(e) => return Poll::Failed(format!("cannot fetch: {}", crate::net::explain(&e))),
+            Err(e) => {
+                return Poll::Failed(format!("cannot fetch: {}", crate::sys::net::explain(&e)))
+            }
         };
         let status = resp.status().as_u16();
         if status == 304 {
@@ -288,8 +297,8 @@ impl UrlSource {
         let snap = match self.parse(&body) {
             Ok(s) => s,
             Err(e) => {
-                self.refused = Some((sha, e.clone()));
-                return Poll::Refused(e);
+                self.refused = Some((sha, e.to_string()));
+                return Poll::Refused(e.to_string());
             }
         };
         let meta = CacheMeta {
@@ -315,12 +324,12 @@ impl UrlSource {
     /// whose body is complete: the old version or the new one, never half of either.
     fn save_cache(&self, body: &[u8], sig: Option<&[u8]>, meta: &CacheMeta) -> std::io::Result<()> {
         std::fs::create_dir_all(&self.cache_dir)?;
-        crate::fsutil::write_atomic(&self.cache_dir.join(format!("body.{}", meta.sha256)), body)?;
+        crate::sys::fsutil::write_atomic(&self.cache_dir.join(format!("body.{}", meta.sha256)), body)?;
         if let Some(sig) = sig {
-            crate::fsutil::write_atomic(&self.cache_dir.join(format!("sig.{}", meta.sha256)), sig)?;
+            crate::sys::fsutil::write_atomic(&self.cache_dir.join(format!("sig.{}", meta.sha256)), sig)?;
         }
         let json = serde_json::to_vec_pretty(meta).map_err(std::io::Error::other)?;
-        crate::fsutil::write_atomic(&self.cache_dir.join("meta.json"), &json)?;
+        crate::sys::fsutil::write_atomic(&self.cache_dir.join("meta.json"), &json)?;
         // Only the newest version and the one before it stay.
         let keep: Vec<&str> = std::iter::once(meta.sha256.as_str())
             .chain(meta.previous.as_ref().map(|p| p.sha256.as_str()))
@@ -427,7 +436,7 @@ pub fn run(mut src: UrlSource, every: Duration, send: impl Fn(Snapshot) -> bool)
     }
     let mut failures = 0u32;
     loop {
-        let now = crate::timefmt::now_rfc3339();
+        let now = crate::sys::timefmt::now_rfc3339();
         let (wait, snap) = match src.poll(&now) {
             Poll::Changed(snap) => {
                 src.report(None);

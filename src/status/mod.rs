@@ -4,11 +4,13 @@
 mod follow;
 mod io;
 mod logs;
+pub mod pod;
 mod routes;
 pub mod server;
 mod watch;
 
 use crate::desired::Problem;
+pub use pod::PodStatus;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -26,7 +28,7 @@ pub struct LogPaths {
 /// One consistent picture of the agent's state.
 #[derive(Debug, Clone, Default)]
 pub struct Shared {
-    pub pods: Vec<Value>,
+    pub pods: Vec<PodStatus>,
     pub problems: Vec<Problem>,
     pub start_latency: Histogram,
     pub log_paths: Vec<LogPaths>,
@@ -132,10 +134,11 @@ impl StatusBoard {
 
     /// The pods as the endpoint serves them: with a `staticlet.dev/MirrorSynced` condition
     /// on each pod the mirror sync has reported on.
-    pub fn pods_with_mirrors(&self) -> Shared {
-        let mut s = self.read();
+    pub fn pods_with_mirrors(&self) -> Vec<Value> {
+        let mut pods: Vec<Value> =
+            self.inspect(|s| s.pods.iter().map(PodStatus::to_json).collect());
         let mirrors = self.mirrors();
-        for p in &mut s.pods {
+        for p in &mut pods {
             let Some(state) = p["metadata"]["uid"].as_str().and_then(|u| mirrors.get(u)) else {
                 continue;
             };
@@ -148,12 +151,12 @@ impl StatusBoard {
                 conds.push(json!({"type": "staticlet.dev/MirrorSynced", "status": status, "reason": reason, "message": message}));
             }
         }
-        s
+        pods
     }
 }
 
-pub fn pod_list(s: &Shared) -> Value {
-    json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": s.pods})
+pub fn pod_list(pods: Vec<Value>) -> Value {
+    json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": pods})
 }
 
 pub fn problems_json(s: &Shared) -> Value {
@@ -174,30 +177,29 @@ fn escape_label(s: &str) -> String {
 pub fn metrics(s: &Shared) -> String {
     let mut out = String::new();
     out.push_str("# HELP staticlet_pods Static pods by phase.\n# TYPE staticlet_pods gauge\n");
-    for phase in ["Pending", "Running", "Succeeded", "Failed"] {
-        let n = s
-            .pods
-            .iter()
-            .filter(|p| p["status"]["phase"] == phase)
-            .count();
-        out.push_str(&format!("staticlet_pods{{phase=\"{phase}\"}} {n}\n"));
+    for phase in pod::Phase::ALL {
+        let n = s.pods.iter().filter(|p| p.status.phase == phase).count();
+        out.push_str(&format!(
+            "staticlet_pods{{phase=\"{}\"}} {n}\n",
+            phase.as_str()
+        ));
     }
     out.push_str("# HELP staticlet_container_restarts_total Container restarts.\n# TYPE staticlet_container_restarts_total counter\n");
     for p in &s.pods {
-        let (ns, name) = (
-            p["metadata"]["namespace"].as_str().unwrap_or(""),
-            p["metadata"]["name"].as_str().unwrap_or(""),
-        );
-        for key in ["initContainerStatuses", "containerStatuses"] {
-            for c in p["status"][key].as_array().into_iter().flatten() {
-                out.push_str(&format!(
-                    "staticlet_container_restarts_total{{namespace=\"{}\",pod=\"{}\",container=\"{}\"}} {}\n",
-                    escape_label(ns),
-                    escape_label(name),
-                    escape_label(c["name"].as_str().unwrap_or("")),
-                    c["restartCount"].as_u64().unwrap_or(0)
-                ));
-            }
+        let (ns, name) = (p.pod.namespace(), p.pod.name());
+        let st = &p.status;
+        for c in st
+            .init_container_statuses
+            .iter()
+            .chain(&st.container_statuses)
+        {
+            out.push_str(&format!(
+                "staticlet_container_restarts_total{{namespace=\"{}\",pod=\"{}\",container=\"{}\"}} {}\n",
+                escape_label(ns),
+                escape_label(name),
+                escape_label(&c.name),
+                c.restart_count
+            ));
         }
     }
     out.push_str("# HELP staticlet_manifest_errors Manifests that are currently invalid.\n# TYPE staticlet_manifest_errors gauge\n");

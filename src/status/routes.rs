@@ -123,7 +123,7 @@ pub fn respond<B: Body>(req: &Request<B>, ctx: &Ctx, peer: Peer, busy: Busy) -> 
     let path = req.uri().path();
     match path {
         "/healthz" => text(200, PLAIN, "ok", busy),
-        "/pods" => json(&super::pod_list(&ctx.board.pods_with_mirrors()), busy),
+        "/pods" => json(&super::pod_list(ctx.board.pods_with_mirrors()), busy),
         "/manifests" => json(&super::problems_json(&ctx.board.read()), busy),
         "/metrics" => text(
             200,

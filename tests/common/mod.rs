@@ -273,6 +273,7 @@ impl Agent {
         fs::read_to_string(self.base.join("agent.log")).unwrap_or_default()
     }
 
+    /// The body of a 2xx answer; `None` when the endpoint does not answer (for polling).
     pub fn http(&self, path: &str) -> Option<String> {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(5)))
@@ -287,16 +288,32 @@ impl Agent {
             .ok()
     }
 
+    /// The agent's `/pods`. An endpoint that does not answer fails the test: it must never
+    /// read as "no pods" (an absent pod would then pass).
     pub fn pods(&self) -> Value {
-        serde_json::from_str(&self.http("/pods").unwrap_or_default()).unwrap_or(Value::Null)
+        self.try_pods()
+            .unwrap_or_else(|| panic!("/pods does not answer\n{}", self.agent_log()))
     }
 
+    /// The agent's `/pods`, or `None` while it does not answer (an agent still starting).
+    pub fn try_pods(&self) -> Option<Value> {
+        let body = self.http("/pods")?;
+        let v: Value = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("/pods is not JSON ({e}): {body}"));
+        assert!(v["items"].is_array(), "/pods is not a PodList: {body}");
+        Some(v)
+    }
+
+    /// Pod `name` (without the node suffix); `None` only when `/pods` answers without it.
     pub fn pod(&self, name: &str) -> Option<Value> {
-        let full = format!("{name}-{}", self.node);
-        self.pods()["items"]
+        Self::find_pod(&self.pods(), &format!("{name}-{}", self.node))
+    }
+
+    fn find_pod(pods: &Value, full: &str) -> Option<Value> {
+        pods["items"]
             .as_array()?
             .iter()
-            .find(|p| p["metadata"]["name"] == full.as_str())
+            .find(|p| p["metadata"]["name"] == full)
             .cloned()
     }
 
@@ -312,7 +329,8 @@ impl Agent {
             &format!("{pod}/{container}: {what}\n{}", self.agent_log()),
             Duration::from_secs(60),
             || {
-                let p = self.pod(pod)?;
+                // Waiting for something to appear: an agent still starting is waited for.
+                let p = Self::find_pod(&self.try_pods()?, &format!("{pod}-{}", self.node))?;
                 let all: Vec<Value> = ["initContainerStatuses", "containerStatuses"]
                     .iter()
                     .flat_map(|k| p["status"][*k].as_array().cloned().unwrap_or_default())
@@ -339,17 +357,37 @@ impl Agent {
         fs::remove_file(self.manifests.join(file)).unwrap();
     }
 
+    /// What crun runs for this agent: id, pid, status. A `crun list` that keeps failing
+    /// fails the test (it must never read as "nothing runs"); one that fails once is asked
+    /// again (crun can trip over a container being created or deleted beside it).
     pub fn crun_list(&self) -> Vec<(String, i64, String)> {
+        let mut last = String::new();
+        for _ in 0..5 {
+            match self.try_crun_list() {
+                Ok(list) => return list,
+                Err(e) => last = e,
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("{last}")
+    }
+
+    fn try_crun_list(&self) -> Result<Vec<(String, i64, String)>, String> {
         let out = Command::new("crun")
             .arg("--root")
             .arg(self.root.join("crun"))
             .args(["list", "--format", "json"])
             .output()
-            .unwrap();
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        v.as_array()
-            .cloned()
-            .unwrap_or_default()
+            .map_err(|e| format!("crun list: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("crun list: {out:?}"));
+        }
+        let v: Value = serde_json::from_slice(&out.stdout)
+            .map_err(|e| format!("crun list: not JSON ({e}): {out:?}"))?;
+        let list = v
+            .as_array()
+            .ok_or_else(|| format!("crun list: not a list: {v}"))?;
+        Ok(list
             .iter()
             .map(|c| {
                 (
@@ -358,7 +396,7 @@ impl Agent {
                     c["status"].as_str().unwrap_or("").to_string(),
                 )
             })
-            .collect()
+            .collect())
     }
 
     pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
@@ -414,7 +452,7 @@ impl Drop for Agent {
     fn drop(&mut self) {
         self.kill9();
         let crun_root = self.root.join("crun");
-        for (id, _, _) in self.crun_list() {
+        for (id, _, _) in self.try_crun_list().unwrap_or_default() {
             let _ = Command::new("crun")
                 .arg("--root")
                 .arg(&crun_root)

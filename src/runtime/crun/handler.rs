@@ -1,26 +1,28 @@
 //! Probes and lifecycle hooks: exec through crun, httpGet and tcpSocket from a thread inside
 //! the pod's network namespace.
 
-use super::{Context, Event};
-use crate::manifest::pod::{Container, Handler, IntOrString};
-use crate::manifest::StaticPod;
-use crate::reconcile::{ProbeKind, Running};
-use crate::runtime::podsetup::Sandbox;
+use super::Context;
+use crate::manifest::pod::IntOrString;
+use crate::runtime::{HandlerResult, HandlerSpec};
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
-/// Runs a handler (probe or preStop) once; returns success and a message.
-pub(super) async fn run_handler(
-    ctx: &Context,
-    pod: &StaticPod,
-    sb: &Sandbox,
-    c: &Container,
-    running: &Running,
-    h: &Handler,
-    timeout: Duration,
-) -> (bool, String) {
+
+fn result((success, message): (bool, String)) -> HandlerResult {
+    HandlerResult { success, message }
+}
+
+/// Runs a handler (probe or hook) once.
+pub(super) async fn run_handler(ctx: &Context, spec: &HandlerSpec) -> HandlerResult {
+    result(handle(ctx, spec).await)
+}
+
+async fn handle(ctx: &Context, spec: &HandlerSpec) -> (bool, String) {
+    let (h, c, timeout) = (&spec.handler, spec.pod.container(spec.index), spec.timeout);
     if let Some(exec) = &h.exec {
-        return match ctx.crun.exec(&running.id, &exec.command, timeout).await {
+        return match ctx
+            .crun
+            .exec(&spec.running.id, &exec.command, timeout)
+            .await
+        {
             Ok((0, _)) => (true, String::new()),
             Ok((code, out)) => (
                 false,
@@ -43,7 +45,7 @@ pub(super) async fn run_handler(
             }),
         }
     };
-    let netns = sb.namespaces.net.clone();
+    let netns = spec.sandbox.namespaces.net.clone();
     if let Some(get) = &h.http_get {
         let Some(port) = port_of(&get.port) else {
             return (false, "no such port".into());
@@ -60,7 +62,7 @@ pub(super) async fn run_handler(
             .map(|h| (h.name.clone(), h.value.clone()))
             .collect();
         return in_netns(netns, move || {
-            crate::probe::http_get(&url, &headers, timeout)
+            crate::runtime::probe::http_get(&url, &headers, timeout)
         })
         .await;
     }
@@ -69,9 +71,11 @@ pub(super) async fn run_handler(
             return (false, "no such port".into());
         };
         let host = tcp.host.clone().unwrap_or_else(|| sb.probe_host());
-        return in_netns(netns, move || crate::probe::tcp(&host, port, timeout)).await;
+        return in_netns(netns, move || {
+            crate::runtime::probe::tcp(&host, port, timeout)
+        })
+        .await;
     }
-    let _ = pod;
     (false, "no handler".into())
 }
 
@@ -117,31 +121,4 @@ async fn in_netns(
     rx.recv()
         .await
         .unwrap_or((false, "probe thread failed".into()))
-}
-
-pub async fn probe(
-    ctx: Arc<Context>,
-    pod: Arc<StaticPod>,
-    sb: Sandbox,
-    index: usize,
-    kind: ProbeKind,
-    running: Running,
-) {
-    let _spec = &pod.pod.spec;
-    let c = pod.container(index);
-    let Some(p) = crate::reconcile::probe_of(c, kind) else {
-        return;
-    };
-    let timeout = Duration::from_secs(p.timeout().max(1) as u64);
-    let (success, message) = run_handler(&ctx, &pod, &sb, c, &running, &p.handler, timeout).await;
-    let _ = ctx
-        .events
-        .send(Event::Probe {
-            uid: pod.uid().to_string(),
-            index,
-            kind,
-            success,
-            message,
-        })
-        .await;
 }

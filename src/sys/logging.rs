@@ -63,7 +63,7 @@ impl Log for Logger {
         let message = record.args().to_string();
         let line = format!(
             "{} {level} {}\n",
-            crate::timefmt::now_rfc3339(),
+            crate::sys::timefmt::now_rfc3339(),
             escape(&message)
         );
         let _ = std::io::stderr().lock().write_all(line.as_bytes());

@@ -1,5 +1,5 @@
 //! Network probes (httpGet, tcpSocket). Blocking, with a timeout; run on a thread that has
-//! joined the pod's network namespace (see the agent's actions).
+//! joined the pod's network namespace (see the crun runtime's handlers).
 
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;

@@ -14,8 +14,23 @@ const SYSTEM_BUNDLES: &[&str] = &[
     "/etc/ssl/cert.pem",
 ];
 
-fn pem_certs(path: &Path) -> Result<Vec<Certificate<'static>>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+/// A CA file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: no PEM certificate in it", path.display())]
+    NoCertificate { path: PathBuf },
+}
+
+fn pem_certs(path: &Path) -> Result<Vec<Certificate<'static>>, CertError> {
+    let bytes = std::fs::read(path).map_err(|source| CertError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let certs: Vec<Certificate<'static>> = ureq::tls::parse_pem(&bytes)
         .filter_map(|item| match item {
             Ok(PemItem::Certificate(c)) => Some(c.to_owned()),
@@ -23,13 +38,15 @@ fn pem_certs(path: &Path) -> Result<Vec<Certificate<'static>>, String> {
         })
         .collect();
     if certs.is_empty() {
-        return Err(format!("{}: no PEM certificate in it", path.display()));
+        return Err(CertError::NoCertificate {
+            path: path.to_path_buf(),
+        });
     }
     Ok(certs)
 }
 
 /// The system's CA certificates, plus those in `extra` (each must hold at least one).
-pub fn root_certs(extra: &[PathBuf]) -> Result<RootCerts, String> {
+pub fn root_certs(extra: &[PathBuf]) -> Result<RootCerts, CertError> {
     let mut certs = Vec::new();
     if let Some(bundle) = SYSTEM_BUNDLES.iter().map(Path::new).find(|p| p.exists()) {
         certs.extend(pem_certs(bundle).unwrap_or_default());
