@@ -9,14 +9,14 @@
 //! runs each subcommand, [`client`] talks to a running agent.
 
 // The pipeline, in the order pods flow through it.
-pub mod source;
-pub mod desired;
-pub mod reconcile;
 pub mod agent;
-pub mod runtime;
-pub mod network;
-pub mod status;
+pub mod desired;
 pub mod mirror;
+pub mod network;
+pub mod reconcile;
+pub mod runtime;
+pub mod source;
+pub mod status;
 
 // What the stages share.
 pub mod image;

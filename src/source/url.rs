@@ -197,7 +197,7 @@ impl UrlSource {
             let sig = std::fs::read(self.cache_dir.join(format!("sig.{}", meta.sha256))).ok();
             t.verify(&body, sig.as_deref(), &self.url)?;
         }
-        self.parse(&body)
+        self.parse(&body).map_err(|e| e.to_string())
     }
 
     /// Splits a body into one entry per pod; a body that is not a Pod or a PodList is an
@@ -324,9 +324,15 @@ impl UrlSource {
     /// whose body is complete: the old version or the new one, never half of either.
     fn save_cache(&self, body: &[u8], sig: Option<&[u8]>, meta: &CacheMeta) -> std::io::Result<()> {
         std::fs::create_dir_all(&self.cache_dir)?;
-        crate::sys::fsutil::write_atomic(&self.cache_dir.join(format!("body.{}", meta.sha256)), body)?;
+        crate::sys::fsutil::write_atomic(
+            &self.cache_dir.join(format!("body.{}", meta.sha256)),
+            body,
+        )?;
         if let Some(sig) = sig {
-            crate::sys::fsutil::write_atomic(&self.cache_dir.join(format!("sig.{}", meta.sha256)), sig)?;
+            crate::sys::fsutil::write_atomic(
+                &self.cache_dir.join(format!("sig.{}", meta.sha256)),
+                sig,
+            )?;
         }
         let json = serde_json::to_vec_pretty(meta).map_err(std::io::Error::other)?;
         crate::sys::fsutil::write_atomic(&self.cache_dir.join("meta.json"), &json)?;

@@ -81,7 +81,11 @@ fn user_of(
     if let Some(g) = sc.run_as_group.or(pod_sc.run_as_group) {
         gid = g as u32;
     }
-    Ok((uid, gid, crate::runtime::security::supplementary_groups(pod)))
+    Ok((
+        uid,
+        gid,
+        crate::runtime::security::supplementary_groups(pod),
+    ))
 }
 
 /// The container's image, pulled and unpacked if need be: the slow part of a first start.

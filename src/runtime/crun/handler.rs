@@ -51,7 +51,10 @@ async fn handle(ctx: &Context, spec: &HandlerSpec) -> (bool, String) {
             return (false, "no such port".into());
         };
         let scheme = get.scheme.as_deref().unwrap_or("HTTP").to_ascii_lowercase();
-        let host = get.host.clone().unwrap_or_else(|| sb.probe_host());
+        let host = get
+            .host
+            .clone()
+            .unwrap_or_else(|| spec.sandbox.probe_host());
         let url = format!(
             "{scheme}://{host}:{port}{}",
             get.path.as_deref().unwrap_or("/")
@@ -70,7 +73,10 @@ async fn handle(ctx: &Context, spec: &HandlerSpec) -> (bool, String) {
         let Some(port) = port_of(&tcp.port) else {
             return (false, "no such port".into());
         };
-        let host = tcp.host.clone().unwrap_or_else(|| sb.probe_host());
+        let host = tcp
+            .host
+            .clone()
+            .unwrap_or_else(|| spec.sandbox.probe_host());
         return in_netns(netns, move || {
             crate::runtime::probe::tcp(&host, port, timeout)
         })
