@@ -5,10 +5,9 @@
 //! change behaviour); a kubelet file is read for the fields we share and every other field is
 //! named once in the log, so an existing kubelet config can be reused as it is.
 
-use crate::manifest::pod::QuantityValue;
 use crate::manifest::quantity::Quantity;
 use crate::timefmt::parse_duration;
-use serde::Deserialize;
+use file::StaticletFile;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -68,6 +67,13 @@ pub struct Config {
     /// The cgroup every pod cgroup is created under (`cgroupRoot`); `None`: derived from the
     /// root dir by [`default_cgroup_root`]. See [`Config::cgroup_root`].
     pub cgroup_root: Option<String>,
+    /// `--node-ip`: the Node's InternalIP and the pods' hostIP (default: the host's first
+    /// address).
+    pub node_ip: Option<std::net::IpAddr>,
+    /// The kubelet API served to the cluster (only with a kubeconfig).
+    pub kubelet_api: KubeletApi,
+    /// How many events, and how many bytes of them, are kept while they cannot be posted.
+    pub event_limits: crate::events::Limits,
     /// KubeletConfiguration fields that staticlet does not use, to be logged once.
     pub ignored_fields: Vec<String>,
 }
@@ -98,6 +104,9 @@ impl Default for Config {
             pod_pids_limit: 1024,
             runtime_request_timeout: Duration::from_secs(120),
             cgroup_root: None,
+            node_ip: None,
+            kubelet_api: KubeletApi::default(),
+            event_limits: crate::events::Limits::default(),
             ignored_fields: Vec::new(),
         }
     }
@@ -111,6 +120,21 @@ impl Config {
             .clone()
             .unwrap_or_else(|| default_cgroup_root(&self.root_dir))
     }
+}
+
+static NODE_IP: std::sync::OnceLock<std::net::IpAddr> = std::sync::OnceLock::new();
+
+/// Sets `--node-ip` for this process (the agent, once at start): pods' hostIP and the Node's
+/// InternalIP are then this address instead of the host's first.
+pub fn set_node_ip(ip: Option<std::net::IpAddr>) {
+    if let Some(ip) = ip {
+        let _ = NODE_IP.set(ip);
+    }
+}
+
+/// The `--node-ip` this process runs with, if any.
+pub fn node_ip() -> Option<std::net::IpAddr> {
+    NODE_IP.get().copied()
 }
 
 /// The host name, lower-cased, as the kubelet names its node.
@@ -132,41 +156,6 @@ pub fn default_node_name() -> String {
     }
 }
 
-/// Our own kind. Every field is optional; unknown keys are refused.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct StaticletFile {
-    api_version: String,
-    #[serde(rename = "kind")]
-    _kind: String,
-    node_name: Option<String>,
-    static_pod_path: Option<String>,
-    #[serde(rename = "staticPodURL")]
-    static_pod_url: Option<String>,
-    #[serde(rename = "staticPodURLHeader")]
-    static_pod_url_header: Option<BTreeMap<String, Vec<String>>>,
-    #[serde(rename = "staticPodURLCAFile")]
-    static_pod_url_ca_file: Option<String>,
-    file_check_frequency: Option<String>,
-    http_check_frequency: Option<String>,
-    root_dir: Option<String>,
-    pod_logs_dir: Option<String>,
-    runtime_path: Option<String>,
-    status_address: Option<String>,
-    kubeconfig: Option<String>,
-    kubeconfig_context: Option<String>,
-    container_log_max_size: Option<QuantityValue>,
-    container_log_max_files: Option<u32>,
-    node_labels: Option<BTreeMap<String, String>>,
-    system_reserved: Option<BTreeMap<String, QuantityValue>>,
-    config_dir: Option<String>,
-    insecure_registries: Option<Vec<String>>,
-    image_credentials: Option<String>,
-    pod_pids_limit: Option<i64>,
-    runtime_request_timeout: Option<String>,
-    cgroup_root: Option<String>,
-}
-
 /// The KubeletConfiguration fields staticlet uses; all others are reported as ignored.
 const KUBELET_FIELDS: &[&str] = &[
     "apiVersion",
@@ -182,6 +171,12 @@ const KUBELET_FIELDS: &[&str] = &[
     "podPidsLimit",
     "runtimeRequestTimeout",
     "cgroupRoot",
+    "port",
+    "address",
+    "tlsCertFile",
+    "tlsPrivateKeyFile",
+    "authentication",
+    "authorization",
 ];
 
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
@@ -371,48 +366,31 @@ fn resolve(f: StaticletFile, path: &Path) -> Result<Config, ConfigError> {
     if let Some(r) = non_empty(f.cgroup_root) {
         c.cgroup_root = Some(parse_cgroup_root(&r).map_err(|m| invalid("cgroupRoot", m))?);
     }
+    if let Some(ip) = non_empty(f.node_ip) {
+        c.node_ip = Some(parse_node_ip(&ip).map_err(|m| invalid("nodeIP", m))?);
+    }
+    let api = kubelet_api::ApiFields {
+        port: f.port,
+        address: f.address,
+        tls_cert_file: f.tls_cert_file,
+        tls_private_key_file: f.tls_private_key_file,
+        authentication: f.authentication,
+        authorization: f.authorization,
+    };
+    c.kubelet_api =
+        kubelet_api::resolve(api, |p| from_file_dir(path, p)).map_err(|(f, m)| invalid(&f, m))?;
+    c.event_limits = kubelet_api::event_limits(f.event_buffer_max_events, f.event_buffer_max_bytes)
+        .map_err(|(f, m)| invalid(&f, m))?;
     Ok(c)
 }
 
-/// `host:port`, or `none` to turn the status endpoint off.
-pub fn parse_status_address(text: &str) -> Result<Option<SocketAddr>, String> {
-    if text == "none" {
-        return Ok(None);
-    }
-    text.parse()
-        .map(Some)
-        .map_err(|_| format!("{text:?} is not an address such as 127.0.0.1:10255, or none"))
-}
-
-/// Parses kubelet-style `--manifest-url-header 'a:x,b:y'` into the header map.
-pub fn parse_header_flag(
-    text: &str,
-    into: &mut BTreeMap<String, Vec<String>>,
-) -> Result<(), String> {
-    for pair in text.split(',').filter(|p| !p.trim().is_empty()) {
-        let (k, v) = pair
-            .split_once(':')
-            .ok_or_else(|| format!("{pair:?} is not name:value"))?;
-        into.entry(k.trim().to_string())
-            .or_default()
-            .push(v.trim().to_string());
-    }
-    Ok(())
-}
-
-/// Parses `--node-labels a=b,c=d`.
-pub fn parse_labels_flag(text: &str, into: &mut BTreeMap<String, String>) -> Result<(), String> {
-    for pair in text.split(',').filter(|p| !p.trim().is_empty()) {
-        let (k, v) = pair
-            .split_once('=')
-            .ok_or_else(|| format!("{pair:?} is not key=value"))?;
-        into.insert(k.trim().to_string(), v.trim().to_string());
-    }
-    Ok(())
-}
-
 mod cgroup_root;
+mod file;
+mod flags;
+mod kubelet_api;
 pub use cgroup_root::{default_cgroup_root, parse_cgroup_root};
+pub use flags::{parse_header_flag, parse_labels_flag, parse_node_ip, parse_status_address};
+pub use kubelet_api::{parse_address, parse_authz_mode, AuthzMode, KubeletApi};
 
 #[cfg(test)]
 mod tests;

@@ -3,6 +3,7 @@
 
 use super::{recover, Agent, Event};
 use crate::desired::log_problem_changes;
+use crate::events::{kubelet, EventSink};
 use crate::reconcile::{PodState, Tick};
 use crate::runtime::ExitRecord;
 
@@ -16,9 +17,10 @@ impl Agent {
                 self.sync_desired(&wall);
             }
             Event::SetupDone { uid, result } => {
-                if let Some(p) = self.find(&uid) {
+                if let Some(p) = self.pods.get_mut(&uid) {
                     if let Err(e) = &result {
                         log::warn!("{}: cannot set up the pod: {e}", p.pod.full_name());
+                        self.ctx.recorder.record(kubelet::setup_failed(&p.pod, e));
                     }
                     p.on_setup(result, now);
                 }
@@ -42,6 +44,10 @@ impl Agent {
                             running.pid,
                             running.attempt
                         );
+                        self.ctx.recorder.record_all(vec![
+                            kubelet::created(&p.pod, index),
+                            kubelet::started(&p.pod, index),
+                        ]);
                         p.on_started(index, running, now);
                         self.start_latency.observe(latency.as_secs_f64());
                     }
@@ -55,6 +61,9 @@ impl Agent {
                         } else {
                             log::warn!("{name}: cannot start: {}: {}", f.reason, f.message);
                         }
+                        self.ctx.recorder.record_all(kubelet::start_failed(
+                            &p.pod, index, &f.reason, &f.message,
+                        ));
                         p.on_start_failed(index, f, now, &wall);
                     }
                 }
@@ -78,6 +87,14 @@ impl Agent {
                     return;
                 };
                 let was_ready = p.containers[index].ready;
+                if !success {
+                    self.ctx.recorder.record(kubelet::unhealthy(
+                        &p.pod,
+                        index,
+                        kind.name(),
+                        &message,
+                    ));
+                }
                 if let Some(why) = p.on_probe(index, kind, success, &message, now) {
                     log::warn!(
                         "{}/{}: {why}; restarting it",
@@ -133,7 +150,10 @@ impl Agent {
                 "stopped".to_string()
             } else {
                 match c.backoff.until.map(|u| u.saturating_sub(now)) {
-                    Some(d) if !d.is_zero() => format!("restarting in {}s", d.as_secs()),
+                    Some(d) if !d.is_zero() => {
+                        self.ctx.recorder.record(kubelet::back_off(&p.pod, index));
+                        format!("restarting in {}s", d.as_secs())
+                    }
                     _ => "restarting".to_string(),
                 }
             };
@@ -164,6 +184,14 @@ impl Agent {
     pub(super) fn sync_desired(&mut self, wall: &str) {
         let desired = self.desired.desired();
         log_problem_changes(&self.problems, &desired.problems);
+        self.ctx.recorder.record_all(kubelet::refused_manifests(
+            &self.problems,
+            &desired.problems,
+            self.pods
+                .values()
+                .filter(|p| !p.terminating)
+                .map(|p| &*p.pod),
+        ));
         self.problems = desired.problems.clone();
         let wanted: std::collections::HashSet<&str> =
             desired.pods.values().map(|p| p.uid()).collect();

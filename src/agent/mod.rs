@@ -75,6 +75,8 @@ pub struct Context {
     pub exe: PathBuf,
     pub events: Sender<Event>,
     pub board: Arc<StatusBoard>,
+    /// Where the pod's lifecycle events go (shown by `describe`, posted to the API server).
+    pub recorder: Arc<crate::events::Recorder>,
 }
 
 pub fn main(cmd: &RunCmd) -> Result<(), Failure> {
@@ -128,13 +130,24 @@ pub fn main(cmd: &RunCmd) -> Result<(), Failure> {
         .map_err(|e| Failure::Failed(format!("cannot find my own executable: {e}")))?;
     let (tx, rx) = smol::channel::unbounded();
     let board = Arc::new(StatusBoard::default());
+    crate::config::set_node_ip(config.node_ip);
+    let recorder = Arc::new(crate::events::Recorder::open(
+        &config.root_dir,
+        &config.node_name,
+        config.event_limits,
+        config.kubeconfig.is_some(),
+    ));
+    crate::events::EventSink::record(
+        &*recorder,
+        crate::events::kubelet::starting(&config.node_name),
+    );
     if let Some(addr) = config.status_address {
-        crate::status::server::start(addr, board.clone())
+        crate::status::server::start(addr, board.clone(), recorder.clone())
             .map_err(|e| Failure::Failed(format!("status endpoint {addr}: {e}")))?;
     }
     if config.kubeconfig.is_some() {
         // A bad kubeconfig is a usage error; an unreachable API server is not an error.
-        crate::mirror::start(&config, board.clone()).map_err(|e| match e {
+        crate::mirror::start(&config, board.clone(), recorder.clone()).map_err(|e| match e {
             crate::mirror::MirrorError::Thread(_) => Failure::Failed(e.to_string()),
             _ => Failure::Usage(e.to_string()),
         })?;
@@ -163,6 +176,7 @@ pub fn main(cmd: &RunCmd) -> Result<(), Failure> {
         exe,
         events: tx,
         board,
+        recorder,
     });
     let ex = Rc::new(smol::LocalExecutor::new());
     smol::block_on(ex.run(Agent::new(ctx, ex.clone()).run(rx, url_source)));

@@ -61,7 +61,14 @@ impl Agent {
             return None;
         };
         let what = sandbox::check(sb, &pod_dir).err()?;
-        Some(sandbox::on_lost(p, &what))
+        let changed = sandbox::on_lost(p, &what);
+        if changed {
+            crate::events::EventSink::record(
+                &*self.ctx.recorder,
+                crate::events::kubelet::sandbox_changed(&p.pod),
+            );
+        }
+        Some(changed)
     }
 
     fn execute(&mut self, uid: &str, action: Action) {
@@ -108,6 +115,10 @@ impl Agent {
                     p.pod.full_name(),
                     c.name,
                     grace.as_secs()
+                );
+                crate::events::EventSink::record(
+                    &*ctx.recorder,
+                    crate::events::kubelet::killing(&p.pod, index, Some(&reason)),
                 );
                 let sb = match &p.sandbox {
                     SandboxState::Ready(sb) => sb.clone(),

@@ -89,8 +89,12 @@ pub fn hostname(pod: &StaticPod) -> String {
     h.replace('.', "-")
 }
 
-/// The host's first non-loopback IPv4 address (the node's InternalIP), or 127.0.0.1.
+/// The host's first non-loopback IPv4 address (the node's InternalIP), or 127.0.0.1; the
+/// agent's `--node-ip` when it has one.
 pub fn host_ip() -> String {
+    if let Some(ip) = crate::config::node_ip() {
+        return ip.to_string();
+    }
     let mut addrs: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs allocates a list we walk read-only and free below.
     unsafe {

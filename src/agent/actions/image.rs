@@ -2,8 +2,9 @@
 //! never waiting for the network when the image is there.
 
 use super::Context;
+use crate::events::{kubelet, EventSink};
 use crate::image::{Image, Reference};
-use crate::manifest::pod::Container;
+use crate::manifest::StaticPod;
 use crate::reconcile::StartFailure;
 use crate::runtime::bundle::ImageDefaults;
 use std::time::{Duration, Instant};
@@ -73,7 +74,12 @@ fn refresh_due(reference: &Reference) -> bool {
 /// Finds the container's image, honouring imagePullPolicy the offline-first way: a present
 /// image is used at once; `Always` refreshes it in the background (the new version is used
 /// at the next start), and a missing image is pulled before this container starts.
-pub(super) fn find_image(ctx: &Context, c: &Container) -> Result<Image, StartFailure> {
+pub(super) fn find_image(
+    ctx: &Context,
+    pod: &StaticPod,
+    index: usize,
+) -> Result<Image, StartFailure> {
+    let c = pod.container(index);
     collect_once(&ctx.config);
     let reference = Reference::parse(&c.image)
         .map_err(|e| failure("InvalidImageName", e.to_string(), false))?;
@@ -95,16 +101,23 @@ pub(super) fn find_image(ctx: &Context, c: &Container) -> Result<Image, StartFai
                     log::warn!("image {r}: pull failed ({e}); using the local image (offline-first)");
                 }
             });
+            ctx.recorder.record(kubelet::already_present(pod, index));
             Ok(image)
         }
-        (_, Some(image)) => Ok(image),
+        (_, Some(image)) => {
+            ctx.recorder.record(kubelet::already_present(pod, index));
+            Ok(image)
+        }
         ("Never", None) => Err(failure(
             "ErrImageNeverPull",
             format!("image {reference} is not in the local store and imagePullPolicy is Never; import it with `staticlet images import`"),
             false,
         )),
         (_, None) => {
+            ctx.recorder.record(kubelet::pulling(pod, index));
+            let began = Instant::now();
             pull(&ctx.config, &reference).map_err(|e| failure("ErrImagePull", e, false))?;
+            ctx.recorder.record(kubelet::pulled(pod, index, began.elapsed()));
             match ctx.store.resolve(&reference) {
                 Ok(Some(image)) => Ok(image),
                 _ => Err(failure("ErrImagePull", format!("image {reference}: pulled but not found in the store"), false)),

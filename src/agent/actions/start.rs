@@ -51,8 +51,12 @@ fn user_of(
 
 /// Everything before the monitor runs: image, rootfs, bundle, monitor.json.
 /// The container's image, pulled and unpacked if need be: the slow part of a first start.
-fn ready_image(ctx: &Context, c: &Container) -> Result<(Image, PathBuf), StartFailure> {
-    let image = find_image(ctx, c)?;
+fn ready_image(
+    ctx: &Context,
+    pod: &StaticPod,
+    index: usize,
+) -> Result<(Image, PathBuf), StartFailure> {
+    let image = find_image(ctx, pod, index)?;
     let rootfs = ctx
         .store
         .rootfs(&image)
@@ -230,7 +234,9 @@ async fn start_inner(
             let c = pod.container(index);
             let reference = crate::image::Reference::parse(&c.image).ok()?;
             let image = ctx.store.resolve(&reference).ok()??;
-            ctx.store.is_unpacked(&image).then(|| ready_image(&ctx, c))
+            ctx.store
+                .is_unpacked(&image)
+                .then(|| ready_image(&ctx, &pod, index))
         }
     })
     .await
@@ -239,7 +245,7 @@ async fn start_inner(
         Some(ready) => ready?,
         None => crate::agent::blocking::run_long({
             let (ctx, pod) = (ctx.clone(), pod.clone());
-            move || ready_image(&ctx, pod.container(index))
+            move || ready_image(&ctx, &pod, index)
         })
         .await
         .map_err(job_failed)??,
