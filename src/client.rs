@@ -1,6 +1,7 @@
-//! `staticlet get pods` and `staticlet logs`: clients of the running agent's status endpoint,
-//! with kubectl's output conventions.
+//! `staticlet get pods`, `describe pod` and `logs`: clients of the running agent's status
+//! endpoint, with kubectl's output conventions.
 
+mod describe;
 mod get;
 
 use crate::cli::{client_address, Failure, LogsCmd};
@@ -8,6 +9,7 @@ use serde_json::Value;
 use std::io::Read;
 use std::time::Duration;
 
+pub use describe::describe;
 pub use get::{get, select_pods};
 
 fn agent(timeout: Option<Duration>) -> ureq::Agent {
@@ -100,32 +102,36 @@ pub(crate) fn print_table(rows: &[Vec<String>]) {
     }
 }
 
-pub fn logs(cmd: &LogsCmd) -> Result<(), Failure> {
-    let addr = client_address(cmd.config.as_ref(), cmd.status_address.as_ref())?;
+/// The one pod named `name` (with or without the node suffix) on the agent's `/pods`.
+pub(crate) fn find_pod(
+    addr: std::net::SocketAddr,
+    name: &str,
+    namespace: Option<&str>,
+) -> Result<Value, Failure> {
     let list = fetch(addr, "/pods")?;
     let items = list["items"].as_array().cloned().unwrap_or_default();
-    let matches: Vec<&Value> = items
-        .iter()
+    let mut matches: Vec<Value> = items
+        .into_iter()
         .filter(|p| {
-            let name = p["metadata"]["name"].as_str().unwrap_or("");
+            let full = p["metadata"]["name"].as_str().unwrap_or("");
             let node = p["spec"]["nodeName"].as_str().unwrap_or("");
-            let ns_ok = cmd
-                .namespace
-                .as_deref()
-                .is_none_or(|n| p["metadata"]["namespace"] == n);
-            ns_ok && (name == cmd.pod || name == format!("{}-{node}", cmd.pod))
+            let ns_ok = namespace.is_none_or(|n| p["metadata"]["namespace"] == n);
+            ns_ok && (full == name || full == format!("{name}-{node}"))
         })
         .collect();
-    let pod = match matches.as_slice() {
-        [one] => *one,
-        [] => return Err(Failure::Failed(format!("pod {:?} not found", cmd.pod))),
-        _ => {
-            return Err(Failure::Failed(format!(
-                "pod {:?} exists in several namespaces; give -n",
-                cmd.pod
-            )))
-        }
-    };
+    match matches.len() {
+        1 => Ok(matches.remove(0)),
+        0 => Err(Failure::Failed(format!("pod {name:?} not found"))),
+        _ => Err(Failure::Failed(format!(
+            "pod {name:?} exists in several namespaces; give -n"
+        ))),
+    }
+}
+
+pub fn logs(cmd: &LogsCmd) -> Result<(), Failure> {
+    let addr = client_address(cmd.config.as_ref(), cmd.status_address.as_ref())?;
+    let pod = find_pod(addr, &cmd.pod, cmd.namespace.as_deref())?;
+    let pod = &pod;
     let names: Vec<String> = pod["spec"]["containers"]
         .as_array()
         .into_iter()

@@ -59,7 +59,10 @@ fn pids(a: &Agent) -> Vec<(String, i64)> {
 
 fn agent_with(api: &Cluster, tag: &str, creds: &str, extra: &[&str]) -> Agent {
     let mut a = Agent::new(tag);
+    // A kubelet API port of its own: tests run side by side.
     a.extra_args = vec!["--kubeconfig".into(), api.kubeconfig(creds)];
+    a.extra_args
+        .extend(["--port".into(), free_port().to_string()]);
     a.extra_args.extend(extra.iter().map(|s| s.to_string()));
     a.start();
     a

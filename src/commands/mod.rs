@@ -2,6 +2,7 @@
 
 mod doctor;
 mod drain;
+pub mod exec;
 mod images;
 mod validate;
 
@@ -12,6 +13,9 @@ pub fn dispatch(cli: Cli) -> i32 {
         println!("staticlet {}", env!("CARGO_PKG_VERSION"));
         return 0;
     };
+    if let Command::Exec(cmd) = &command {
+        return exec::run(cmd);
+    }
     let result = match command {
         Command::Run(cmd) => crate::agent::main(&cmd),
         Command::Validate(cmd) => validate::run(&cmd),
@@ -24,6 +28,8 @@ pub fn dispatch(cli: Cli) -> i32 {
         }
         Command::Get(cmd) => crate::client::get(&cmd),
         Command::Logs(cmd) => crate::client::logs(&cmd),
+        Command::Describe(cmd) => crate::client::describe(&cmd),
+        Command::Exec(_) => Ok(()),
         Command::Monitor(cmd) => crate::runtime::monitor::main(&cmd.dir),
     };
     match result {
