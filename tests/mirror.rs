@@ -259,7 +259,7 @@ fn admin_delete_edit_and_remove_by_token() {
         api.mirror("default", "web")
             .filter(|m| m["status"]["phase"] == "Running")
     });
-    // Deleted at once (grace 0) by an admin: listed again within the resync interval.
+    // Deleted at once (grace 0) by an admin: the pod watch tells, and it is created again.
     let second = m["metadata"]["uid"].clone();
     let opts = json!({"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0});
     assert_eq!(

@@ -202,3 +202,103 @@ pub fn starting(node: &str) -> Event {
     let m = format!("Starting staticlet {}.", env!("CARGO_PKG_VERSION"));
     now(Subject::node(node), Type::Normal, "Starting", m)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{load, Source};
+
+    fn pod() -> StaticPod {
+        let yaml = "apiVersion: v1\nkind: Pod\nmetadata: {name: web, namespace: default}\nspec:\n  initContainers: [{name: init, image: busybox}]\n  containers: [{name: main, image: busybox}]\n";
+        load(
+            yaml.as_bytes(),
+            &Source::File("/m/web.yaml".into()),
+            "node1",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_kubelet_s_reasons_messages_and_field_paths() {
+        let p = pod();
+        let init = started(&p, 0);
+        assert_eq!(
+            init.subject.field_path.as_deref(),
+            Some("spec.initContainers{init}")
+        );
+        assert_eq!(init.subject.name, "web-node1");
+        assert_eq!(init.subject.uid, p.uid());
+        let main = started(&p, 1);
+        assert_eq!(
+            main.subject.field_path.as_deref(),
+            Some("spec.containers{main}")
+        );
+        assert_eq!(main.message, "Started container main");
+
+        let pull: Vec<(String, String)> = start_failed(&p, 1, "ErrImagePull", "connection refused")
+            .into_iter()
+            .map(|e| (e.reason, e.message))
+            .collect();
+        assert_eq!(
+            pull,
+            [
+                (
+                    "Failed".into(),
+                    "Failed to pull image \"busybox\": connection refused".into()
+                ),
+                ("Failed".into(), "Error: ErrImagePull".into()),
+                (
+                    "BackOff".into(),
+                    "Back-off pulling image \"busybox\"".into()
+                ),
+            ]
+        );
+        let k = killing(&p, 1, Some("liveness probe failed: HTTP 500"));
+        assert_eq!(
+            k.message,
+            "Container main failed liveness probe, will be restarted"
+        );
+        assert_eq!(
+            killing(&p, 1, Some("pod stopping")).message,
+            "Stopping container main"
+        );
+        let u = unhealthy(&p, 1, "readiness", "connection refused");
+        assert_eq!(
+            (u.kind, u.message.as_str()),
+            (Type::Warning, "Readiness probe failed: connection refused")
+        );
+        assert_eq!(
+            setup_failed(&p, "volume data: no such directory").reason,
+            "FailedMount"
+        );
+        assert_eq!(
+            setup_failed(&p, "netns: EPERM").reason,
+            "FailedCreatePodSandBox"
+        );
+    }
+
+    #[test]
+    fn a_refused_manifest_is_an_event_once_per_new_problem() {
+        let p = pod();
+        let problem = Problem {
+            origin: "/m/web.yaml".into(),
+            pod: Some(p.full_name()),
+            message: "spec.containers[0].image: Required value".into(),
+            whole_source: false,
+        };
+        let e = refused_manifests(&[], std::slice::from_ref(&problem), [&p].into_iter());
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].reason, "FailedManifest");
+        assert!(
+            e[0].message.contains("the last good version keeps running"),
+            "{}",
+            e[0].message
+        );
+        let again = refused_manifests(
+            std::slice::from_ref(&problem),
+            std::slice::from_ref(&problem),
+            [&p].into_iter(),
+        );
+        assert!(again.is_empty());
+    }
+}
