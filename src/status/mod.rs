@@ -171,19 +171,6 @@ pub fn pod_list(s: &Shared) -> Value {
     json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": s.pods})
 }
 
-/// The agent's events as a `v1` EventList (oldest first; `involvedObject.uid` is the static
-/// pod's), and how many were dropped unposted, for `describe`.
-pub fn events_json(events: &crate::events::Recorder) -> Value {
-    let saved = events.snapshot();
-    let node = events.lock().node().to_string();
-    let items: Vec<Value> = saved
-        .entries
-        .iter()
-        .map(|e| crate::events::wire::event_object(e, &node, &e.subject.uid))
-        .collect();
-    json!({"kind": "EventList", "apiVersion": "v1", "metadata": {"dropped": saved.dropped}, "items": items})
-}
-
 pub fn problems_json(s: &Shared) -> Value {
     json!(s
         .problems

@@ -133,7 +133,7 @@ pub fn respond<B: Body>(req: &Request<B>, ctx: &Ctx, peer: Peer, busy: Busy) -> 
         "/pods" => json(&super::pod_list(&ctx.board.pods_with_mirrors()), busy),
         "/manifests" => json(&super::problems_json(&ctx.board.read()), busy),
         "/events" if ctx.events.is_some() => match &ctx.events {
-            Some(e) => json(&super::events_json(e), busy),
+            Some(e) => json(&events_json(e), busy),
             None => text(404, PLAIN, "not found\n", busy),
         },
         "/metrics" => text(
@@ -199,4 +199,17 @@ fn container_logs(rest: &str, query: &str, ctx: &Ctx, peer: Peer) -> Result<LogS
         status: 500,
         message: format!("reading {}: {e}", target.file.display()),
     })
+}
+
+/// The agent's events as a `v1` EventList (oldest first; `involvedObject.uid` is the static
+/// pod's), and how many were dropped unposted, for `describe`.
+fn events_json(events: &crate::events::Recorder) -> serde_json::Value {
+    let saved = events.snapshot();
+    let node = events.lock().node().to_string();
+    let items: Vec<serde_json::Value> = saved
+        .entries
+        .iter()
+        .map(|e| crate::events::wire::event_object(e, &node, &e.subject.uid))
+        .collect();
+    serde_json::json!({"kind": "EventList", "apiVersion": "v1", "metadata": {"dropped": saved.dropped}, "items": items})
 }
