@@ -115,6 +115,7 @@ impl Agent {
             Event::TornDown { uid } => {
                 if let Some(p) = self.pods.remove(&uid) {
                     log::info!("{}: stopped and removed", p.pod.full_name());
+                    self.ctx.recorder.forget_pod(&uid);
                     self.trim_at = Some(now + super::TRIM_AFTER);
                 }
                 self.sync_desired(&wall);

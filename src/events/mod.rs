@@ -163,6 +163,11 @@ impl Recorder {
         self.store.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// A pod is gone: its posted events are forgotten (see [`Store::forget_pod`]).
+    pub fn forget_pod(&self, uid: &str) {
+        self.lock().forget_pod(uid);
+    }
+
     /// Who to wake when an event is recorded (the poster).
     pub fn on_record(&self, wake: Arc<dyn Fn() + Send + Sync>) {
         if let Ok(mut w) = self.wake.lock() {

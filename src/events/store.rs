@@ -23,8 +23,8 @@ use std::time::{Duration, SystemTime};
 const SIMILAR_MAX: usize = 10;
 /// ... within this long of the last one.
 const SIMILAR_WINDOW: Duration = Duration::from_secs(600);
-/// The aggregator's memory (client-go keeps an LRU of 4096).
-const SIMILAR_KEYS: usize = 4096;
+/// The aggregator's memory (client-go keeps an LRU of 4096; a gateway has fewer objects).
+const SIMILAR_KEYS: usize = 1024;
 /// What one entry costs beyond its strings (field names, numbers, timestamps, as JSON).
 const ENTRY_OVERHEAD: usize = 200;
 /// The reason of the Node event that counts dropped events.
@@ -89,7 +89,15 @@ impl Entry {
 #[derive(Debug, Clone)]
 struct Similar {
     last: SystemTime,
-    messages: Vec<String>,
+    /// Hashes of the distinct messages seen (a probe's output can be long).
+    messages: Vec<u64>,
+}
+
+fn hash(text: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
 }
 
 /// What is kept on disk: the entries and the count of pending events dropped.
@@ -190,6 +198,22 @@ impl Store {
         }
     }
 
+    /// Forgets what is kept about a pod that is gone (by its static UID): its posted events
+    /// (describe cannot show a pod that is gone) and what the aggregator remembers of it, so
+    /// the memory goes with the pod. Events still waiting for the API server stay.
+    pub fn forget_pod(&mut self, uid: &str) {
+        let before = self.entries.len();
+        self.entries.retain(|e| e.subject.uid != uid || e.pending());
+        if self.entries.len() != before {
+            self.bytes = self.entries.iter().map(Entry::size).sum();
+            self.generation += 1;
+        }
+        let marker = format!("\u{0}{uid}\u{0}");
+        self.similar.retain(|k, _| !k.contains(&marker));
+        self.entries.shrink_to_fit();
+        self.similar.shrink_to_fit();
+    }
+
     /// The API server no longer has entry `name` (deleted, expired): create it again.
     pub fn mark_unposted(&mut self, name: &str) {
         if let Some(e) = self.entries.iter_mut().find(|e| e.name == name) {
@@ -276,8 +300,9 @@ impl Store {
             sim.messages.clear();
         }
         sim.last = event.at;
-        if !sim.messages.contains(&event.message) {
-            sim.messages.push(event.message.clone());
+        let message = hash(&event.message);
+        if !sim.messages.contains(&message) {
+            sim.messages.push(message);
         }
         if sim.messages.len() < SIMILAR_MAX {
             return (exact, event.message.clone());

@@ -180,3 +180,20 @@ fn names_never_collide() {
     let names: Vec<String> = s.entries().map(|e| e.name.clone()).collect();
     assert_ne!(names[0], names[1]);
 }
+
+#[test]
+fn a_gone_pod_takes_its_posted_events_with_it() {
+    let mut s = Store::new(Limits::default(), true, "node1");
+    s.record(ev("web", "Started", "Started container main", 0));
+    s.record(ev("web", "Killing", "Stopping container main", 5));
+    let first = e_name(&s, 0);
+    s.mark_posted(&first, 1);
+    s.forget_pod("uid-1");
+    let left: Vec<&str> = s.entries().map(|e| e.reason.as_str()).collect();
+    assert_eq!(left, ["Killing"], "what waits for the API server stays");
+    assert!(s.similar.is_empty());
+    let mut local = Store::new(Limits::default(), false, "node1");
+    local.record(ev("web", "Started", "Started container main", 0));
+    local.forget_pod("uid-1");
+    assert_eq!((local.entries().count(), local.bytes()), (0, 0));
+}
