@@ -1,7 +1,9 @@
 //! The client side of the agent's status endpoint, with kubectl's output conventions. It
-//! serves two commands: `staticlet get pods [NAME...]` ([`get`]) and `staticlet logs POD`
-//! ([`logs`]); `commands/` turns their flags into [`GetArgs`] and [`LogsArgs`].
+//! serves three commands: `staticlet get pods [NAME...]` ([`get`]), `staticlet describe pod
+//! NAME` ([`describe`]) and `staticlet logs POD` ([`logs`]); `commands/` turns their flags
+//! into [`GetArgs`], [`DescribeArgs`] and [`LogsArgs`].
 
+mod describe;
 mod get;
 
 use serde_json::Value;
@@ -9,6 +11,7 @@ use std::io::Read;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+pub use describe::{describe, DescribeArgs};
 pub use get::{get, select_pods, GetArgs};
 
 #[derive(Debug, thiserror::Error)]
@@ -140,31 +143,34 @@ pub(crate) fn print_table(rows: &[Vec<String>]) {
     }
 }
 
-pub fn logs(addr: SocketAddr, cmd: &LogsArgs) -> Result<(), ClientError> {
+/// The one pod named `name` (with or without the node suffix) on the agent's `/pods`.
+pub(crate) fn find_pod(
+    addr: SocketAddr,
+    name: &str,
+    namespace: Option<&str>,
+) -> Result<Value, ClientError> {
     let list = fetch(addr, "/pods")?;
     let items = list["items"].as_array().cloned().unwrap_or_default();
-    let matches: Vec<&Value> = items
-        .iter()
+    let mut matches: Vec<Value> = items
+        .into_iter()
         .filter(|p| {
-            let name = p["metadata"]["name"].as_str().unwrap_or("");
+            let full = p["metadata"]["name"].as_str().unwrap_or("");
             let node = p["spec"]["nodeName"].as_str().unwrap_or("");
-            let ns_ok = cmd
-                .namespace
-                .as_deref()
-                .is_none_or(|n| p["metadata"]["namespace"] == n);
-            ns_ok && (name == cmd.pod || name == format!("{}-{node}", cmd.pod))
+            let ns_ok = namespace.is_none_or(|n| p["metadata"]["namespace"] == n);
+            ns_ok && (full == name || full == format!("{name}-{node}"))
         })
         .collect();
-    let pod = match matches.as_slice() {
-        [one] => *one,
-        [] => return Err(ClientError::Refused(format!("pod {:?} not found", cmd.pod))),
-        _ => {
-            return Err(ClientError::Refused(format!(
-                "pod {:?} exists in several namespaces; give -n",
-                cmd.pod
-            )))
-        }
-    };
+    match matches.len() {
+        1 => Ok(matches.remove(0)),
+        0 => Err(ClientError::Refused(format!("pod {name:?} not found"))),
+        _ => Err(ClientError::Refused(format!(
+            "pod {name:?} exists in several namespaces; give -n"
+        ))),
+    }
+}
+
+pub fn logs(addr: SocketAddr, cmd: &LogsArgs) -> Result<(), ClientError> {
+    let pod = &find_pod(addr, &cmd.pod, cmd.namespace.as_deref())?;
     let names: Vec<String> = pod["spec"]["containers"]
         .as_array()
         .into_iter()

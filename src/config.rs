@@ -5,10 +5,9 @@
 //! change behaviour); a kubelet file is read for the fields we share and every other field is
 //! named once in the log, so an existing kubelet config can be reused as it is.
 
-use crate::manifest::pod::QuantityValue;
 use crate::manifest::quantity::Quantity;
 use crate::sys::timefmt::parse_duration;
-use serde::Deserialize;
+use file::StaticletFile;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -81,6 +80,13 @@ pub struct Config {
     pub allowed_unsafe_sysctls: Vec<String>,
     /// The pod network (CNI) and the DNS pods get.
     pub network: NetworkConfig,
+    /// `--node-ip`: the Node's InternalIP and the pods' hostIP (default: the host's first
+    /// address).
+    pub node_ip: Option<std::net::IpAddr>,
+    /// The kubelet API served to the cluster (only with a kubeconfig).
+    pub kubelet_api: KubeletApi,
+    /// How many events, and how many bytes of them, are kept while they cannot be posted.
+    pub event_limits: crate::events::Limits,
     /// KubeletConfiguration fields that staticlet does not use, to be logged once.
     pub ignored_fields: Vec<String>,
 }
@@ -116,6 +122,9 @@ impl Default for Config {
             seccomp_default: false,
             allowed_unsafe_sysctls: Vec::new(),
             network: NetworkConfig::default(),
+            node_ip: None,
+            kubelet_api: KubeletApi::default(),
+            event_limits: crate::events::Limits::default(),
             ignored_fields: Vec::new(),
         }
     }
@@ -138,6 +147,21 @@ impl Config {
     }
 }
 
+static NODE_IP: std::sync::OnceLock<std::net::IpAddr> = std::sync::OnceLock::new();
+
+/// Sets `--node-ip` for this process (the agent, once at start): pods' hostIP and the Node's
+/// InternalIP are then this address instead of the host's first.
+pub fn set_node_ip(ip: Option<std::net::IpAddr>) {
+    if let Some(ip) = ip {
+        let _ = NODE_IP.set(ip);
+    }
+}
+
+/// The `--node-ip` this process runs with, if any.
+pub fn node_ip() -> Option<std::net::IpAddr> {
+    NODE_IP.get().copied()
+}
+
 /// The host name, lower-cased, as the kubelet names its node.
 pub fn default_node_name() -> String {
     let mut buf = [0u8; 256];
@@ -155,53 +179,6 @@ pub fn default_node_name() -> String {
     } else {
         name
     }
-}
-
-/// Our own kind. Every field is optional; unknown keys are refused.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct StaticletFile {
-    api_version: String,
-    #[serde(rename = "kind")]
-    _kind: String,
-    node_name: Option<String>,
-    static_pod_path: Option<String>,
-    #[serde(rename = "staticPodURL")]
-    static_pod_url: Option<String>,
-    #[serde(rename = "staticPodURLHeader")]
-    static_pod_url_header: Option<BTreeMap<String, Vec<String>>>,
-    #[serde(rename = "staticPodURLCAFile")]
-    static_pod_url_ca_file: Option<String>,
-    manifest_public_keys: Option<Vec<String>>,
-    file_check_frequency: Option<String>,
-    http_check_frequency: Option<String>,
-    root_dir: Option<String>,
-    pod_logs_dir: Option<String>,
-    runtime_path: Option<String>,
-    status_address: Option<String>,
-    kubeconfig: Option<String>,
-    kubeconfig_context: Option<String>,
-    container_log_max_size: Option<QuantityValue>,
-    container_log_max_files: Option<u32>,
-    node_labels: Option<BTreeMap<String, String>>,
-    system_reserved: Option<BTreeMap<String, QuantityValue>>,
-    config_dir: Option<String>,
-    insecure_registries: Option<Vec<String>>,
-    image_credentials: Option<String>,
-    pod_pids_limit: Option<i64>,
-    runtime_request_timeout: Option<String>,
-    cgroup_root: Option<String>,
-    seccomp_profile_root: Option<String>,
-    seccomp_default: Option<bool>,
-    allowed_unsafe_sysctls: Option<Vec<String>>,
-    cni_conf_dir: Option<String>,
-    cni_bin_dir: Option<network::Dirs>,
-    #[serde(rename = "podCIDR")]
-    pod_cidr: Option<String>,
-    #[serde(rename = "clusterDNS")]
-    cluster_dns: Option<Vec<String>>,
-    cluster_domain: Option<String>,
-    resolv_conf: Option<String>,
 }
 
 /// The KubeletConfiguration fields staticlet uses; all others are reported as ignored.
@@ -225,6 +202,12 @@ const KUBELET_FIELDS: &[&str] = &[
     "clusterDNS",
     "clusterDomain",
     "resolvConf",
+    "port",
+    "address",
+    "tlsCertFile",
+    "tlsPrivateKeyFile",
+    "authentication",
+    "authorization",
 ];
 
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
@@ -439,15 +422,33 @@ fn resolve(f: StaticletFile, path: &Path) -> Result<Config, ConfigError> {
         },
         path,
     )?;
+    if let Some(ip) = non_empty(f.node_ip) {
+        c.node_ip = Some(parse_node_ip(&ip).map_err(|m| invalid("nodeIP", m))?);
+    }
+    let api = kubelet_api::ApiFields {
+        port: f.port,
+        address: f.address,
+        tls_cert_file: f.tls_cert_file,
+        tls_private_key_file: f.tls_private_key_file,
+        authentication: f.authentication,
+        authorization: f.authorization,
+    };
+    c.kubelet_api =
+        kubelet_api::resolve(api, |p| from_file_dir(path, p)).map_err(|(f, m)| invalid(&f, m))?;
+    c.event_limits = kubelet_api::event_limits(f.event_buffer_max_events, f.event_buffer_max_bytes)
+        .map_err(|(f, m)| invalid(&f, m))?;
     Ok(c)
 }
 
 mod cgroup_root;
+mod file;
 mod flags;
 mod images;
+mod kubelet_api;
 mod sysctls;
 pub use cgroup_root::{default_cgroup_root, parse_cgroup_root};
-pub use flags::{parse_header_flag, parse_labels_flag, parse_status_address};
+pub use flags::{parse_header_flag, parse_labels_flag, parse_node_ip, parse_status_address};
+pub use kubelet_api::{parse_address, parse_authz_mode, AuthzMode, KubeletApi};
 use sysctls::check_sysctl_pattern;
 pub mod network;
 pub use network::NetworkConfig;

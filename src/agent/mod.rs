@@ -73,13 +73,24 @@ pub fn run(config: Config, verbose: bool) -> Result<(), AgentError> {
     crate::sys::fsutil::remove_stale_temps(&layout.exits());
     let exe = std::env::current_exe().map_err(AgentError::OwnExe)?;
     let board = Arc::new(StatusBoard::default());
+    crate::config::set_node_ip(config.node_ip);
+    let recorder = Arc::new(crate::events::Recorder::open(
+        &config.root_dir,
+        &config.node_name,
+        config.event_limits,
+        config.kubeconfig.is_some(),
+    ));
+    crate::events::EventSink::record(
+        &*recorder,
+        crate::events::kubelet::starting(&config.node_name),
+    );
     if let Some(addr) = config.status_address {
-        crate::status::server::start(addr, board.clone())
+        crate::status::server::start(addr, board.clone(), recorder.clone())
             .map_err(|source| AgentError::StatusEndpoint { addr, source })?;
     }
     if config.kubeconfig.is_some() {
         // A bad kubeconfig is a usage error; an unreachable API server is not an error.
-        crate::mirror::start(&config, board.clone())?;
+        crate::mirror::start(&config, board.clone(), recorder.clone())?;
     }
     let trust = trusted_keys(&config)?;
     let url_source = match &config.static_pod_url {
@@ -109,7 +120,7 @@ pub fn run(config: Config, verbose: bool) -> Result<(), AgentError> {
         rt,
         core,
         board,
-        Rc::new(event::LogSink),
+        Rc::new(event::RecorderSink(recorder)),
         ex.clone(),
         tx.clone(),
     );

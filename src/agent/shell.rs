@@ -105,8 +105,11 @@ impl<R: Runtime + 'static> Shell<R> {
             let now = self.now();
             self.core.plan(now, &mut out);
             let mut wake = out.wake;
-            if out.removed {
+            if !out.removed.is_empty() {
                 self.trim_at = Some(now.tick + TRIM_AFTER);
+                for uid in &out.removed {
+                    self.sink.forget_pod(uid);
+                }
             }
             if self.execute(std::mem::take(&mut out)) {
                 return;

@@ -1,10 +1,10 @@
-//! `staticlet get pods` and `staticlet logs`: the flags become [`crate::client`]'s requests,
+//! `staticlet get pods`, `describe pod` and `logs`: the flags become [`crate::client`]'s requests,
 //! sent to the status address of `--status-address`, `--config` or the default.
 
-use crate::cli::{client_address, Failure, GetCmd, LogsCmd};
-use crate::client::{ClientError, GetArgs, LogsArgs};
+use crate::cli::{client_address, DescribeCmd, Failure, GetCmd, LogsCmd};
+use crate::client::{ClientError, DescribeArgs, GetArgs, LogsArgs};
 
-fn failure(e: ClientError) -> Failure {
+pub(super) fn failure(e: ClientError) -> Failure {
     match e {
         ClientError::Usage(m) => Failure::Usage(m),
         ClientError::Reported => Failure::Failed(String::new()),
@@ -35,4 +35,14 @@ pub fn logs(cmd: &LogsCmd) -> Result<(), Failure> {
         previous: cmd.previous,
     };
     crate::client::logs(addr, &args).map_err(failure)
+}
+
+pub fn describe(cmd: &DescribeCmd) -> Result<(), Failure> {
+    let addr = client_address(cmd.config.as_ref(), cmd.status_address.as_ref())?;
+    let args = DescribeArgs {
+        resource: cmd.resource.clone(),
+        name: cmd.name.clone(),
+        namespace: cmd.namespace.clone(),
+    };
+    crate::client::describe(addr, &args).map_err(failure)
 }

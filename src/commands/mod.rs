@@ -3,6 +3,7 @@
 mod client;
 mod doctor;
 mod drain;
+pub mod exec;
 mod images;
 mod run;
 mod validate;
@@ -14,6 +15,9 @@ pub fn dispatch(cli: Cli) -> i32 {
         println!("staticlet {}", env!("CARGO_PKG_VERSION"));
         return 0;
     };
+    if let Command::Exec(cmd) = &command {
+        return exec::run(cmd);
+    }
     let result = match command {
         Command::Run(cmd) => run::run(&cmd),
         Command::Validate(cmd) => validate::run(&cmd),
@@ -26,6 +30,8 @@ pub fn dispatch(cli: Cli) -> i32 {
         }
         Command::Get(cmd) => client::get(&cmd),
         Command::Logs(cmd) => client::logs(&cmd),
+        Command::Describe(cmd) => client::describe(&cmd),
+        Command::Exec(_) => Ok(()),
         Command::Monitor(cmd) => crate::runtime::monitor::main(&cmd.dir).map_err(|e| match e {
             crate::runtime::monitor::MonitorError::Reported(_) => Failure::Failed(String::new()),
             e => Failure::Failed(e.to_string()),

@@ -3,7 +3,7 @@
 //! value should look like; the caller adds the flag or field it came from.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// `host:port`, or `none` to turn the status endpoint off.
 pub fn parse_status_address(text: &str) -> Result<Option<SocketAddr>, String> {
@@ -40,4 +40,10 @@ pub fn parse_labels_flag(text: &str, into: &mut BTreeMap<String, String>) -> Res
         into.insert(k.trim().to_string(), v.trim().to_string());
     }
     Ok(())
+}
+
+/// `--node-ip` / `nodeIP`: one IP address (the Node's InternalIP and the pods' hostIP).
+pub fn parse_node_ip(text: &str) -> Result<IpAddr, String> {
+    text.parse()
+        .map_err(|_| format!("{text:?} is not an IP address such as 192.168.1.10"))
 }

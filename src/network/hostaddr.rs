@@ -7,6 +7,9 @@ use std::net::Ipv4Addr;
 
 /// The node's IPv4 address as text, or 127.0.0.1 when it has none.
 pub fn host_ip() -> String {
+    if let Some(ip) = crate::config::node_ip() {
+        return ip.to_string();
+    }
     let addrs = interface_addrs();
     let preferred = default_route_interface();
     preferred

@@ -2,12 +2,12 @@
 //! endpoint (and later the mirror sync) without ever blocking the event loop for long.
 
 mod follow;
-mod io;
+pub(crate) mod io;
 mod logs;
 pub mod pod;
-mod routes;
+pub(crate) mod routes;
 pub mod server;
-mod watch;
+pub(crate) mod watch;
 
 use crate::desired::Problem;
 pub use pod::PodStatus;
@@ -76,6 +76,8 @@ pub struct StatusBoard {
     /// The same signal for async readers (log followers) that must not block a thread.
     published: event_listener::Event,
     mirrors: Mutex<std::collections::BTreeMap<String, MirrorState>>,
+    /// Wake-ups of `wait_newer` callers without a new version (see [`StatusBoard::poke`]).
+    pokes: std::sync::atomic::AtomicU64,
 }
 
 impl StatusBoard {
@@ -108,14 +110,27 @@ impl StatusBoard {
     /// Blocks until a version newer than `seen` is published, or `timeout` passes; returns
     /// the current version and state either way.
     pub fn wait_newer(&self, seen: u64, timeout: std::time::Duration) -> (u64, Shared) {
+        use std::sync::atomic::Ordering;
         let Ok(g) = self.inner.lock() else {
             return (seen, Shared::default());
         };
-        let g = match self.changed.wait_timeout_while(g, timeout, |g| g.0 <= seen) {
+        let pokes = self.pokes.load(Ordering::SeqCst);
+        let g = match self.changed.wait_timeout_while(g, timeout, |g| {
+            g.0 <= seen && self.pokes.load(Ordering::SeqCst) == pokes
+        }) {
             Ok((g, _)) => g,
             Err(e) => e.into_inner().0,
         };
         (g.0, g.1.clone())
+    }
+
+    /// Wakes `wait_newer` callers although nothing new is published (the mirror sync, for a
+    /// watch event or an event to post).
+    pub fn poke(&self) {
+        self.pokes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        // Taken so that a reader between its check and its wait cannot miss the wake-up.
+        drop(self.inner.lock());
+        self.changed.notify_all();
     }
 
     /// Records the mirror state of a pod (by UID); `None` forgets it.

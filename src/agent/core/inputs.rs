@@ -20,7 +20,7 @@ pub fn apply(core: &mut Core, input: Input, now: Now, out: &mut Output) {
     match input {
         Input::Sources(snap) => {
             core.desired.apply(snap, &now.wall_text());
-            core.sync_desired(now);
+            core.sync_desired(now, out);
         }
         Input::SandboxReady { uid, result } => {
             let Some(p) = core.pods.get_mut(&uid) else {
@@ -92,9 +92,9 @@ pub fn apply(core: &mut Core, input: Input, now: Now, out: &mut Output) {
                     Ok(()) => log::info!("{}: stopped and removed", p.pod.full_name()),
                     Err(e) => log::warn!("{}: stopped; {e}", p.pod.full_name()),
                 }
-                out.removed = true;
+                out.removed.push(uid.clone());
             }
-            core.sync_desired(now);
+            core.sync_desired(now, out);
         }
         Input::Timer => {}
         Input::Shutdown => {

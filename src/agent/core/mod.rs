@@ -174,8 +174,9 @@ pub struct Output {
     pub commands: Vec<Command>,
     /// The earliest deadline any pod asked for (backoff, probe, launch timeout).
     pub wake: Option<Tick>,
-    /// A pod was removed: memory may be given back once the agent is quiet.
-    pub removed: bool,
+    /// Pods removed (by UID): what is kept about them can go, and memory may be given back
+    /// once the agent is quiet.
+    pub removed: Vec<String>,
 }
 
 impl Output {
@@ -252,6 +253,9 @@ fn event(
         container: index
             .and_then(|i| p.containers.get(i))
             .map(|c| c.name.clone()),
+        init_container: index
+            .and_then(|i| p.containers.get(i))
+            .is_some_and(|c| c.init),
         kind,
         reason,
         message,

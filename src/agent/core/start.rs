@@ -132,14 +132,27 @@ pub fn start_failed(p: &mut PodState, index: usize, e: &StartError, now: Now, ou
     } else {
         log::warn!("{name}: cannot start: {}: {}", f.reason, f.message);
     }
-    out.commands.push(event(
-        p,
-        Some(index),
-        Warning,
-        "Failed",
-        format!("Error: {}: {}", f.reason, f.message),
-        now,
-    ));
+    // What the kubelet records: a failed pull names the image, then `Error: <reason>`;
+    // anything else is `Error: <message>`.
+    let image = p.spec_of(index).image.clone();
+    let failures = match f.reason.as_str() {
+        "ErrImagePull" => vec![
+            (
+                "Failed",
+                format!("Failed to pull image {image:?}: {}", f.message),
+            ),
+            ("Failed", "Error: ErrImagePull".to_string()),
+        ],
+        "ErrImageNeverPull" => vec![
+            ("ErrImageNeverPull", f.message.clone()),
+            ("Failed", "Error: ErrImageNeverPull".to_string()),
+        ],
+        _ => vec![("Failed", format!("Error: {}", f.message))],
+    };
+    for (reason, message) in failures {
+        out.commands
+            .push(event(p, Some(index), Warning, reason, message, now));
+    }
     p.on_start_failed(index, f, now.tick, &now.wall_text());
     back_off(p, index, now, out);
     out.commands.extend(save(p, index));

@@ -2,14 +2,40 @@
 //! replaced ones are marked terminating. A pod is only removed when its source, read
 //! successfully, no longer has it.
 
-use super::{Core, Now};
+use super::{Core, Now, Output};
+use crate::agent::event::EventKind;
 use crate::desired::log_problem_changes;
 use crate::reconcile::PodState;
 
 impl Core {
-    pub(super) fn sync_desired(&mut self, now: Now) {
+    pub(super) fn sync_desired(&mut self, now: Now, out: &mut Output) {
         let desired = self.desired.desired();
         log_problem_changes(&self.problems, &desired.problems);
+        // A manifest that turned bad while its last good version runs: staticlet's own
+        // event reason (the kubelet would stop the pod instead).
+        for pr in desired
+            .problems
+            .iter()
+            .filter(|pr| pr.pod.is_some() && !self.problems.contains(pr))
+        {
+            if let Some(p) = self
+                .pods
+                .values()
+                .find(|p| !p.terminating && pr.pod.as_deref() == Some(p.pod.full_name().as_str()))
+            {
+                out.commands.push(super::event(
+                    p,
+                    None,
+                    EventKind::Warning,
+                    "FailedManifest",
+                    format!(
+                        "{}: {}; the last good version keeps running",
+                        pr.origin, pr.message
+                    ),
+                    now,
+                ));
+            }
+        }
         self.problems = desired.problems.clone();
         let wanted: std::collections::HashSet<&str> =
             desired.pods.values().map(|p| p.uid()).collect();
