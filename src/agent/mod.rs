@@ -60,6 +60,7 @@ pub fn run(config: Config, verbose: bool) -> Result<(), AgentError> {
     };
     std::fs::create_dir_all(&layout.root).map_err(dir_err(&layout.root))?;
     let _lock = RootLock::acquire(&layout.root, &layout.lock_file(), "run")?;
+    crate::sys::panics::install(&layout.root.join("panic.json"));
     let runtime = crate::sys::host::which(&config.runtime_path)
         .ok_or_else(|| AgentError::RuntimeNotFound(config.runtime_path.clone()))?;
     for d in [

@@ -43,6 +43,9 @@ pub enum ExtractError {
     DiffId { expected: String, actual: String },
     #[error("layer entry after {after:?}: its extended headers (PAX records, GNU long names) exceed {limit} bytes; refused")]
     Headers { after: String, limit: u64 },
+    /// A layer that made the agent panic before (see `sys::panics`).
+    #[error("{0}")]
+    Panicked(String),
 }
 
 /// Extended headers (PAX records, GNU long names) of one entry, at most.

@@ -113,6 +113,15 @@ impl ImageStore {
             .zip(diff_ids)
             .try_for_each(|(layer, diff_id)| {
                 let digest = layer.digest().to_string();
+                let work = format!("layer {digest}");
+                let _doing = crate::sys::panics::doing(work.clone());
+                if let Some(reason) = crate::sys::panics::refused(&work) {
+                    return Err(ImageError::Extract {
+                        image: name.to_string(),
+                        layer: digest,
+                        source: extract::ExtractError::Panicked(reason),
+                    });
+                }
                 let path = self.blob_path(&digest)?;
                 let reader = extract::open_layer(&path).map_err(|source| ImageError::Io {
                     path: path.clone(),

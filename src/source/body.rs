@@ -6,6 +6,7 @@
 
 use super::Entry;
 use crate::manifest::{self, FieldError, ManifestError, Source};
+use crate::sys::panics;
 use serde_json::Value;
 use std::path::PathBuf;
 
@@ -24,6 +25,9 @@ pub enum BodyError {
     NotPods(String),
     #[error("the body is not a Pod or a PodList (items[{index}] is {what}, not a Pod)")]
     NotPodItem { index: usize, what: &'static str },
+    /// A body that made the agent panic before (see `sys::panics`).
+    #[error("{0}")]
+    Panicked(String),
     /// A PodList whose `items` cannot be used.
     #[error("{field}: {message}")]
     Items { field: String, message: String },
@@ -38,6 +42,11 @@ pub fn parse_body(
 ) -> Result<Vec<(Entry, Vec<FieldError>)>, BodyError> {
     if body.iter().all(|b| b.is_ascii_whitespace()) {
         return Err(BodyError::Empty);
+    }
+    let work = panics::manifest_work(url, body);
+    let _doing = panics::doing(work.clone());
+    if let Some(why) = panics::refused(&work) {
+        return Err(BodyError::Panicked(why));
     }
     let value = manifest::decode(body).map_err(|e| BodyError::Decode(e.message))?;
     let items = pod_items(value)?;

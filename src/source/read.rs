@@ -12,6 +12,7 @@
 use super::trust::{self, Trust};
 use super::Entry;
 use crate::manifest::{self, FieldError, ManifestError, Source, MAX_MANIFEST_BYTES};
+use crate::sys::panics;
 use std::fs::{self, File};
 use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
@@ -138,10 +139,19 @@ pub fn load_file(path: &Path, node: &str, hint: Hint, trust: Option<&Trust>) -> 
     let source = Source::File(path.to_path_buf());
     let (result, unknown) = match read_file(path, hint) {
         Ok(Reading::BeingWritten) => return None,
-        Ok(Reading::Bytes(bytes)) => match trust.map(|t| verify_file(t, path, &bytes)) {
-            Some(Err(message)) => (Err(file_error(path, message)), Vec::new()),
-            _ => manifest::load_checked(&bytes, &source, node),
-        },
+        Ok(Reading::Bytes(bytes)) => {
+            let work = panics::manifest_work(&path.display().to_string(), &bytes);
+            let _doing = panics::doing(work.clone());
+            match (
+                panics::refused(&work),
+                trust.map(|t| verify_file(t, path, &bytes)),
+            ) {
+                (Some(message), _) | (None, Some(Err(message))) => {
+                    (Err(file_error(path, message)), Vec::new())
+                }
+                _ => manifest::load_checked(&bytes, &source, node),
+            }
+        }
         Err(e) => (Err(file_error(path, e.to_string())), Vec::new()),
     };
     Some(Loaded {

@@ -9,4 +9,5 @@ pub mod host;
 pub mod logging;
 pub mod mount;
 pub mod net;
+pub mod panics;
 pub mod timefmt;
