@@ -10,7 +10,7 @@
 //! Usage (normally through tests/bench/run, as root):
 //!   agent-<hash> [--target-dir DIR] [--bin PATH] [--out FILE] [--base DIR] [--reps N]
 //!                [--cold-reps N] [--idle-secs S] [--agent-log LEVEL] [--quick]
-//!                [--only start,edit,cold,idle,probe]
+//!                [--only start,edit,cold,net,idle,probe]
 //!                [--compare-bin PATH] [--compare-env K=V,...]
 //!   agent-<hash> --cleanup DIR     removes what an interrupted run left in DIR
 //! `--compare-*` adds a second staticlet as one more interleaved side of the start, edit and
@@ -18,6 +18,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "agent/network.rs"]
+mod network;
 #[path = "agent/sides.rs"]
 mod sides;
 #[path = "agent/sys.rs"]
@@ -53,8 +55,9 @@ struct Opts {
 }
 
 /// The keys bench.json always has (null when not measured).
-const REQUIRED_KEYS: [&str; 9] = [
+const REQUIRED_KEYS: [&str; 10] = [
     "start_ratio",
+    "net_start_ratio",
     "edit_ratio",
     "cold50_ratio",
     "agent_rss_kb",
@@ -66,7 +69,7 @@ const REQUIRED_KEYS: [&str; 9] = [
 ];
 
 /// What `--only` can select (for profiling one figure at a time).
-const SECTIONS: [&str; 5] = ["start", "edit", "cold", "idle", "probe"];
+const SECTIONS: [&str; 6] = ["start", "edit", "cold", "net", "idle", "probe"];
 
 impl Opts {
     fn wants(&self, section: &str) -> bool {
@@ -234,6 +237,7 @@ fn run(o: &Opts) -> R<()> {
         b.import_image(root, &layout)?;
     }
     let mut m = Markers::new(&b.base.join("markers"))?;
+    let net_list = network::setup(&b.base)?;
     eprintln!(
         "bench: {} ({} reps interleaved, {} cold rounds of {COLD_PODS} pods, {} s idle windows)",
         o.bin.display(),
@@ -338,6 +342,19 @@ fn run(o: &Opts) -> R<()> {
                 r.compare("cold50", label, s, &c);
             }
         }
+    }
+
+    if o.wants("net") {
+        eprintln!("bench: networked pod, manifest -> running");
+        let (s, c) = network::start_test(o.reps, &b, &mut m, &lower, &net_list)?;
+        r.pair(
+            "net_start",
+            "networked pod: manifest written → running",
+            &s,
+            &c,
+            "netns + CNI ADD (same conflist) + crun run -d → running",
+            1.5,
+        );
     }
 
     if o.wants("idle") {
@@ -550,7 +567,7 @@ fn cold_test(
                         b.write_manifest(
                             &dir,
                             &format!("{name}.yaml"),
-                            &sides::pod_yaml(&name, t, &m.dir, false),
+                            &sides::pod_yaml(&name, t, &m.dir, false, true),
                         )?;
                     }
                     let tag = format!("cold-{r}-{k}");
@@ -626,7 +643,7 @@ fn idle_phase(o: &Opts, b: &Bench, m: &mut Markers, probe: bool) -> R<Idle> {
         b.write_manifest(
             &dir,
             &format!("{name}.yaml"),
-            &sides::pod_yaml(&name, t, &m.dir, probe),
+            &sides::pod_yaml(&name, t, &m.dir, probe, false),
         )?;
     }
     let mut agent = Agent::spawn(b, &dir, tag)?;

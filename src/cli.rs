@@ -2,12 +2,16 @@
 //! [`Config`] in one place; each subcommand then hands over to the library.
 
 mod images;
+mod pod;
+mod run;
 
 use crate::config::{self, Config};
 use argh::FromArgs;
 use std::path::PathBuf;
 
 pub use images::{ImagesAction, ImagesCmd, ImagesImport, ImagesList, ImagesPull, ImagesRm};
+pub use pod::{DescribeCmd, ExecCmd};
+pub use run::{run_config, RunCmd};
 
 /// staticlet runs Kubernetes static pods with crun, offline-first.
 #[derive(FromArgs, Debug)]
@@ -24,68 +28,15 @@ pub struct Cli {
 pub enum Command {
     Run(Box<RunCmd>),
     Get(GetCmd),
+    Describe(DescribeCmd),
     Logs(LogsCmd),
+    Exec(ExecCmd),
     Validate(ValidateCmd),
     Images(ImagesCmd),
     Doctor(DoctorCmd),
     Drain(DrainCmd),
     Version(VersionCmd),
     Monitor(MonitorCmd),
-}
-
-/// run the agent: start the static pods and keep them running
-#[derive(FromArgs, Debug, Default)]
-#[argh(subcommand, name = "run")]
-pub struct RunCmd {
-    /// a StaticletConfiguration or KubeletConfiguration file
-    #[argh(option)]
-    pub config: Option<PathBuf>,
-    /// directory (or single file) of Pod manifests
-    #[argh(option)]
-    pub pod_manifest_path: Option<PathBuf>,
-    /// a URL serving a Pod or a PodList
-    #[argh(option)]
-    pub manifest_url: Option<String>,
-    /// headers for the manifest URL, 'name:value,name:value' (repeatable)
-    #[argh(option)]
-    pub manifest_url_header: Vec<String>,
-    /// a CA bundle (PEM) to trust for the manifest URL
-    #[argh(option)]
-    pub manifest_url_ca_file: Option<PathBuf>,
-    /// node name (default: the host name, lower-cased)
-    #[argh(option)]
-    pub node_name: Option<String>,
-    /// state directory (default /var/lib/staticlet)
-    #[argh(option)]
-    pub root_dir: Option<PathBuf>,
-    /// container log directory (default /var/log/pods)
-    #[argh(option)]
-    pub pod_logs_dir: Option<PathBuf>,
-    /// the OCI runtime binary (default: crun on PATH)
-    #[argh(option)]
-    pub runtime: Option<PathBuf>,
-    /// status endpoint address (default 127.0.0.1:10255; none turns it off)
-    #[argh(option)]
-    pub status_address: Option<String>,
-    /// kubeconfig for mirror pods (optional)
-    #[argh(option)]
-    pub kubeconfig: Option<PathBuf>,
-    /// kubeconfig context to use instead of the current one
-    #[argh(option)]
-    pub kubeconfig_context: Option<String>,
-    /// labels for the Node object, 'key=value,key=value'
-    #[argh(option)]
-    pub node_labels: Option<String>,
-    /// a Docker config.json with registry credentials
-    #[argh(option)]
-    pub image_credentials: Option<PathBuf>,
-    /// the cgroup pods are created under (default /staticlet for the default root dir,
-    /// /staticlet-<hash of the root dir> otherwise)
-    #[argh(option)]
-    pub cgroup_root: Option<String>,
-    /// log debug lines
-    #[argh(switch, short = 'v')]
-    pub verbose: bool,
 }
 
 /// show what the running agent runs, as kubectl does: get pods [NAME...]
@@ -174,6 +125,12 @@ pub struct DoctorCmd {
     /// the OCI runtime binary (default: crun on PATH)
     #[argh(option)]
     pub runtime: Option<PathBuf>,
+    /// the CNI configuration directory (default /etc/cni/net.d)
+    #[argh(option)]
+    pub cni_conf_dir: Option<PathBuf>,
+    /// CNI plugin directories, comma-separated (default /opt/cni/bin,/usr/lib/cni)
+    #[argh(option)]
+    pub cni_bin_dir: Option<String>,
 }
 
 /// stop every pod of this root dir and remove what they used (the agent must be stopped)
@@ -224,73 +181,6 @@ pub fn base_config(path: Option<&PathBuf>) -> Result<Config, Failure> {
         Some(p) => Ok(config::load_file(p)?),
         None => Ok(Config::default()),
     }
-}
-
-/// The configuration for `run`: file first, flags on top.
-pub fn run_config(cmd: &RunCmd) -> Result<Config, Failure> {
-    let mut c = base_config(cmd.config.as_ref())?;
-    let usage = |flag: &str, m: String| Failure::Usage(format!("--{flag}: {m}"));
-    // Relative paths are made absolute now: crun, the monitors and the pod UIDs (which
-    // include the manifest path) must not depend on the directory the agent was started in.
-    if let Some(p) = &cmd.pod_manifest_path {
-        c.static_pod_path = Some(path_flag("pod-manifest-path", p)?);
-    }
-    if let Some(u) = &cmd.manifest_url {
-        c.static_pod_url = Some(u.clone());
-    }
-    if !cmd.manifest_url_header.is_empty() {
-        c.static_pod_url_header.clear();
-        for h in &cmd.manifest_url_header {
-            config::parse_header_flag(h, &mut c.static_pod_url_header)
-                .map_err(|m| usage("manifest-url-header", m))?;
-        }
-    }
-    if let Some(p) = &cmd.manifest_url_ca_file {
-        c.manifest_url_ca_file = Some(path_flag("manifest-url-ca-file", p)?);
-    }
-    if let Some(n) = &cmd.node_name {
-        c.node_name = n.clone();
-    }
-    if let Some(d) = &cmd.root_dir {
-        c.root_dir = path_flag("root-dir", d)?;
-    }
-    if let Some(d) = &cmd.pod_logs_dir {
-        c.pod_logs_dir = path_flag("pod-logs-dir", d)?;
-    }
-    if let Some(r) = &cmd.runtime {
-        c.runtime_path = runtime_flag(r)?;
-    }
-    if let Some(a) = &cmd.status_address {
-        c.status_address =
-            config::parse_status_address(a).map_err(|m| usage("status-address", m))?;
-    }
-    if let Some(k) = &cmd.kubeconfig {
-        c.kubeconfig = Some(path_flag("kubeconfig", k)?);
-    }
-    if let Some(k) = &cmd.kubeconfig_context {
-        c.kubeconfig_context = Some(k.clone());
-    }
-    if let Some(l) = &cmd.node_labels {
-        config::parse_labels_flag(l, &mut c.node_labels).map_err(|m| usage("node-labels", m))?;
-    }
-    if let Some(p) = &cmd.image_credentials {
-        c.image_credentials = Some(path_flag("image-credentials", p)?);
-    }
-    if let Some(r) = &cmd.cgroup_root {
-        c.cgroup_root = Some(config::parse_cgroup_root(r).map_err(|m| usage("cgroup-root", m))?);
-    }
-    if !crate::manifest::validate::is_dns1123_subdomain(&c.node_name) {
-        return Err(Failure::Usage(format!(
-            "node name {:?} must be a DNS-1123 subdomain (lower-case letters, digits, '-' and '.'); set --node-name",
-            c.node_name
-        )));
-    }
-    if c.static_pod_path.is_none() && c.static_pod_url.is_none() {
-        return Err(Failure::Usage(
-            "no pod source: give --pod-manifest-path (or staticPodPath) and/or --manifest-url (or staticPodURL)".into(),
-        ));
-    }
-    Ok(c)
 }
 
 /// A path flag, made absolute against the working directory.

@@ -1,14 +1,48 @@
-//! `staticlet get pods` and `staticlet logs`: clients of the running agent's status endpoint,
-//! with kubectl's output conventions.
+//! The client side of the agent's status endpoint, with kubectl's output conventions. It
+//! serves three commands: `staticlet get pods [NAME...]` ([`get`]), `staticlet describe pod
+//! NAME` ([`describe`]) and `staticlet logs POD` ([`logs`]); `commands/` turns their flags
+//! into [`GetArgs`], [`DescribeArgs`] and [`LogsArgs`].
 
+mod describe;
 mod get;
 
-use crate::cli::{client_address, Failure, LogsCmd};
 use serde_json::Value;
 use std::io::Read;
+use std::net::SocketAddr;
 use std::time::Duration;
 
-pub use get::{get, select_pods};
+pub use describe::{describe, DescribeArgs};
+pub use get::{get, select_pods, GetArgs};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The command was asked for something it cannot do (exit code 2).
+    #[error("{0}")]
+    Usage(String),
+    #[error("cannot reach the agent at {addr} ({source}); is `staticlet run` running, with this --status-address?")]
+    Unreachable {
+        addr: SocketAddr,
+        source: Box<ureq::Error>,
+    },
+    #[error("{url}: {message}")]
+    Http { url: String, message: String },
+    /// The agent answered with a refusal (a missing pod, a log that is not there).
+    #[error("{0}")]
+    Refused(String),
+    /// Already told on stderr, as kubectl does (`pods "x" not found`).
+    #[error("")]
+    Reported,
+}
+
+/// `staticlet logs POD [-c CONTAINER] [-n NS] [-f] [-p]`.
+#[derive(Debug, Clone, Default)]
+pub struct LogsArgs {
+    pub pod: String,
+    pub container: Option<String>,
+    pub namespace: Option<String>,
+    pub follow: bool,
+    pub previous: bool,
+}
 
 fn agent(timeout: Option<Duration>) -> ureq::Agent {
     ureq::Agent::config_builder()
@@ -18,17 +52,26 @@ fn agent(timeout: Option<Duration>) -> ureq::Agent {
         .into()
 }
 
-pub(crate) fn fetch(addr: std::net::SocketAddr, path: &str) -> Result<Value, Failure> {
+pub(crate) fn fetch(addr: SocketAddr, path: &str) -> Result<Value, ClientError> {
     let url = format!("http://{addr}{path}");
     let mut resp = agent(Some(Duration::from_secs(10)))
         .get(&url)
         .call()
-        .map_err(|e| Failure::Failed(format!("cannot reach the agent at {addr} ({e}); is `staticlet run` running, with this --status-address?")))?;
+        .map_err(|e| ClientError::Unreachable {
+            addr,
+            source: Box::new(e),
+        })?;
     let body = resp
         .body_mut()
         .read_to_string()
-        .map_err(|e| Failure::Failed(format!("{url}: {e}")))?;
-    serde_json::from_str(&body).map_err(|e| Failure::Failed(format!("{url}: not JSON: {e}")))
+        .map_err(|e| ClientError::Http {
+            url: url.clone(),
+            message: e.to_string(),
+        })?;
+    serde_json::from_str(&body).map_err(|e| ClientError::Http {
+        url,
+        message: format!("not JSON: {e}"),
+    })
 }
 
 /// kubectl's STATUS column: a container's waiting or terminated reason wins over the phase.
@@ -73,9 +116,9 @@ pub fn display_status(pod: &Value) -> String {
 pub(crate) fn age(pod: &Value) -> String {
     pod["status"]["startTime"]
         .as_str()
-        .and_then(crate::timefmt::parse_rfc3339)
+        .and_then(crate::sys::timefmt::parse_rfc3339)
         .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
-        .map(crate::timefmt::short_age)
+        .map(crate::sys::timefmt::short_age)
         .unwrap_or_else(|| "<unknown>".into())
 }
 
@@ -100,32 +143,34 @@ pub(crate) fn print_table(rows: &[Vec<String>]) {
     }
 }
 
-pub fn logs(cmd: &LogsCmd) -> Result<(), Failure> {
-    let addr = client_address(cmd.config.as_ref(), cmd.status_address.as_ref())?;
+/// The one pod named `name` (with or without the node suffix) on the agent's `/pods`.
+pub(crate) fn find_pod(
+    addr: SocketAddr,
+    name: &str,
+    namespace: Option<&str>,
+) -> Result<Value, ClientError> {
     let list = fetch(addr, "/pods")?;
     let items = list["items"].as_array().cloned().unwrap_or_default();
-    let matches: Vec<&Value> = items
-        .iter()
+    let mut matches: Vec<Value> = items
+        .into_iter()
         .filter(|p| {
-            let name = p["metadata"]["name"].as_str().unwrap_or("");
+            let full = p["metadata"]["name"].as_str().unwrap_or("");
             let node = p["spec"]["nodeName"].as_str().unwrap_or("");
-            let ns_ok = cmd
-                .namespace
-                .as_deref()
-                .is_none_or(|n| p["metadata"]["namespace"] == n);
-            ns_ok && (name == cmd.pod || name == format!("{}-{node}", cmd.pod))
+            let ns_ok = namespace.is_none_or(|n| p["metadata"]["namespace"] == n);
+            ns_ok && (full == name || full == format!("{name}-{node}"))
         })
         .collect();
-    let pod = match matches.as_slice() {
-        [one] => *one,
-        [] => return Err(Failure::Failed(format!("pod {:?} not found", cmd.pod))),
-        _ => {
-            return Err(Failure::Failed(format!(
-                "pod {:?} exists in several namespaces; give -n",
-                cmd.pod
-            )))
-        }
-    };
+    match matches.len() {
+        1 => Ok(matches.remove(0)),
+        0 => Err(ClientError::Refused(format!("pod {name:?} not found"))),
+        _ => Err(ClientError::Refused(format!(
+            "pod {name:?} exists in several namespaces; give -n"
+        ))),
+    }
+}
+
+pub fn logs(addr: SocketAddr, cmd: &LogsArgs) -> Result<(), ClientError> {
+    let pod = &find_pod(addr, &cmd.pod, cmd.namespace.as_deref())?;
     let names: Vec<String> = pod["spec"]["containers"]
         .as_array()
         .into_iter()
@@ -136,7 +181,7 @@ pub fn logs(cmd: &LogsCmd) -> Result<(), Failure> {
         (Some(c), _) => c.clone(),
         (None, [one]) => one.clone(),
         (None, _) => {
-            return Err(Failure::Usage(format!(
+            return Err(ClientError::Usage(format!(
                 "pod has several containers ({}); choose one with -c",
                 names.join(", ")
             )))
@@ -165,18 +210,22 @@ pub fn logs(cmd: &LogsCmd) -> Result<(), Failure> {
     let mut resp = agent(timeout)
         .get(&url)
         .call()
-        .map_err(|e| Failure::Failed(format!("{url}: {e}")))?;
+        .map_err(|e| ClientError::Http {
+            url: url.clone(),
+            message: e.to_string(),
+        })?;
     if resp.status().as_u16() != 200 {
         let msg = resp.body_mut().read_to_string().unwrap_or_default();
-        return Err(Failure::Failed(msg.trim().to_string()));
+        return Err(ClientError::Refused(msg.trim().to_string()));
     }
     let mut reader = resp.body_mut().as_reader();
     let mut buf = [0u8; 8192];
     let mut out = std::io::stdout();
     loop {
-        let n = reader
-            .read(&mut buf)
-            .map_err(|e| Failure::Failed(e.to_string()))?;
+        let n = reader.read(&mut buf).map_err(|e| ClientError::Http {
+            url: url.clone(),
+            message: e.to_string(),
+        })?;
         if n == 0 {
             break;
         }

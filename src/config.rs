@@ -5,10 +5,9 @@
 //! change behaviour); a kubelet file is read for the fields we share and every other field is
 //! named once in the log, so an existing kubelet config can be reused as it is.
 
-use crate::manifest::pod::QuantityValue;
 use crate::manifest::quantity::Quantity;
-use crate::timefmt::parse_duration;
-use serde::Deserialize;
+use crate::sys::timefmt::parse_duration;
+use file::StaticletFile;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -45,6 +44,8 @@ pub struct Config {
     pub static_pod_url: Option<String>,
     pub static_pod_url_header: BTreeMap<String, Vec<String>>,
     pub manifest_url_ca_file: Option<PathBuf>,
+    /// Pinned minisign public keys; when any is set, manifests must be signed.
+    pub manifest_public_keys: Vec<PathBuf>,
     pub file_check_frequency: Duration,
     pub http_check_frequency: Duration,
     pub root_dir: PathBuf,
@@ -68,6 +69,24 @@ pub struct Config {
     /// The cgroup every pod cgroup is created under (`cgroupRoot`); `None`: derived from the
     /// root dir by [`default_cgroup_root`]. See [`Config::cgroup_root`].
     pub cgroup_root: Option<String>,
+    /// Where `Localhost` seccomp profiles are read from (`seccompProfileRoot`); `None`:
+    /// `<rootDir>/seccomp`, as the kubelet's `<root-dir>/seccomp`. See [`Config::seccomp_root`].
+    pub seccomp_profile_root: Option<PathBuf>,
+    /// The kubelet's `seccompDefault`: containers without a seccomp profile get
+    /// `RuntimeDefault` instead of `Unconfined`.
+    pub seccomp_default: bool,
+    /// The kubelet's `allowedUnsafeSysctls`: names or `prefix*` patterns, each of a namespaced
+    /// sysctl, allowed besides the safe set.
+    pub allowed_unsafe_sysctls: Vec<String>,
+    /// The pod network (CNI) and the DNS pods get.
+    pub network: NetworkConfig,
+    /// `--node-ip`: the Node's InternalIP and the pods' hostIP (default: the host's first
+    /// address).
+    pub node_ip: Option<std::net::IpAddr>,
+    /// The kubelet API served to the cluster (only with a kubeconfig).
+    pub kubelet_api: KubeletApi,
+    /// How many events, and how many bytes of them, are kept while they cannot be posted.
+    pub event_limits: crate::events::Limits,
     /// KubeletConfiguration fields that staticlet does not use, to be logged once.
     pub ignored_fields: Vec<String>,
 }
@@ -80,6 +99,7 @@ impl Default for Config {
             static_pod_url: None,
             static_pod_url_header: BTreeMap::new(),
             manifest_url_ca_file: None,
+            manifest_public_keys: Vec::new(),
             file_check_frequency: Duration::from_secs(20),
             http_check_frequency: Duration::from_secs(20),
             root_dir: PathBuf::from(DEFAULT_ROOT_DIR),
@@ -98,6 +118,13 @@ impl Default for Config {
             pod_pids_limit: 1024,
             runtime_request_timeout: Duration::from_secs(120),
             cgroup_root: None,
+            seccomp_profile_root: None,
+            seccomp_default: false,
+            allowed_unsafe_sysctls: Vec::new(),
+            network: NetworkConfig::default(),
+            node_ip: None,
+            kubelet_api: KubeletApi::default(),
+            event_limits: crate::events::Limits::default(),
             ignored_fields: Vec::new(),
         }
     }
@@ -111,6 +138,28 @@ impl Config {
             .clone()
             .unwrap_or_else(|| default_cgroup_root(&self.root_dir))
     }
+
+    /// The directory of `Localhost` seccomp profiles.
+    pub fn seccomp_root(&self) -> PathBuf {
+        self.seccomp_profile_root
+            .clone()
+            .unwrap_or_else(|| self.root_dir.join("seccomp"))
+    }
+}
+
+static NODE_IP: std::sync::OnceLock<std::net::IpAddr> = std::sync::OnceLock::new();
+
+/// Sets `--node-ip` for this process (the agent, once at start): pods' hostIP and the Node's
+/// InternalIP are then this address instead of the host's first.
+pub fn set_node_ip(ip: Option<std::net::IpAddr>) {
+    if let Some(ip) = ip {
+        let _ = NODE_IP.set(ip);
+    }
+}
+
+/// The `--node-ip` this process runs with, if any.
+pub fn node_ip() -> Option<std::net::IpAddr> {
+    NODE_IP.get().copied()
 }
 
 /// The host name, lower-cased, as the kubelet names its node.
@@ -132,41 +181,6 @@ pub fn default_node_name() -> String {
     }
 }
 
-/// Our own kind. Every field is optional; unknown keys are refused.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct StaticletFile {
-    api_version: String,
-    #[serde(rename = "kind")]
-    _kind: String,
-    node_name: Option<String>,
-    static_pod_path: Option<String>,
-    #[serde(rename = "staticPodURL")]
-    static_pod_url: Option<String>,
-    #[serde(rename = "staticPodURLHeader")]
-    static_pod_url_header: Option<BTreeMap<String, Vec<String>>>,
-    #[serde(rename = "staticPodURLCAFile")]
-    static_pod_url_ca_file: Option<String>,
-    file_check_frequency: Option<String>,
-    http_check_frequency: Option<String>,
-    root_dir: Option<String>,
-    pod_logs_dir: Option<String>,
-    runtime_path: Option<String>,
-    status_address: Option<String>,
-    kubeconfig: Option<String>,
-    kubeconfig_context: Option<String>,
-    container_log_max_size: Option<QuantityValue>,
-    container_log_max_files: Option<u32>,
-    node_labels: Option<BTreeMap<String, String>>,
-    system_reserved: Option<BTreeMap<String, QuantityValue>>,
-    config_dir: Option<String>,
-    insecure_registries: Option<Vec<String>>,
-    image_credentials: Option<String>,
-    pod_pids_limit: Option<i64>,
-    runtime_request_timeout: Option<String>,
-    cgroup_root: Option<String>,
-}
-
 /// The KubeletConfiguration fields staticlet uses; all others are reported as ignored.
 const KUBELET_FIELDS: &[&str] = &[
     "apiVersion",
@@ -182,6 +196,18 @@ const KUBELET_FIELDS: &[&str] = &[
     "podPidsLimit",
     "runtimeRequestTimeout",
     "cgroupRoot",
+    "seccompDefault",
+    "allowedUnsafeSysctls",
+    "podCIDR",
+    "clusterDNS",
+    "clusterDomain",
+    "resolvConf",
+    "port",
+    "address",
+    "tlsCertFile",
+    "tlsPrivateKeyFile",
+    "authentication",
+    "authorization",
 ];
 
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
@@ -282,6 +308,13 @@ fn resolve(f: StaticletFile, path: &Path) -> Result<Config, ConfigError> {
     c.static_pod_url = non_empty(f.static_pod_url);
     c.static_pod_url_header = f.static_pod_url_header.unwrap_or_default();
     c.manifest_url_ca_file = non_empty(f.static_pod_url_ca_file).map(|p| from_file_dir(path, p));
+    c.manifest_public_keys = f
+        .manifest_public_keys
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|k| !k.is_empty())
+        .map(|k| from_file_dir(path, k))
+        .collect();
     for (field, text, slot) in [
         (
             "fileCheckFrequency",
@@ -371,48 +404,54 @@ fn resolve(f: StaticletFile, path: &Path) -> Result<Config, ConfigError> {
     if let Some(r) = non_empty(f.cgroup_root) {
         c.cgroup_root = Some(parse_cgroup_root(&r).map_err(|m| invalid("cgroupRoot", m))?);
     }
+    c.seccomp_profile_root = non_empty(f.seccomp_profile_root).map(|p| from_file_dir(path, p));
+    c.seccomp_default = f.seccomp_default.unwrap_or(false);
+    for (i, pattern) in f.allowed_unsafe_sysctls.iter().flatten().enumerate() {
+        check_sysctl_pattern(pattern)
+            .map_err(|m| invalid(&format!("allowedUnsafeSysctls[{i}]"), m))?;
+        c.allowed_unsafe_sysctls.push(pattern.clone());
+    }
+    c.network = network::resolve(
+        network::Keys {
+            cni_conf_dir: f.cni_conf_dir,
+            cni_bin_dir: f.cni_bin_dir,
+            pod_cidr: f.pod_cidr,
+            cluster_dns: f.cluster_dns,
+            cluster_domain: f.cluster_domain,
+            resolv_conf: f.resolv_conf,
+        },
+        path,
+    )?;
+    if let Some(ip) = non_empty(f.node_ip) {
+        c.node_ip = Some(parse_node_ip(&ip).map_err(|m| invalid("nodeIP", m))?);
+    }
+    let api = kubelet_api::ApiFields {
+        port: f.port,
+        address: f.address,
+        tls_cert_file: f.tls_cert_file,
+        tls_private_key_file: f.tls_private_key_file,
+        authentication: f.authentication,
+        authorization: f.authorization,
+    };
+    c.kubelet_api =
+        kubelet_api::resolve(api, |p| from_file_dir(path, p)).map_err(|(f, m)| invalid(&f, m))?;
+    c.event_limits = kubelet_api::event_limits(f.event_buffer_max_events, f.event_buffer_max_bytes)
+        .map_err(|(f, m)| invalid(&f, m))?;
     Ok(c)
 }
 
-/// `host:port`, or `none` to turn the status endpoint off.
-pub fn parse_status_address(text: &str) -> Result<Option<SocketAddr>, String> {
-    if text == "none" {
-        return Ok(None);
-    }
-    text.parse()
-        .map(Some)
-        .map_err(|_| format!("{text:?} is not an address such as 127.0.0.1:10255, or none"))
-}
-
-/// Parses kubelet-style `--manifest-url-header 'a:x,b:y'` into the header map.
-pub fn parse_header_flag(
-    text: &str,
-    into: &mut BTreeMap<String, Vec<String>>,
-) -> Result<(), String> {
-    for pair in text.split(',').filter(|p| !p.trim().is_empty()) {
-        let (k, v) = pair
-            .split_once(':')
-            .ok_or_else(|| format!("{pair:?} is not name:value"))?;
-        into.entry(k.trim().to_string())
-            .or_default()
-            .push(v.trim().to_string());
-    }
-    Ok(())
-}
-
-/// Parses `--node-labels a=b,c=d`.
-pub fn parse_labels_flag(text: &str, into: &mut BTreeMap<String, String>) -> Result<(), String> {
-    for pair in text.split(',').filter(|p| !p.trim().is_empty()) {
-        let (k, v) = pair
-            .split_once('=')
-            .ok_or_else(|| format!("{pair:?} is not key=value"))?;
-        into.insert(k.trim().to_string(), v.trim().to_string());
-    }
-    Ok(())
-}
-
 mod cgroup_root;
+mod file;
+mod flags;
+mod images;
+mod kubelet_api;
+mod sysctls;
 pub use cgroup_root::{default_cgroup_root, parse_cgroup_root};
+pub use flags::{parse_header_flag, parse_labels_flag, parse_node_ip, parse_status_address};
+pub use kubelet_api::{parse_address, parse_authz_mode, AuthzMode, KubeletApi};
+use sysctls::check_sysctl_pattern;
+pub mod network;
+pub use network::NetworkConfig;
 
 #[cfg(test)]
 mod tests;

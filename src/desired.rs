@@ -148,8 +148,8 @@ impl DesiredSet {
                         pod: None,
                         message: format!(
                             "{}: metadata.name: Duplicate value: pod {name} is already defined by {}; this file is ignored",
-                            crate::logging::escape(&origin),
-                            crate::logging::escape(first)
+                            crate::sys::logging::escape(&origin),
+                            crate::sys::logging::escape(first)
                         ),
                         whole_source: false,
                     }),

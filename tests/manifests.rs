@@ -101,3 +101,42 @@ fn valid_manifests_have_no_unknown_fields() {
         assert!(unknown.is_empty(), "{}: {unknown:?}", path.display());
     }
 }
+
+/// Real public manifests (kubeadm, the Kubernetes documentation, HA load balancers, edge
+/// workloads; sources in tests/manifests/README.md): each validates with no unknown field, or,
+/// when it starts with `# expect-field:`, is refused naming that field.
+#[test]
+fn public_manifests_validate_or_are_refused_by_name() {
+    let files = corpus("public");
+    assert!(files.len() >= 20, "the corpus has {} files", files.len());
+    let mut failures = Vec::new();
+    for path in &files {
+        let bytes = fs::read(path).unwrap();
+        let refused = String::from_utf8_lossy(&bytes).starts_with("# expect-field:");
+        let (result, unknown) = manifest::load_checked(&bytes, &Source::File(path.clone()), NODE);
+        match (result, refused) {
+            (Ok(_), false) if unknown.is_empty() => {}
+            (Ok(_), false) => {
+                failures.push(format!("{}: unknown fields {unknown:?}", path.display()))
+            }
+            (Err(e), false) => failures.push(format!("{e}")),
+            (Ok(_), true) => {
+                failures.push(format!("{}: accepted, expected a refusal", path.display()))
+            }
+            (Err(err), true) => {
+                let (field, message) = expectation(path);
+                let hit = err
+                    .errors
+                    .iter()
+                    .any(|e| e.field == field && e.message.contains(&message));
+                if !hit {
+                    failures.push(format!(
+                        "{}: expected {field}: {message}\n  got: {err}",
+                        path.display()
+                    ));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -59,7 +59,10 @@ fn pids(a: &Agent) -> Vec<(String, i64)> {
 
 fn agent_with(api: &Cluster, tag: &str, creds: &str, extra: &[&str]) -> Agent {
     let mut a = Agent::new(tag);
+    // A kubelet API port of its own: tests run side by side.
     a.extra_args = vec!["--kubeconfig".into(), api.kubeconfig(creds)];
+    a.extra_args
+        .extend(["--port".into(), free_port().to_string()]);
     a.extra_args.extend(extra.iter().map(|s| s.to_string()));
     a.start();
     a
@@ -256,7 +259,7 @@ fn admin_delete_edit_and_remove_by_token() {
         api.mirror("default", "web")
             .filter(|m| m["status"]["phase"] == "Running")
     });
-    // Deleted at once (grace 0) by an admin: listed again within the resync interval.
+    // Deleted at once (grace 0) by an admin: the pod watch tells, and it is created again.
     let second = m["metadata"]["uid"].clone();
     let opts = json!({"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0});
     assert_eq!(

@@ -104,8 +104,16 @@ impl Drop for Bench {
 }
 
 /// A one-container pod whose process first writes its marker, then runs `then` (`sleep` or
-/// busybox `httpd`); grace period 0; the marker directory is a hostPath volume at /m.
-pub fn pod_yaml(name: &str, token: &str, markers: &Path, probe: bool) -> String {
+/// busybox `httpd`); grace period 0; the marker directory is a hostPath volume at /m. The
+/// start, edit and cold-start figures use hostNetwork pods (bare crun's containers have no
+/// pod network either); the networked start and the idle/probe pods have their own network.
+pub fn pod_yaml(
+    name: &str,
+    token: &str,
+    markers: &Path,
+    probe: bool,
+    host_network: bool,
+) -> String {
     let then = if probe {
         "httpd -f -p 8080 -h /www"
     } else {
@@ -124,6 +132,7 @@ metadata:
   namespace: default
 spec:
   terminationGracePeriodSeconds: 0
+  hostNetwork: {host_network}
   volumes:
   - name: m
     hostPath: {{path: {markers}, type: Directory}}
@@ -182,8 +191,14 @@ impl Agent {
         let out = fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
         let err = out.try_clone().map_err(|e| e.to_string())?;
         let mut cmd = Command::new(bin);
-        cmd.arg("run")
-            .arg("--pod-manifest-path")
+        cmd.arg("run");
+        // The run's own pod network; a binary to compare with may predate it (and the
+        // figures it takes part in use hostNetwork pods).
+        if bin == b.bin.as_path() {
+            cmd.arg("--cni-conf-dir")
+                .arg(super::network::conf_dir(&b.base));
+        }
+        cmd.arg("--pod-manifest-path")
             .arg(manifests)
             .arg("--root-dir")
             .arg(root)
@@ -341,7 +356,12 @@ pub struct Bare {
 
 impl Bare {
     pub fn new(b: &Bench, staticlet_config: &Value, lower: &Path) -> R<Bare> {
-        let dir = b.base.join("bare");
+        Bare::new_in(b, staticlet_config, lower, "bare")
+    }
+
+    /// The same in `<base>/<name>` (its own crun state), for another template.
+    pub fn new_in(b: &Bench, staticlet_config: &Value, lower: &Path, name: &str) -> R<Bare> {
+        let dir = b.base.join(name);
         let etc = dir.join("etc");
         fs::create_dir_all(&etc).map_err(|e| e.to_string())?;
         let mut t = staticlet_config.clone();
@@ -383,6 +403,16 @@ impl Bare {
 
     /// The bundle for container `id` running `sh -c cmd`, its overlay rootfs mounted.
     pub fn prepare(&self, id: &str, cmd: &str) -> R<()> {
+        self.prepare_with(id, cmd, None)
+    }
+
+    /// The same, joining the network namespace pinned at `netns` (made after this, before
+    /// `run`).
+    pub fn prepare_in_netns(&self, id: &str, cmd: &str, netns: &Path) -> R<()> {
+        self.prepare_with(id, cmd, Some(netns))
+    }
+
+    fn prepare_with(&self, id: &str, cmd: &str, netns: Option<&Path>) -> R<()> {
         let bundle = self.dir.join(id);
         let (rootfs, upper, work) = (
             bundle.join("rootfs"),
@@ -397,6 +427,11 @@ impl Bare {
         c["process"]["args"] = json!(["sh", "-c", cmd]);
         c["root"]["path"] = json!(rootfs);
         c["linux"]["cgroupsPath"] = json!(format!("{}/{id}", self.cgroup_parent));
+        if let (Some(path), Some(ns)) = (netns, c["linux"]["namespaces"].as_array_mut()) {
+            for n in ns.iter_mut().filter(|n| n["type"] == "network") {
+                n["path"] = json!(path);
+            }
+        }
         fs::write(
             bundle.join("config.json"),
             serde_json::to_vec_pretty(&c).unwrap_or_default(),
@@ -482,7 +517,7 @@ pub fn staticlet_start(
     token: &str,
     probe: bool,
 ) -> R<Duration> {
-    let body = pod_yaml(file.trim_end_matches(".yaml"), token, &m.dir, probe);
+    let body = pod_yaml(file.trim_end_matches(".yaml"), token, &m.dir, probe, true);
     let t0 = b.write_manifest(dir, file, &body)?;
     let t1 = m.wait(token, Duration::from_secs(60))?;
     Ok(t1 - t0)

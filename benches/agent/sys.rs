@@ -376,11 +376,12 @@ pub fn cleanup_all(base: &Path) {
         })
         .unwrap_or_default();
     let states = roots.iter().map(|r| r.join("crun"));
-    for state in states.chain([base.join("bare/state")]) {
+    for state in states.chain([base.join("bare/state"), base.join("bare-net/state")]) {
         for id in crun_ids(&state) {
             crun_delete(&state, &id);
         }
     }
+    super::network::cleanup(base);
     for m in mounts_below(base) {
         umount(&m);
     }

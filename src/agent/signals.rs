@@ -1,10 +1,10 @@
 //! SIGTERM and SIGINT end the agent, never the containers.
 
-use super::Event;
+use super::core::Input;
 use smol::channel::Sender;
 
 /// SIGTERM and SIGINT end the agent (not the containers).
-pub(super) async fn watch_signals(tx: Sender<Event>) {
+pub(super) async fn watch_signals(tx: Sender<Input>) {
     let (sig_tx, sig_rx) = smol::channel::bounded::<()>(1);
     let spawned = std::thread::Builder::new()
         .name("signals".into())
@@ -27,7 +27,7 @@ pub(super) async fn watch_signals(tx: Sender<Event>) {
         return;
     }
     if sig_rx.recv().await.is_ok() {
-        let _ = tx.send(Event::Shutdown).await;
+        let _ = tx.send(Input::Shutdown).await;
     }
 }
 

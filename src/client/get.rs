@@ -1,9 +1,18 @@
 //! `staticlet get pods [NAME...]`: the agent's `/pods` shown the kubectl way (sorted by
 //! namespace and name; `-o wide|name|json|yaml`; `pods "x" not found` for a missing name).
 
-use super::{age, display_status, fetch, print_table};
-use crate::cli::{client_address, Failure, GetCmd};
+use super::{age, display_status, fetch, print_table, ClientError};
 use serde_json::{json, Value};
+use std::net::SocketAddr;
+
+/// `staticlet get RESOURCE [NAME...] [-o FORMAT] [-n NS]`.
+#[derive(Debug, Clone, Default)]
+pub struct GetArgs {
+    pub resource: String,
+    pub names: Vec<String>,
+    pub output: Option<String>,
+    pub namespace: Option<String>,
+}
 
 /// The pods a `get pods [NAME...] [-n NS]` asks for, sorted by namespace and name as the API
 /// server lists them; names may omit the node suffix. Names that match nothing are returned
@@ -62,26 +71,34 @@ fn pod_resource(resource: &str) -> Option<Option<&str>> {
     matches!(kind, "pods" | "pod" | "po").then_some(name)
 }
 
-pub fn get(cmd: &GetCmd) -> Result<(), Failure> {
-    let Some(inline_name) = pod_resource(&cmd.resource) else {
-        return Err(Failure::Usage(format!(
-            "get {:?}: only `get pods` is supported",
-            cmd.resource
-        )));
-    };
-    let output = cmd.output.as_deref();
-    if !matches!(output, None | Some("wide" | "name" | "json" | "yaml")) {
-        return Err(Failure::Usage(format!(
-            "-o {:?}: use wide, name, json or yaml",
-            output.unwrap_or("")
-        )));
+impl GetArgs {
+    /// The pod names asked for (`pod/NAME` and the positional names), or why the request
+    /// cannot be served; checked before the agent is contacted.
+    pub fn names(&self) -> Result<Vec<String>, ClientError> {
+        let Some(inline_name) = pod_resource(&self.resource) else {
+            return Err(ClientError::Usage(format!(
+                "get {:?}: only `get pods` is supported",
+                self.resource
+            )));
+        };
+        let output = self.output.as_deref();
+        if !matches!(output, None | Some("wide" | "name" | "json" | "yaml")) {
+            return Err(ClientError::Usage(format!(
+                "-o {:?}: use wide, name, json or yaml",
+                output.unwrap_or("")
+            )));
+        }
+        Ok(inline_name
+            .map(String::from)
+            .into_iter()
+            .chain(self.names.iter().cloned())
+            .collect())
     }
-    let names: Vec<String> = inline_name
-        .map(String::from)
-        .into_iter()
-        .chain(cmd.names.iter().cloned())
-        .collect();
-    let addr = client_address(cmd.config.as_ref(), cmd.status_address.as_ref())?;
+}
+
+pub fn get(addr: SocketAddr, cmd: &GetArgs) -> Result<(), ClientError> {
+    let names = cmd.names()?;
+    let output = cmd.output.as_deref();
     let list = fetch(addr, "/pods")?;
     let (items, missing) = select_pods(&list, &names, cmd.namespace.as_deref());
     match output {
@@ -117,7 +134,7 @@ pub fn get(cmd: &GetCmd) -> Result<(), Failure> {
     for n in &missing {
         eprintln!("Error from server (NotFound): pods {n:?} not found");
     }
-    Err(Failure::Failed(String::new()))
+    Err(ClientError::Reported)
 }
 
 fn print_doc(doc: &Value, format: &str) {
@@ -131,11 +148,11 @@ fn print_doc(doc: &Value, format: &str) {
 /// The kubectl-style table; `notes` adds what is wrong below it (refused mirrors, manifest
 /// problems), which only the plain `get pods` shows.
 fn print_pods_table(
-    addr: std::net::SocketAddr,
+    addr: SocketAddr,
     items: &[Value],
     wide: bool,
     notes: bool,
-) -> Result<(), Failure> {
+) -> Result<(), ClientError> {
     if items.is_empty() {
         // kubectl's answer for an empty list, on stderr as kubectl does.
         if notes {

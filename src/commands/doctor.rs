@@ -1,8 +1,10 @@
 //! `staticlet doctor`: checks what running containers needs on this host and says what to fix.
 
 use crate::cli::{root_dir_config, runtime_flag, DoctorCmd, Failure};
-use crate::host::{self, CgroupMode};
+use crate::sys::host::{self, CgroupMode};
 use std::path::Path;
+
+mod network;
 
 struct Report {
     failures: usize,
@@ -26,6 +28,15 @@ pub fn run(cmd: &DoctorCmd) -> Result<(), Failure> {
     if let Some(r) = &cmd.runtime {
         config.runtime_path = runtime_flag(r)?;
     }
+    crate::config::network::apply_flags(
+        &mut config.network,
+        &crate::config::network::Flags {
+            cni_conf_dir: cmd.cni_conf_dir.as_deref(),
+            cni_bin_dir: cmd.cni_bin_dir.as_deref(),
+            ..Default::default()
+        },
+    )
+    .map_err(Failure::Usage)?;
     let mut r = Report { failures: 0 };
     if host::is_root() {
         r.ok("user", "running as root");
@@ -70,6 +81,7 @@ pub fn run(cmd: &DoctorCmd) -> Result<(), Failure> {
             ),
         );
     }
+    network::check(&mut r, &config.network);
     check_dir(&mut r, "root dir", &config.root_dir);
     check_dir(&mut r, "pod logs dir", &config.pod_logs_dir);
     match &config.static_pod_path {

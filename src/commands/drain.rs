@@ -8,45 +8,26 @@
 //! whatever its status address. The runtime's own list (`crun --root <rootDir>/crun list`) is
 //! the truth about what runs: a container without a pod record is stopped too. Every
 //! container gets its stop signal at once, so a power-down waits for the longest grace
-//! period, not for their sum.
+//! period, not for their sum. It works through the same [`Runtime`] as the agent: the
+//! inventory, a stop per container, a teardown per pod, and a final sweep.
 
-use crate::agent::actions::remove_cgroup;
-use crate::agent::recover::PodRecord;
 use crate::cli::{base_config, DrainCmd, Failure};
 use crate::config::parse_cgroup_root;
-use crate::runtime::crun::{alive, Crun};
+use crate::runtime::crun::{alive, CrunRuntime};
 use crate::runtime::rootlock::{LockError, RootLock};
-use crate::runtime::{podsetup, Layout, StartedRecord};
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use crate::runtime::{FoundInstance, Layout, Runtime, StopSpec, SweepScope};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// The kubelet's default grace period, for a container whose pod record is gone.
 const DEFAULT_GRACE: Duration = Duration::from_secs(30);
-/// How long a container may take to die after SIGKILL before drain gives up on it.
-const KILL_WAIT: Duration = Duration::from_secs(10);
 
-/// A pod directory under `<rootDir>/pods`.
-struct PodDir {
-    dir: PathBuf,
-    uid: String,
-    name: String,
-    grace: Duration,
-}
-
-/// One container crun lists, with what to wait for.
+/// One container to stop, and whose it is.
 struct Target {
-    id: String,
-    pid: i32,
-    monitor: Option<i32>,
-    grace: Duration,
-    owned: bool,
-}
-
-impl Target {
-    fn alive(&self) -> bool {
-        alive(self.pid) || self.monitor.is_some_and(alive)
-    }
+    spec: StopSpec,
+    /// The pod it belongs to, by uid, when that pod has a record.
+    owner: Option<String>,
 }
 
 pub fn run(cmd: &DrainCmd) -> Result<(), Failure> {
@@ -74,67 +55,18 @@ pub fn run(cmd: &DrainCmd) -> Result<(), Failure> {
             )),
             LockError::Io { .. } => Failure::Failed(e.to_string()),
         })?;
-    let binary = crate::host::which(&config.runtime_path)
+    let binary = crate::sys::host::which(&config.runtime_path)
         .ok_or_else(|| Failure::Failed(format!("{} not found", config.runtime_path.display())))?;
-    let crun = Crun {
-        binary,
-        root: layout.crun_root(),
-    };
-    let listed = if crun.root.is_dir() {
-        smol::block_on(crun.list()).map_err(|e| {
-            Failure::Failed(format!(
-                "{e}: cannot tell which containers run; nothing was stopped"
-            ))
-        })?
-    } else {
-        Vec::new()
-    };
-    let pods = pod_dirs(&layout);
-    let monitors = monitor_pids(&pods);
-    let targets: Vec<Target> = listed
-        .into_iter()
-        .map(|c| {
-            let owner = pods.iter().find(|p| owns(&p.uid, &c.id));
-            Target {
-                monitor: monitors.get(&c.id).copied(),
-                grace: owner.map(|p| p.grace).unwrap_or(DEFAULT_GRACE),
-                owned: owner.is_some(),
-                pid: c.pid,
-                id: c.id,
-            }
-        })
-        .collect();
-    let survivors = stop_all(&crun, &targets);
-    let mut problems = Vec::new();
-    for t in &targets {
-        if let Err(e) = smol::block_on(crun.delete(&t.id)) {
-            problems.push(e.to_string());
-        }
-        let _ = std::fs::remove_file(layout.exit_file(&t.id));
-        if !t.owned {
-            println!("stopped container {} (no pod record)", t.id);
-        }
-    }
-    for pod in &pods {
-        for started in glob_started(&pod.dir) {
-            if let Some(instance) = started.parent() {
-                podsetup::release_instance(instance);
-            }
-        }
-        match podsetup::teardown(&pod.dir) {
-            Ok(()) => println!("stopped {}", pod.name),
-            Err(e) => problems.push(format!("removing {}: {e}", pod.dir.display())),
-        }
-        remove_cgroup(&layout.pod_cgroup(&pod.uid));
-    }
-    remove_own_cgroups(&layout);
-    if !survivors.is_empty() {
-        problems.push(format!(
-            "still running {}s after SIGKILL: {}",
-            KILL_WAIT.as_secs(),
-            survivors.join(", ")
-        ));
-    }
+    // The runtime's own warnings (a container it cannot remove) go to stderr.
+    crate::sys::logging::init(false);
+    let listed = layout.crun_root().is_dir();
+    let exe = std::env::current_exe().unwrap_or_default();
+    let rt = Rc::new(
+        CrunRuntime::new(config, layout, binary, exe)
+            .map_err(|e| Failure::Failed(e.to_string()))?,
+    );
+    let ex = Rc::new(smol::LocalExecutor::new());
+    let problems = smol::block_on(ex.run(drain(rt, ex.clone(), listed)))?;
     if problems.is_empty() {
         Ok(())
     } else {
@@ -142,125 +74,114 @@ pub fn run(cmd: &DrainCmd) -> Result<(), Failure> {
     }
 }
 
+/// Stops every container at once (each pod's grace period, 30 s without a record), then
+/// removes the pods and whatever else is left; returns the problems.
+async fn drain(
+    rt: Rc<CrunRuntime>,
+    ex: Rc<smol::LocalExecutor<'static>>,
+    listed: bool,
+) -> Result<Vec<String>, Failure> {
+    let inventory = rt.inventory().await;
+    let strays = match inventory.strays {
+        Ok(s) => s,
+        Err(e) if listed => {
+            return Err(Failure::Failed(format!(
+                "{e}: cannot tell which containers run; nothing was stopped"
+            )))
+        }
+        Err(_) => Vec::new(),
+    };
+    let graces: Vec<(String, Duration)> = inventory
+        .pods
+        .iter()
+        .map(|p| (p.pod.uid().to_string(), grace(&p.pod)))
+        .collect();
+    let mut targets = Vec::new();
+    for p in &inventory.pods {
+        for c in &p.containers {
+            let r = match &c.latest {
+                Some(FoundInstance::Running(r) | FoundInstance::Exited(r, _)) => r,
+                _ => continue,
+            };
+            if !alive(r.pid) && !alive(r.monitor_pid) {
+                continue;
+            }
+            targets.push(Target {
+                spec: stop_spec(&r.id, alive_of(r.monitor_pid, r.pid), grace(&p.pod)),
+                owner: Some(p.pod.uid().to_string()),
+            });
+        }
+    }
+    for s in &strays {
+        let owner = graces.iter().find(|(uid, _)| owns(uid, &s.id));
+        targets.push(Target {
+            spec: stop_spec(&s.id, s.pid, owner.map_or(DEFAULT_GRACE, |o| o.1)),
+            owner: owner.map(|o| o.0.clone()),
+        });
+    }
+    // The stop signal to all at once: a power-down waits for the longest grace period,
+    // not for their sum.
+    let stops: Vec<_> = targets
+        .iter()
+        .map(|t| {
+            let (rt, spec) = (rt.clone(), t.spec.clone());
+            ex.spawn(async move { rt.stop(&spec).await })
+        })
+        .collect();
+    let mut survivors = Vec::new();
+    for (t, stop) in targets.iter().zip(stops) {
+        if !stop.await.gone {
+            survivors.push(t.spec.id.clone());
+        }
+        if t.owner.is_none() {
+            println!("stopped container {} (no pod record)", t.spec.id);
+        }
+    }
+    let mut problems = Vec::new();
+    for p in inventory.pods {
+        let pod = Arc::new(p.pod);
+        match rt.teardown(&pod, true).await {
+            Ok(()) => println!("stopped {}", pod.full_name()),
+            Err(e) => problems.push(format!("{}: {e}", pod.full_name())),
+        }
+    }
+    rt.sweep(&SweepScope::Everything).await;
+    if !survivors.is_empty() {
+        problems.push(format!(
+            "still running {}s after SIGKILL: {}",
+            crate::runtime::crun::KILL_WAIT.as_secs(),
+            survivors.join(", ")
+        ));
+    }
+    Ok(problems)
+}
+
+fn grace(pod: &crate::manifest::StaticPod) -> Duration {
+    Duration::from_secs(pod.pod.spec.grace_period_seconds().max(0) as u64)
+}
+
+/// The monitor while it lives, else the container itself.
+fn alive_of(monitor: i32, pid: i32) -> i32 {
+    if alive(monitor) {
+        monitor
+    } else {
+        pid
+    }
+}
+
+/// drain sends the stop signal only (running hooks is the agent's job).
+fn stop_spec(id: &str, wait_pid: i32, grace: Duration) -> StopSpec {
+    StopSpec {
+        id: id.to_string(),
+        wait_pid,
+        signal: "SIGTERM".into(),
+        grace,
+        pre_stop: None,
+    }
+}
+
 /// Whether crun container `id` (`<first 12 of uid>-<name>-<attempt>`) belongs to pod `uid`.
 fn owns(uid: &str, id: &str) -> bool {
     id.split_once('-')
         .is_some_and(|(prefix, _)| !prefix.is_empty() && uid.starts_with(prefix))
-}
-
-fn pod_dirs(layout: &Layout) -> Vec<PodDir> {
-    let dirs: Vec<PathBuf> = std::fs::read_dir(layout.pods())
-        .map(|rd| rd.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    dirs.into_iter()
-        .map(|dir| {
-            let uid = dir
-                .file_name()
-                .map(|n| n.to_string_lossy().to_string())
-                .unwrap_or_default();
-            let pod = PodRecord::load(&dir);
-            PodDir {
-                name: pod.as_ref().map(|p| p.full_name()).unwrap_or(uid.clone()),
-                grace: pod
-                    .map(|p| Duration::from_secs(p.pod.spec.grace_period_seconds().max(0) as u64))
-                    .unwrap_or(DEFAULT_GRACE),
-                uid,
-                dir,
-            }
-        })
-        .collect()
-}
-
-/// The live monitor of each recorded instance, by crun container id.
-fn monitor_pids(pods: &[PodDir]) -> BTreeMap<String, i32> {
-    let mut out = BTreeMap::new();
-    for pod in pods {
-        for started in glob_started(&pod.dir) {
-            let Some(rec) = std::fs::read(&started)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<StartedRecord>(&b).ok())
-            else {
-                continue;
-            };
-            // .../containers/<name>/<attempt>/started.json
-            let instance = started.parent();
-            let attempt = instance
-                .and_then(Path::file_name)
-                .and_then(|a| a.to_str()?.parse::<u32>().ok());
-            let name = instance
-                .and_then(Path::parent)
-                .and_then(Path::file_name)
-                .map(|n| n.to_string_lossy().to_string());
-            if let (Some(attempt), Some(name)) = (attempt, name) {
-                out.insert(
-                    Layout::container_id(&pod.uid, &name, attempt),
-                    rec.monitor_pid,
-                );
-            }
-        }
-    }
-    out
-}
-
-/// SIGTERM to all, SIGKILL to each once its grace period is over; returns the ids of those
-/// still alive [`KILL_WAIT`] after SIGKILL.
-fn stop_all(crun: &Crun, targets: &[Target]) -> Vec<String> {
-    let start = Instant::now();
-    for t in targets.iter().filter(|t| t.alive()) {
-        let _ = smol::block_on(crun.kill(&t.id, "SIGTERM"));
-    }
-    let mut killed_at: Vec<Option<Instant>> = vec![None; targets.len()];
-    loop {
-        let mut waiting = false;
-        let mut gave_up = Vec::new();
-        for (t, killed) in targets.iter().zip(killed_at.iter_mut()) {
-            if !t.alive() {
-                continue;
-            }
-            match killed {
-                None if start.elapsed() >= t.grace => {
-                    let _ = smol::block_on(crun.kill(&t.id, "SIGKILL"));
-                    *killed = Some(Instant::now());
-                    waiting = true;
-                }
-                Some(at) if at.elapsed() >= KILL_WAIT => gave_up.push(t.id.clone()),
-                _ => waiting = true,
-            }
-        }
-        if !waiting {
-            return gave_up;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// With the lock held, every pod cgroup under this root dir's cgroup parent is ours: the
-/// ones left by pods whose directory is gone go too, then the parent when it is empty.
-fn remove_own_cgroups(layout: &Layout) {
-    for dir in crate::host::cgroup_dirs(&layout.cgroup_root) {
-        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            if e.file_name().to_string_lossy().starts_with("pod") {
-                crate::host::remove_cgroup_dir(&e.path());
-            }
-        }
-        let _ = std::fs::remove_dir(&dir);
-    }
-}
-
-/// Every `containers/<name>/<attempt>/started.json` of a pod.
-fn glob_started(pod_dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for c in std::fs::read_dir(pod_dir.join("containers"))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        for i in std::fs::read_dir(c.path()).into_iter().flatten().flatten() {
-            let p = i.path().join("started.json");
-            if p.exists() {
-                out.push(p);
-            }
-        }
-    }
-    out
 }

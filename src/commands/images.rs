@@ -27,7 +27,7 @@ pub fn run(cmd: &ImagesCmd) -> Result<(), Failure> {
                 &store,
                 &i.path,
                 name.as_ref(),
-                &crate::timefmt::now_rfc3339(),
+                &crate::sys::timefmt::now_rfc3339(),
             )
             .map_err(failed)?;
             // Each image is unpacked before it is listed, so the first pod start does not pay
@@ -61,12 +61,12 @@ pub fn run(cmd: &ImagesCmd) -> Result<(), Failure> {
             if let Some(c) = &p.image_credentials {
                 config.image_credentials = Some(c.clone());
             }
-            let options = crate::image::pull::PullOptions::from_config(&config);
+            let options = config.pull_options();
             let digest = crate::image::pull::pull(
                 &store,
                 &reference,
                 &options,
-                &crate::timefmt::now_rfc3339(),
+                &crate::sys::timefmt::now_rfc3339(),
             )
             .map_err(failed)?;
             println!("pulled {reference} ({digest})");

@@ -6,10 +6,10 @@
 
 use crate::cli::{base_config, Failure, ValidateCmd};
 use crate::desired::DesiredSet;
-use crate::logging::escape;
 use crate::manifest::Source;
 use crate::source::dir::DirSource;
 use crate::source::SourceKey;
+use crate::sys::logging::escape;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::SystemTime;
@@ -50,7 +50,7 @@ pub fn run(cmd: &ValidateCmd) -> Result<(), Failure> {
                 unknown.push((file.to_path_buf(), f.clone()));
             }
         }
-        set.apply(source.snapshot(), &crate::timefmt::now_rfc3339());
+        set.apply(source.snapshot(), &crate::sys::timefmt::now_rfc3339());
     }
     let desired = set.desired();
     for p in &desired.problems {

@@ -65,7 +65,8 @@ fn kubelet_configuration_uses_shared_fields_and_names_the_rest() {
         "kubelet.yaml",
         "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nstaticPodPath: /etc/kubernetes/manifests\n\
          fileCheckFrequency: 10s\ncontainerLogMaxSize: 5Mi\ncontainerLogMaxFiles: 2\nclusterDNS: [10.0.0.10]\n\
-         authentication: {anonymous: {enabled: false}}\n",
+         authentication: {anonymous: {enabled: false}, webhook: {enabled: true, cacheTTL: 1m}, x509: {clientCAFile: ca.crt}}\n\
+         authorization: {mode: AlwaysAllow}\nport: 10260\naddress: 127.0.0.1\ntlsCertFile: /pki/k.crt\ntlsPrivateKeyFile: /pki/k.key\n",
     );
     let c = load_file(&p).unwrap();
     assert_eq!(
@@ -75,10 +76,61 @@ fn kubelet_configuration_uses_shared_fields_and_names_the_rest() {
     assert_eq!(c.file_check_frequency, Duration::from_secs(10));
     assert_eq!(c.container_log_max_size, 5 * 1024 * 1024);
     assert_eq!(c.container_log_max_files, 2);
+    assert!(c.ignored_fields.is_empty(), "{:?}", c.ignored_fields);
     assert_eq!(
-        c.ignored_fields,
-        vec!["authentication".to_string(), "clusterDNS".to_string()]
+        c.network.cluster_dns,
+        vec!["10.0.0.10".parse::<std::net::IpAddr>().unwrap()]
     );
+    let k = &c.kubelet_api;
+    assert_eq!(k.port, 10260);
+    assert_eq!(k.address.to_string(), "127.0.0.1");
+    assert_eq!(k.tls_cert_file, Some(PathBuf::from("/pki/k.crt")));
+    assert_eq!(
+        k.client_ca_file,
+        Some(p.parent().unwrap().join("ca.crt")),
+        "relative to the file"
+    );
+    assert_eq!(k.authn_cache_ttl, Duration::from_secs(60));
+    assert_eq!(k.authz_mode, AuthzMode::AlwaysAllow);
+}
+
+#[test]
+fn kubelet_api_defaults_and_refusals() {
+    let k = KubeletApi::default();
+    assert_eq!(
+        (k.port, k.webhook_authn, k.authz_mode),
+        (10250, true, AuthzMode::Webhook)
+    );
+    let head = "apiVersion: staticlet.dev/v1alpha1\nkind: StaticletConfiguration\n";
+    let c = load_file(&write(
+        "api.yaml",
+        &format!("{head}nodeIP: 192.168.7.2\nport: 0\neventBufferMaxEvents: 50\neventBufferMaxBytes: 64Ki\n"),
+    ))
+    .unwrap();
+    assert_eq!(c.node_ip.unwrap().to_string(), "192.168.7.2");
+    assert_eq!(c.kubelet_api.port, 0);
+    assert_eq!((c.event_limits.events, c.event_limits.bytes), (50, 65536));
+    for (body, field) in [
+        ("nodeIP: gw.local\n", "nodeIP"),
+        ("port: 70000\n", "port"),
+        ("tlsCertFile: /a.crt\n", "tlsCertFile"),
+        ("authorization: {mode: RBAC}\n", "authorization.mode"),
+        (
+            "authentication: {anonymous: {enabled: true}}\n",
+            "authentication.anonymous.enabled",
+        ),
+        (
+            "authentication: {x509: {clientCAfile: x}}\n",
+            "clientCAfile",
+        ),
+        ("eventBufferMaxEvents: 1\n", "eventBufferMaxEvents"),
+        ("eventBufferMaxBytes: 1\n", "eventBufferMaxBytes"),
+    ] {
+        let e = load_file(&write("bad.yaml", &format!("{head}{body}")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(field), "{body}: {e}");
+    }
 }
 
 #[test]

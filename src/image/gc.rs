@@ -8,7 +8,7 @@
 
 use super::store::{digest_hex, ImageRecord};
 use super::{ImageError, ImageStore, Reference};
-use crate::fsutil;
+use crate::sys::fsutil;
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::path::Path;

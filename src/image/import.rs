@@ -367,7 +367,7 @@ fn import_docker(
             "config": descriptor(&entry.config, "application/vnd.oci.image.config.v1+json")?,
             "layers": layers,
         });
-        let body = serde_json::to_vec(&oci).unwrap_or_default();
+        let body = serde_json::to_vec(&oci).map_err(|e| bad(e.to_string()))?;
         let manifest_digest =
             store.put_blob(lease, &body[..], None, &format!("{origin}: manifest.json"))?;
         let mut names: Vec<Reference> = match name {

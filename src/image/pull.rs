@@ -9,50 +9,12 @@
 use super::fetch::fetch_blob;
 use super::lock::Lease;
 use super::registry::{err, Client};
+// Where they were first defined; registries are what they configure.
+pub use super::registry::{PullOptions, IDLE_TIMEOUT};
 use super::store::{parse_json, MAX_JSON};
 use super::{select_platform, ImageError, ImageStore, Reference};
 use oci_spec::image::{ImageIndex, ImageManifest};
 use serde_json::Value;
-use std::path::PathBuf;
-use std::time::Duration;
-
-/// How long a transfer may make no progress, as the kubelet's image pull progress deadline.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Where credentials and private CAs come from.
-#[derive(Debug, Clone)]
-pub struct PullOptions {
-    pub config_dir: PathBuf,
-    pub insecure: Vec<String>,
-    pub credentials: Option<PathBuf>,
-    /// A transfer that makes no progress for this long fails (and resumes at the next try).
-    pub idle_timeout: Duration,
-}
-
-impl Default for PullOptions {
-    fn default() -> PullOptions {
-        PullOptions {
-            config_dir: PathBuf::new(),
-            insecure: Vec::new(),
-            credentials: None,
-            idle_timeout: IDLE_TIMEOUT,
-        }
-    }
-}
-
-impl PullOptions {
-    pub fn from_config(c: &crate::config::Config) -> PullOptions {
-        PullOptions {
-            config_dir: c.config_dir.clone(),
-            insecure: c.insecure_registries.clone(),
-            credentials: c
-                .image_credentials
-                .clone()
-                .or_else(|| Some(PathBuf::from("/root/.docker/config.json"))),
-            idle_timeout: IDLE_TIMEOUT,
-        }
-    }
-}
 
 fn is_index(body: &[u8]) -> bool {
     serde_json::from_slice::<Value>(body)

@@ -7,7 +7,6 @@
 //! deadline), so a large layer at 512 kbit/s downloads however long it takes. Manifests and
 //! tokens, small by nature, also have a total deadline of 60 s.
 
-use super::pull::PullOptions;
 use super::ImageError;
 use super::Reference;
 use serde_json::Value;
@@ -15,6 +14,30 @@ use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 use std::time::Duration;
 use ureq::tls::TlsConfig;
+
+/// How long a transfer may make no progress, as the kubelet's image pull progress deadline.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Where credentials and private CAs come from.
+#[derive(Debug, Clone)]
+pub struct PullOptions {
+    pub config_dir: PathBuf,
+    pub insecure: Vec<String>,
+    pub credentials: Option<PathBuf>,
+    /// A transfer that makes no progress for this long fails (and resumes at the next try).
+    pub idle_timeout: Duration,
+}
+
+impl Default for PullOptions {
+    fn default() -> PullOptions {
+        PullOptions {
+            config_dir: PathBuf::new(),
+            insecure: Vec::new(),
+            credentials: None,
+            idle_timeout: IDLE_TIMEOUT,
+        }
+    }
+}
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Manifests and tokens are small: they keep a total deadline, so a registry that trickles
@@ -64,7 +87,7 @@ fn basic_auth(options: &PullOptions, host: &str) -> Option<String> {
         })
         .find_map(|k| auths.get(k))?;
     let auth = entry.get("auth")?.as_str()?;
-    crate::net::base64_decode(auth).filter(|d| d.contains(&b':'))?;
+    crate::sys::net::base64_decode(auth).filter(|d| d.contains(&b':'))?;
     Some(auth.to_string())
 }
 
@@ -118,7 +141,7 @@ impl Client {
             .join(&reference.domain)
             .join("ca.crt");
         let extra: Vec<PathBuf> = ca.exists().then_some(ca).into_iter().collect();
-        let roots = crate::net::root_certs(&extra).map_err(|m| err(&host, m))?;
+        let roots = crate::sys::net::root_certs(&extra).map_err(|e| err(&host, e.to_string()))?;
         Ok(Client {
             agent: ureq::Agent::config_builder()
                 .timeout_connect(Some(CONNECT_TIMEOUT))
@@ -161,7 +184,7 @@ impl Client {
             }
             let resp = req
                 .call()
-                .map_err(|e| err(&self.registry, crate::net::explain(&e)))?;
+                .map_err(|e| err(&self.registry, crate::sys::net::explain(&e)))?;
             if resp.status().as_u16() != 401 || attempt > 0 {
                 return Ok(resp);
             }
@@ -210,7 +233,7 @@ impl Client {
         let mut resp = req.call().map_err(|e| {
             err(
                 &self.registry,
-                format!("token from {realm}: {}", crate::net::explain(&e)),
+                format!("token from {realm}: {}", crate::sys::net::explain(&e)),
             )
         })?;
         let status = resp.status().as_u16();

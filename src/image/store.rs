@@ -10,7 +10,7 @@
 use super::extract::hex;
 use super::lock::Lease;
 use super::{ImageError, Reference};
-use crate::fsutil;
+use crate::sys::fsutil;
 use oci_spec::image::{ImageConfiguration, ImageManifest};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -204,7 +204,10 @@ impl ImageStore {
         refs: &BTreeMap<String, ImageRecord>,
     ) -> Result<(), ImageError> {
         let p = self.refs_path();
-        let body = serde_json::to_vec_pretty(refs).unwrap_or_default();
+        let body = serde_json::to_vec_pretty(refs).map_err(|e| ImageError::Io {
+            path: p.clone(),
+            source: std::io::Error::other(e),
+        })?;
         fsutil::write_atomic(&p, &body).map_err(|source| ImageError::Io { path: p, source })
     }
 

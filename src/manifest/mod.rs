@@ -6,11 +6,13 @@
 
 mod decode;
 pub mod pod;
+pub mod policy;
 pub mod quantity;
 pub mod schema;
 pub mod validate;
 
 pub use decode::{decode, MAX_DEPTH, MAX_NODES};
+pub use policy::{PullPolicy, RestartPolicy};
 
 use pod::Pod;
 use serde_json::{json, Value};
@@ -57,7 +59,7 @@ pub struct ManifestError {
 /// them can never start a line of its own in `validate`'s output or in the log.
 impl fmt::Display for ManifestError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use crate::logging::escape;
+        use crate::sys::logging::escape;
         for (i, e) in self.errors.iter().enumerate() {
             if i > 0 {
                 writeln!(f)?;
@@ -144,6 +146,12 @@ impl StaticPod {
         } else {
             &spec.containers[index - n]
         }
+    }
+
+    /// Every container, init containers first: the order [`StaticPod::container`] counts.
+    pub fn containers(&self) -> impl Iterator<Item = &pod::Container> {
+        let spec = &self.pod.spec;
+        spec.init_containers.iter().chain(&spec.containers)
     }
 
     /// Stamps the first-seen annotation (not part of the hash).

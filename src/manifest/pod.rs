@@ -42,13 +42,30 @@ pub struct PodSpec {
     #[serde(rename = "hostIPC")]
     pub host_ipc: bool,
     pub hostname: Option<String>,
+    pub subdomain: Option<String>,
     pub host_aliases: Vec<HostAlias>,
+    pub dns_policy: Option<String>,
     pub dns_config: Option<DnsConfig>,
     pub security_context: Option<PodSecurityContext>,
     pub service_account_name: Option<String>,
     pub service_account: Option<String>,
     pub automount_service_account_token: Option<bool>,
     pub node_name: Option<String>,
+    pub active_deadline_seconds: Option<i64>,
+    pub share_process_namespace: Option<bool>,
+    pub host_users: Option<bool>,
+    pub readiness_gates: Option<Value>,
+    pub runtime_class_name: Option<String>,
+    pub os: Option<PodOs>,
+    pub resource_claims: Option<Value>,
+    pub resources: Option<Value>,
+    pub hostname_override: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PodOs {
+    pub name: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -63,6 +80,14 @@ pub struct HostAlias {
 pub struct DnsConfig {
     pub nameservers: Vec<String>,
     pub searches: Vec<String>,
+    pub options: Vec<DnsOption>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct DnsOption {
+    pub name: String,
+    pub value: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -70,7 +95,37 @@ pub struct DnsConfig {
 pub struct PodSecurityContext {
     pub run_as_user: Option<i64>,
     pub run_as_group: Option<i64>,
+    pub run_as_non_root: Option<bool>,
     pub supplemental_groups: Vec<i64>,
+    pub supplemental_groups_policy: Option<String>,
+    pub fs_group: Option<i64>,
+    pub fs_group_change_policy: Option<String>,
+    pub sysctls: Vec<Sysctl>,
+    pub seccomp_profile: Option<SeccompProfile>,
+    pub app_armor_profile: Option<AppArmorProfile>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Sysctl {
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SeccompProfile {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub localhost_profile: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct AppArmorProfile {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub localhost_profile: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -93,6 +148,12 @@ pub struct Container {
     pub image_pull_policy: Option<String>,
     pub security_context: Option<SecurityContext>,
     pub tty: bool,
+    pub stdin: bool,
+    pub stdin_once: bool,
+    /// Only init containers may set it (`Always`: a native sidecar).
+    pub restart_policy: Option<String>,
+    pub restart_policy_rules: Option<Value>,
+    pub volume_devices: Option<Value>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -107,9 +168,19 @@ pub struct EnvVar {
 #[serde(rename_all = "camelCase", default)]
 pub struct EnvVarSource {
     pub field_ref: Option<FieldRef>,
-    pub resource_field_ref: Option<Value>,
+    pub resource_field_ref: Option<ResourceFieldRef>,
     pub secret_key_ref: Option<Value>,
     pub config_map_key_ref: Option<Value>,
+    pub file_key_ref: Option<Value>,
+}
+
+/// `env[].valueFrom.resourceFieldRef`: a container's limit or request, divided by `divisor`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ResourceFieldRef {
+    pub container_name: Option<String>,
+    pub resource: String,
+    pub divisor: Option<QuantityValue>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -131,6 +202,8 @@ pub struct ContainerPort {
     pub name: Option<String>,
     pub container_port: i64,
     pub host_port: Option<i64>,
+    #[serde(rename = "hostIP")]
+    pub host_ip: Option<String>,
     pub protocol: Option<String>,
 }
 
@@ -139,6 +212,7 @@ pub struct ContainerPort {
 pub struct Resources {
     pub limits: BTreeMap<String, QuantityValue>,
     pub requests: BTreeMap<String, QuantityValue>,
+    pub claims: Option<Value>,
 }
 
 /// A quantity as written: YAML lets users write `cpu: 1` or `cpu: "1"`; both are valid.
@@ -167,6 +241,9 @@ pub struct VolumeMount {
     pub mount_path: String,
     pub read_only: bool,
     pub sub_path: Option<String>,
+    pub sub_path_expr: Option<String>,
+    pub mount_propagation: Option<String>,
+    pub recursive_read_only: Option<String>,
 }
 
 /// A port given as a number or as the name of a container port.
@@ -234,6 +311,7 @@ pub struct Probe {
     pub timeout_seconds: Option<i64>,
     pub failure_threshold: Option<i64>,
     pub success_threshold: Option<i64>,
+    pub termination_grace_period_seconds: Option<i64>,
 }
 
 impl Probe {
@@ -271,6 +349,10 @@ pub struct SecurityContext {
     pub read_only_root_filesystem: Option<bool>,
     pub allow_privilege_escalation: Option<bool>,
     pub capabilities: Option<Capabilities>,
+    pub run_as_non_root: Option<bool>,
+    pub seccomp_profile: Option<SeccompProfile>,
+    pub app_armor_profile: Option<AppArmorProfile>,
+    pub proc_mount: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -308,24 +390,28 @@ pub struct EmptyDirVolume {
 }
 
 impl Container {
-    pub fn pull_policy(&self) -> &str {
-        match self.image_pull_policy.as_deref() {
+    pub fn pull_policy(&self) -> super::PullPolicy {
+        match self
+            .image_pull_policy
+            .as_deref()
+            .and_then(super::PullPolicy::parse)
+        {
             Some(p) => p,
             // The kubelet's default: `Always` for `:latest` or untagged images.
             None if crate::image::Reference::parse(&self.image)
                 .map(|r| r.is_latest())
                 .unwrap_or(false) =>
             {
-                "Always"
+                super::PullPolicy::Always
             }
-            None => "IfNotPresent",
+            None => super::PullPolicy::IfNotPresent,
         }
     }
 }
 
 impl PodSpec {
-    pub fn restart_policy(&self) -> &str {
-        self.restart_policy.as_deref().unwrap_or("Always")
+    pub fn restart_policy(&self) -> super::RestartPolicy {
+        super::RestartPolicy::parse(self.restart_policy.as_deref())
     }
     pub fn grace_period_seconds(&self) -> i64 {
         self.termination_grace_period_seconds.unwrap_or(30)

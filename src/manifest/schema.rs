@@ -341,6 +341,68 @@ fn walk(value: &Value, ty: Ty, path: &mut String, found: &mut Found) {
     }
 }
 
+/// The Pod API's types by name, for [`field_rows`]: a field of one of these types is listed
+/// under the type's name (`Container.image`), whatever path leads to it.
+const NAMED: &[(&str, &[(&str, Ty)])] = &[
+    ("Pod", POD),
+    ("ObjectMeta", META),
+    ("PodSpec", SPEC),
+    ("PodSecurityContext", POD_SECURITY),
+    ("Toleration", TOLERATION),
+    ("Container", CONTAINER),
+    ("ContainerPort", PORT),
+    ("EnvVar", ENV),
+    ("EnvFromSource", ENV_FROM),
+    ("ResourceRequirements", RESOURCES),
+    ("VolumeMount", MOUNT),
+    ("Probe", PROBE),
+    ("LifecycleHandler", HANDLER),
+    ("Lifecycle", LIFECYCLE),
+    ("SecurityContext", SECURITY),
+    ("Volume", VOLUME),
+];
+
+fn type_name(fields: &[(&str, Ty)]) -> Option<&'static str> {
+    NAMED.iter().find_map(|(name, named)| {
+        let same = named.len() == fields.len() && named.iter().zip(fields).all(|(a, b)| a.0 == b.0);
+        same.then_some(*name)
+    })
+}
+
+/// Every field the manifest parser accepts without a warning, as `Type.field` or
+/// `Type.field.inner` (`Container.securityContext`, `SecurityContext.capabilities.add`), each
+/// once. README.md's "Pod fields" table must have a row for each (tests/conformance.rs), so
+/// that no field can be accepted and silently ignored.
+pub fn field_rows() -> Vec<String> {
+    let mut rows = std::collections::BTreeSet::new();
+    let mut seen = std::collections::BTreeSet::new();
+    collect(POD, "Pod", &mut rows, &mut seen);
+    rows.into_iter().collect()
+}
+
+fn collect(
+    fields: &[(&str, Ty)],
+    prefix: &str,
+    rows: &mut std::collections::BTreeSet<String>,
+    seen: &mut std::collections::BTreeSet<&'static str>,
+) {
+    for (name, ty) in fields {
+        let path = format!("{prefix}.{name}");
+        rows.insert(path.clone());
+        let inner = match ty {
+            Obj(f) => Some(*f),
+            List(Obj(f)) => Some(*f),
+            _ => None,
+        };
+        let Some(inner) = inner else { continue };
+        match type_name(inner) {
+            Some(t) if seen.insert(t) => collect(inner, t, rows, seen),
+            Some(_) => {}
+            None => collect(inner, &path, rows, seen),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

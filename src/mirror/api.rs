@@ -5,6 +5,9 @@
 //! Only a transport failure (refused, timed out, TLS) is an error here; every HTTP answer,
 //! 4xx and 5xx included, is a [`Reply`] the sync interprets, because "namespace not found"
 //! and "forbidden" are states to report, not failures of the link.
+//!
+//! A watch is long-lived, so it runs on a thread of its own ([`Api::start_watch`]) and hands
+//! each event to the sync through a channel ([`WatchTx`]); the sync never waits for it.
 
 use super::kubeconfig::Kubeconfig;
 use serde_json::Value;
@@ -80,11 +83,45 @@ impl Reply {
 }
 
 /// Sends one request to the API server; `path` starts with `/`.
-pub trait Api: Send {
+pub trait Api: Send + Sync + Clone + 'static {
     fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Reply, ApiError>;
+    /// Opens the watch `path` (with `watch=true`) and sends what it brings to `to` until it
+    /// ends, the server closes it after `timeout`, or `to` is no longer wanted.
+    fn start_watch(&self, path: String, timeout: Duration, to: WatchTx);
 }
 
+/// What a watch brings.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WatchMsg {
+    /// `ADDED`, `MODIFIED`, `DELETED` or `BOOKMARK`, and the object.
+    Event { kind: String, object: Value },
+    /// 410 Gone: the resource version is too old; list again.
+    Gone,
+    /// The watch ended: by the server's timeout (None), or for the reason given.
+    Ended(Option<String>),
+}
+
+/// The sending end of one watch: its messages, and a wake-up for the sync thread.
+#[derive(Clone)]
+pub struct WatchTx {
+    pub tx: std::sync::mpsc::Sender<WatchMsg>,
+    pub wake: std::sync::Arc<dyn Fn() + Send + Sync>,
+}
+
+impl WatchTx {
+    /// False once the sync has given this watch up (the thread should end).
+    pub fn send(&self, msg: WatchMsg) -> bool {
+        let ok = self.tx.send(msg).is_ok();
+        (self.wake)();
+        ok
+    }
+}
+
+/// The longest watch event line read (a Pod is at most about 1.5 MB in etcd).
+const MAX_WATCH_LINE: u64 = 8 * 1024 * 1024;
+
 /// The real client: one ureq agent (connections are kept and reused).
+#[derive(Clone)]
 pub struct HttpApi {
     agent: ureq::Agent,
     server: String,
@@ -98,7 +135,9 @@ impl HttpApi {
             field,
             message,
         };
-        let mut tls = TlsConfig::builder().disable_verification(kc.insecure);
+        let mut tls = TlsConfig::builder()
+            .disable_verification(kc.insecure)
+            .unversioned_rustls_crypto_provider(super::kubeconfig::client_crypto_provider());
         let roots = match &kc.ca_pem {
             Some(pem) => Some(pem.clone()),
             // Without a CA in the kubeconfig, trust the system's (as kubectl does).
@@ -197,6 +236,94 @@ impl Api for HttpApi {
             .map_err(|e| unreachable(format!("reading the answer: {e}")))?;
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
         Ok(Reply { code, body })
+    }
+
+    fn start_watch(&self, path: String, timeout: Duration, to: WatchTx) {
+        let api = self.clone();
+        let failed = to.tx.clone();
+        let spawned = std::thread::Builder::new()
+            .name("mirror-watch".into())
+            .spawn(move || {
+                let end = api.watch(&path, timeout, &to);
+                to.send(end);
+            });
+        if let Err(e) = spawned {
+            // The sync retries the watch with backoff.
+            let _ = failed.send(WatchMsg::Ended(Some(format!(
+                "cannot start the watch thread: {e}"
+            ))));
+        }
+    }
+}
+
+impl HttpApi {
+    /// Runs one watch to its end; returns how it ended.
+    fn watch(&self, path: &str, timeout: Duration, to: &WatchTx) -> WatchMsg {
+        use std::io::{BufRead, Read};
+        let url = format!("{}{path}", self.server);
+        let mut req = self
+            .agent
+            .get(&url)
+            .config()
+            // The server ends the watch after `timeout`; a connection that dies silently is
+            // given up a little later (the Lease, on another connection, notices sooner).
+            .timeout_global(Some(timeout + Duration::from_secs(30)))
+            .build()
+            .header("Accept", "application/json");
+        if let Some(t) = &self.token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        let mut resp = match req.call() {
+            Ok(r) => r,
+            Err(e) => return WatchMsg::Ended(Some(e.to_string())),
+        };
+        let code = resp.status().as_u16();
+        if code != 200 {
+            let text = resp.body_mut().read_to_string().unwrap_or_default();
+            let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+            let reply = Reply { code, body };
+            return match code {
+                410 => WatchMsg::Gone,
+                _ => WatchMsg::Ended(Some(reply.message())),
+            };
+        }
+        let reader = resp.body_mut().with_config().limit(u64::MAX).reader();
+        let mut lines = std::io::BufReader::new(reader);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let n = match (&mut lines)
+                .take(MAX_WATCH_LINE)
+                .read_until(b'\n', &mut line)
+            {
+                Ok(n) => n,
+                Err(e) => return WatchMsg::Ended(Some(e.to_string())),
+            };
+            if n == 0 {
+                return WatchMsg::Ended(None);
+            }
+            if !line.ends_with(b"\n") && n as u64 >= MAX_WATCH_LINE {
+                return WatchMsg::Ended(Some("a watch event over 8 MiB".into()));
+            }
+            let Ok(mut v) = serde_json::from_slice::<Value>(&line) else {
+                return WatchMsg::Ended(Some("a watch event that is not JSON".into()));
+            };
+            let kind = v["type"].as_str().unwrap_or_default().to_string();
+            let object = v["object"].take();
+            if kind == "ERROR" {
+                let reply = Reply {
+                    code: object["code"].as_u64().unwrap_or(500) as u16,
+                    body: object,
+                };
+                return match reply.code {
+                    410 => WatchMsg::Gone,
+                    _ => WatchMsg::Ended(Some(reply.message())),
+                };
+            }
+            if !to.send(WatchMsg::Event { kind, object }) {
+                return WatchMsg::Ended(None);
+            }
+        }
     }
 }
 

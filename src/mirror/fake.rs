@@ -3,7 +3,7 @@
 //! namespaces that must exist, label prefixes NodeRestriction refuses, graceful deletes that
 //! leave a pod Terminating). The e2e tests run the real kube-apiserver.
 
-use super::api::{Api, ApiError, Method, Reply};
+use super::api::{Api, ApiError, Method, Reply, WatchMsg, WatchTx};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -18,6 +18,10 @@ pub struct State {
     /// `METHOD path` of every call that reached the server.
     pub calls: Vec<String>,
     pub forbidden_label_prefix: Option<String>,
+    /// Events by (namespace, name).
+    pub events: BTreeMap<(String, String), Value>,
+    /// Open pod watches: each change of a pod is sent to them.
+    pub watchers: Vec<WatchTx>,
     serial: u64,
 }
 
@@ -37,8 +41,26 @@ impl Fake {
     }
     /// An admin's `kubectl delete pod` (graceful: the pod stays, Terminating).
     pub fn admin_delete(&self, ns: &str, name: &str) {
-        if let Some(p) = self.lock().pods.get_mut(&(ns.into(), name.into())) {
+        let mut s = self.lock();
+        let changed = s.pods.get_mut(&(ns.into(), name.into())).map(|p| {
             p["metadata"]["deletionTimestamp"] = json!("2024-01-01T00:00:00Z");
+            p.clone()
+        });
+        if let Some(p) = changed {
+            s.notify("MODIFIED", p);
+        }
+    }
+    /// `kubectl delete pod --grace-period=0 --force`: gone at once.
+    pub fn admin_remove(&self, ns: &str, name: &str) {
+        let mut s = self.lock();
+        if let Some(p) = s.pods.remove(&(ns.into(), name.into())) {
+            s.notify("DELETED", p);
+        }
+    }
+    /// The watch cache moved past the watches' resource version: they end with 410.
+    pub fn expire_watches(&self) {
+        for w in std::mem::take(&mut self.lock().watchers) {
+            let _ = w.tx.send(WatchMsg::Gone);
         }
     }
 }
@@ -79,6 +101,16 @@ fn merge(target: &mut Value, patch: &Value) {
 }
 
 impl State {
+    fn notify(&mut self, kind: &str, object: Value) {
+        self.watchers.retain(|w| {
+            w.tx.send(WatchMsg::Event {
+                kind: kind.into(),
+                object: object.clone(),
+            })
+            .is_ok()
+        });
+    }
+
     fn stamp(&mut self, obj: &mut Value) {
         self.serial += 1;
         if obj["metadata"]["uid"].is_null() {
@@ -89,6 +121,7 @@ impl State {
 
     fn route(&mut self, method: Method, path: &str, body: Option<&Value>) -> Reply {
         let body = body.cloned().unwrap_or(Value::Null);
+        let (path, query) = path.split_once('?').unwrap_or((path, ""));
         let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         match (method, parts.as_slice()) {
             (Method::Get, ["api", "v1", "nodes", n]) => match self.nodes.get(*n) {
@@ -175,17 +208,60 @@ impl State {
                 self.leases.insert(n.to_string(), l.clone());
                 ok(200, &l)
             }
-            (Method::Get, ["api", "v1", p])
-                if p.starts_with("pods?fieldSelector=spec.nodeName%3D") =>
+            (Method::Get, ["api", "v1", "pods"])
+                if query.starts_with("fieldSelector=spec.nodeName%3D") =>
             {
-                let node = p.rsplit("%3D").next().unwrap_or("");
+                let rest = query.split_once("%3D").map_or("", |(_, q)| q);
+                let node = rest.split('&').next().unwrap_or("");
                 let items: Vec<Value> = self
                     .pods
                     .values()
                     .filter(|p| p["spec"]["nodeName"] == node)
                     .cloned()
                     .collect();
-                ok(200, &json!({"kind": "PodList", "items": items}))
+                let rv = self.serial.to_string();
+                ok(
+                    200,
+                    &json!({"kind": "PodList", "metadata": {"resourceVersion": rv}, "items": items}),
+                )
+            }
+            (Method::Post, ["api", "v1", "namespaces", ns, "events"]) => {
+                if !self.namespaces.contains(*ns) {
+                    return status(
+                        404,
+                        "NotFound",
+                        format!("namespaces \"{ns}\" not found"),
+                        Some("namespaces"),
+                    );
+                }
+                let name = body["metadata"]["name"].as_str().unwrap_or("").to_string();
+                let key = (ns.to_string(), name.clone());
+                if self.events.contains_key(&key) {
+                    return status(
+                        409,
+                        "AlreadyExists",
+                        format!("events \"{name}\" already exists"),
+                        None,
+                    );
+                }
+                let mut e = body;
+                self.stamp(&mut e);
+                self.events.insert(key, e.clone());
+                ok(201, &e)
+            }
+            (Method::Patch, ["api", "v1", "namespaces", ns, "events", name]) => {
+                match self.events.get_mut(&(ns.to_string(), name.to_string())) {
+                    Some(e) => {
+                        merge(e, &body);
+                        ok(200, e)
+                    }
+                    None => status(
+                        404,
+                        "NotFound",
+                        format!("events \"{name}\" not found"),
+                        None,
+                    ),
+                }
             }
             (Method::Post, ["api", "v1", "namespaces", ns, "pods"]) => {
                 if !self.namespaces.contains(*ns) {
@@ -214,6 +290,7 @@ impl State {
                 self.stamp(&mut p);
                 p["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
                 self.pods.insert((ns.to_string(), name), p.clone());
+                self.notify("ADDED", p.clone());
                 ok(201, &p)
             }
             (m, ["api", "v1", "namespaces", ns, "pods", name, rest @ ..]) => {
@@ -237,6 +314,7 @@ impl State {
                     ),
                     (Method::Delete, []) => {
                         self.pods.remove(&key);
+                        self.notify("DELETED", pod.clone());
                         ok(200, &pod)
                     }
                     (Method::Patch, ["status"]) if !uid_ok(&body["metadata"]["uid"]) => status(
@@ -248,7 +326,9 @@ impl State {
                     (Method::Patch, ["status"]) => {
                         let mut p = pod;
                         merge(&mut p["status"], &body["status"]);
+                        self.stamp(&mut p);
                         self.pods.insert(key, p.clone());
+                        self.notify("MODIFIED", p.clone());
                         ok(200, &p)
                     }
                     _ => status(
@@ -276,5 +356,17 @@ impl Api for Fake {
         }
         s.calls.push(format!("{} {path}", method.as_str()));
         Ok(s.route(method, path, body))
+    }
+
+    fn start_watch(&self, path: String, _timeout: std::time::Duration, to: WatchTx) {
+        let mut s = self.lock();
+        if s.down {
+            let _ = to
+                .tx
+                .send(WatchMsg::Ended(Some("connection refused".into())));
+            return;
+        }
+        s.calls.push(format!("WATCH {path}"));
+        s.watchers.push(to);
     }
 }

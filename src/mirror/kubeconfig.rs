@@ -231,29 +231,81 @@ fn check_certs(pem: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// Parses the pair as ureq will, and checks with rustls that the key belongs to the
-/// certificate: ureq panics on a pair that rustls refuses.
+/// Parses the pair as ureq will, and checks that the key belongs to the certificate, as Go's
+/// `tls.X509KeyPair` does (`private key does not match public key`).
+///
+/// rustls' own check parses the certificate with webpki, which refuses X.509 v1 certificates
+/// (what a plain `openssl x509 -req` makes); Go's TLS, so the kubelet, accepts them. So the
+/// key's SubjectPublicKeyInfo, in the DER the certificate carries it in, is looked for in the
+/// certificate, and [`client_crypto_provider`] stops rustls from repeating the check.
 fn check_client_pair(cert: &[u8], key: &[u8]) -> Result<(), (&'static str, String)> {
     use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
     super::api::client_pair(cert, key)?;
-    let chain = CertificateDer::pem_slice_iter(cert)
-        .collect::<Result<Vec<_>, _>>()
+    let leaf = CertificateDer::pem_slice_iter(cert)
+        .next()
+        .ok_or(("client-certificate", "no PEM certificate in it".to_string()))?
         .map_err(|e| ("client-certificate", format!("not PEM: {e}")))?;
     let key =
         PrivateKeyDer::from_pem_slice(key).map_err(|e| ("client-key", format!("not PEM: {e}")))?;
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ("client-key", e.to_string()))?
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_client_auth_cert(chain, key)
-        .map(|_| ())
-        .map_err(|e| {
-            (
-                "client-key",
-                format!("does not fit the client certificate: {e}"),
-            )
-        })
+    let provider = rustls::crypto::ring::default_provider();
+    let signing = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| ("client-key", format!("not a usable private key: {e}")))?;
+    let Some(spki) = signing.public_key() else {
+        return Ok(());
+    };
+    let fits = leaf
+        .as_ref()
+        .windows(spki.as_ref().len())
+        .any(|w| w == spki.as_ref());
+    if !fits {
+        return Err((
+            "client-key",
+            "does not fit the client certificate: the private key does not match its public key"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// ring's provider for ureq, with keys that do not tell rustls their public key, so that
+/// rustls skips its key/certificate consistency check (already made by
+/// [`check_client_pair`]), which would refuse, even panic in ureq on, a v1 certificate.
+pub fn client_crypto_provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.key_provider = &KeysWithoutSpki;
+    std::sync::Arc::new(provider)
+}
+
+#[derive(Debug)]
+struct KeysWithoutSpki;
+
+impl rustls::crypto::KeyProvider for KeysWithoutSpki {
+    fn load_private_key(
+        &self,
+        key: rustls::pki_types::PrivateKeyDer<'static>,
+    ) -> Result<std::sync::Arc<dyn rustls::sign::SigningKey>, rustls::Error> {
+        let inner = rustls::crypto::ring::default_provider()
+            .key_provider
+            .load_private_key(key)?;
+        Ok(std::sync::Arc::new(KeyWithoutSpki(inner)))
+    }
+}
+
+#[derive(Debug)]
+struct KeyWithoutSpki(std::sync::Arc<dyn rustls::sign::SigningKey>);
+
+impl rustls::sign::SigningKey for KeyWithoutSpki {
+    fn choose_scheme(
+        &self,
+        offered: &[rustls::SignatureScheme],
+    ) -> Option<Box<dyn rustls::sign::Signer>> {
+        self.0.choose_scheme(offered)
+    }
+    fn algorithm(&self) -> rustls::SignatureAlgorithm {
+        self.0.algorithm()
+    }
 }
 
 /// Standard base64 with padding, as kubeconfig `*-data` fields use; whitespace is ignored.

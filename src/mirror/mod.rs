@@ -1,6 +1,7 @@
 //! Mirror pods: the last stage of the pipeline, the cluster's view of this gateway. When a
-//! kubeconfig is configured, a thread registers the Node, keeps its Lease, and keeps one
-//! mirror pod per static pod in the API server, as a kubelet does for its static pods.
+//! kubeconfig is configured, a thread registers the Node, keeps its Lease, keeps one mirror
+//! pod per static pod in the API server, as a kubelet does for its static pods, and posts the
+//! agent's events; the kubelet API ([`crate::kubelet_api`]) starts with it.
 //!
 //! It only reads the status board, so nothing on the path that starts or stops a container
 //! ever waits for the network; the API server being away for hours changes nothing on the
@@ -9,19 +10,26 @@
 pub mod api;
 mod diff;
 pub mod kubeconfig;
+mod link;
 pub mod node;
 mod pods;
+mod post;
 mod register;
+mod report;
 pub mod sync;
+mod watch;
 
 #[cfg(test)]
 mod fake;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod watch_tests;
 
 pub use diff::{mirror_body, plan, status_patch, wants, Op, Why};
 
 use crate::config::Config;
+use crate::events::Recorder;
 use crate::status::StatusBoard;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,11 +45,18 @@ pub enum MirrorError {
     Client(#[from] api::ApiError),
     #[error("cannot start the mirror sync thread: {0}")]
     Thread(std::io::Error),
+    #[error(transparent)]
+    KubeletApi(#[from] crate::kubelet_api::ServeError),
 }
 
-/// Reads the kubeconfig and starts the sync thread. An error is a usage error (a bad
-/// kubeconfig); an unreachable server is not one, the thread simply keeps trying.
-pub fn start(config: &Config, board: Arc<StatusBoard>) -> Result<(), MirrorError> {
+/// Reads the kubeconfig and starts the sync thread and the kubelet API. An error is a usage
+/// error (a bad kubeconfig, certificate files that cannot be used, a taken port); an
+/// unreachable server is not one, the thread simply keeps trying.
+pub fn start(
+    config: &Config,
+    board: Arc<StatusBoard>,
+    events: Arc<Recorder>,
+) -> Result<(), MirrorError> {
     let Some(path) = &config.kubeconfig else {
         return Ok(());
     };
@@ -54,6 +69,7 @@ pub fn start(config: &Config, board: Arc<StatusBoard>) -> Result<(), MirrorError
         );
     }
     let client = api::HttpApi::new(&kc, CALL_TIMEOUT)?;
+    let kubelet_port = crate::kubelet_api::start(config, client.clone(), board.clone())?;
     let runtime = config.runtime_path.clone();
     let mut settings = sync::Settings {
         node: config.node_name.clone(),
@@ -61,6 +77,8 @@ pub fn start(config: &Config, board: Arc<StatusBoard>) -> Result<(), MirrorError
         system_reserved: config.system_reserved.clone(),
         server: kc.server.clone(),
         runtime_version: String::new(),
+        kubelet_port,
+        node_ip: config.node_ip.map(|ip| ip.to_string()),
     };
     log::info!(
         "mirror pods: API server {} (kubeconfig {}, context {})",
@@ -73,7 +91,8 @@ pub fn start(config: &Config, board: Arc<StatusBoard>) -> Result<(), MirrorError
         .spawn(move || {
             settings.runtime_version = node::runtime_version(&runtime);
             let facts = node::HostFacts::read(&settings.runtime_version);
-            sync::Syncer::new(client, settings, sync::Timing::default(), board, facts).run();
+            let timing = sync::Timing::default();
+            sync::Syncer::new(client, settings, timing, board, facts, events).run();
         })
         .map_err(MirrorError::Thread)?;
     Ok(())

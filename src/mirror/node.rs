@@ -113,10 +113,12 @@ pub fn node_object(node: &str, labels: &BTreeMap<String, String>) -> Value {
 }
 
 /// `status` for a merge patch of `nodes/<node>/status`. `ready_since` is when this process
-/// first reported Ready (the condition's transition time), `now` the heartbeat.
+/// first reported Ready (the condition's transition time), `now` the heartbeat;
+/// `kubelet_port` is where the kubelet API answers (0: it is off).
 pub fn node_status(
     facts: &HostFacts,
     reserved: &BTreeMap<String, String>,
+    kubelet_port: u16,
     ready_since: &str,
     now: &str,
 ) -> Value {
@@ -154,6 +156,7 @@ pub fn node_status(
             {"type": "InternalIP", "address": facts.internal_ip},
             {"type": "Hostname", "address": facts.hostname},
         ],
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet_port}},
         "nodeInfo": {
             "machineID": facts.machine_id,
             "systemUUID": "",
@@ -222,7 +225,8 @@ mod tests {
             ("cpu".to_string(), "250m".to_string()),
             ("memory".to_string(), "64Mi".to_string()),
         ]);
-        let s = node_status(&facts(), &reserved, "t0", "t1");
+        let s = node_status(&facts(), &reserved, 10250, "t0", "t1");
+        assert_eq!(s["daemonEndpoints"]["kubeletEndpoint"]["Port"], 10250);
         assert_eq!(
             s["capacity"],
             json!({"cpu": "4", "memory": "2000000Ki", "pods": "110"})
@@ -243,7 +247,7 @@ mod tests {
             .contains("staticlet"));
         assert_eq!(s["conditions"][0]["lastTransitionTime"], "t0");
         assert_eq!(s["conditions"][0]["lastHeartbeatTime"], "t1");
-        let none = node_status(&facts(), &BTreeMap::new(), "t0", "t1");
+        let none = node_status(&facts(), &BTreeMap::new(), 0, "t0", "t1");
         assert_eq!(none["allocatable"], none["capacity"]);
     }
 

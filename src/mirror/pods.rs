@@ -1,7 +1,7 @@
 //! Carrying out the mirror diff: each operation is one API call whose answer updates what
-//! the sync knows (`seen`, `written`, `holds`). A refusal (the namespace does not exist,
-//! admission, validation) holds the pod with backoff and is reported, never retried hot; a
-//! transport failure ends the pass and takes the link down.
+//! the sync knows (`seen`, `written`, `holds`), as the watch does between them. A refusal
+//! (the namespace does not exist, admission, validation) holds the pod with backoff and is
+//! reported, never retried hot; a transport failure ends the pass and takes the link down.
 
 use super::api::{Method, Reply};
 use super::diff::{self, key_text, Key, Op, Want, Why, Written};
@@ -12,26 +12,6 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 impl<A: super::api::Api> Syncer<A> {
-    /// Lists this node's pods: the full resync that catches deletions by others.
-    pub(super) fn list(&mut self, now: Instant) -> Result<(), LinkError> {
-        let path = format!("/api/v1/pods?fieldSelector=spec.nodeName%3D{}", self.s.node);
-        let r = self.call(Method::Get, &path, None)?;
-        if r.code != 200 {
-            return Err(LinkError::refused(
-                format!("listing the pods of node {}", self.s.node),
-                r.message(),
-            ));
-        }
-        self.seen = r.body["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(diff::seen)
-            .collect();
-        self.next_list = now + self.t.resync;
-        Ok(())
-    }
-
     /// Plans and executes until nothing is left to do now (a replace is delete, create, then
     /// status: three rounds).
     pub(super) fn sync_mirrors(&mut self, now: Instant) -> Result<(), LinkError> {
@@ -137,16 +117,16 @@ impl<A: super::api::Api> Syncer<A> {
                 if *why == Why::Orphan && r.code != 404 {
                     log::info!("mirror pod {name} deleted (its static pod is gone)");
                 }
+                self.forget_deleted(uid);
                 self.seen.remove(key);
                 if *why == Why::Orphan {
                     self.written.remove(key);
                 }
                 Ok(true)
             }
-            // Another object by that name now: list again to see it.
+            // Another object by that name now: the next create finds it (AlreadyExists).
             409 => {
                 self.seen.remove(key);
-                self.next_list = now;
                 Ok(false)
             }
             _ => {
@@ -201,10 +181,10 @@ impl<A: super::api::Api> Syncer<A> {
                 self.written
                     .insert(want.key.clone(), Written { mirror_uid, status });
             }
-            // Deleted, or replaced by another object of that name, since we listed.
+            // Deleted, or replaced by another object of that name, since we looked: the
+            // next round creates it, or finds the other one (AlreadyExists).
             404 | 409 => {
                 self.seen.remove(&want.key);
-                self.next_list = now;
             }
             _ => self.refused(want, &r, now),
         }

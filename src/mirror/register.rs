@@ -13,8 +13,9 @@ use std::time::{Instant, SystemTime};
 impl<A: super::api::Api> Syncer<A> {
     /// Finds or creates the Node; sets `node_uid`.
     pub(super) fn register_node(&mut self) -> Result<(), LinkError> {
+        // From the API server's cache, as a kubelet reads its Node.
         let path = format!("/api/v1/nodes/{}", self.s.node);
-        let r = self.call(Method::Get, &path, None)?;
+        let r = self.call(Method::Get, &format!("{path}?resourceVersion=0"), None)?;
         match r.code {
             200 => {
                 self.node_uid = Some(uid_of(&r.body, &path)?);
@@ -104,10 +105,14 @@ impl<A: super::api::Api> Syncer<A> {
     pub(super) fn write_node_status(&mut self, now: Instant, force: bool) -> Result<(), LinkError> {
         self.next_node_status = now + self.t.node_status_check;
         self.facts = node::HostFacts::read(&self.s.runtime_version);
+        if let Some(ip) = &self.s.node_ip {
+            self.facts.internal_ip = ip.clone();
+        }
         let wall = crate::timefmt::now_rfc3339();
         let status = node::node_status(
             &self.facts,
             &self.s.system_reserved,
+            self.s.kubelet_port.unwrap_or(0),
             &self.ready_since,
             &wall,
         );

@@ -3,16 +3,22 @@
 //! mirrors last listed, one hold per refused pod), so hours offline cost no memory.
 //!
 //! The link is `Down` (retrying with capped exponential backoff and jitter) or `Up`. Going
-//! up is a full resync: register the Node, write its status, renew the Lease, list this
-//! node's pods. While up, the Lease is renewed and the pods listed every 10 s, and the
-//! mirror diff runs whenever the agent publishes.
+//! up is a full resync: register the Node (read from the API server's cache), write its
+//! status, renew the Lease, list this node's pods (from the watch cache) and watch them from
+//! there. While up, the Lease is renewed every 10 s, the Node status written when it changes
+//! or every 5 minutes, the pod watch resumed from its last resource version when it ends
+//! (listed again only after 410 Gone), the mirror diff run whenever the agent publishes or
+//! the watch reports a change, and pending events posted. At steady state that is the Lease
+//! and little else: about 6 requests a minute.
 
-use super::api::{Api, Method, Reply};
+use super::api::{Api, Method, Reply, WatchMsg};
 use super::diff::{Key, Seen, Written};
 use super::node::HostFacts;
+use crate::events::Recorder;
 use crate::status::{MirrorState, StatusBoard};
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,14 +31,27 @@ pub struct Settings {
     /// The server URL, for log lines.
     pub server: String,
     pub runtime_version: String,
+    /// The kubelet API's port, advertised in the Node's `daemonEndpoints` (None: off).
+    pub kubelet_port: Option<u16>,
+    /// `--node-ip`: the Node's InternalIP (default: the host's first address).
+    pub node_ip: Option<String>,
 }
 
 /// Intervals; the defaults are the kubelet's.
 #[derive(Debug, Clone)]
 pub struct Timing {
     pub lease_renew: Duration,
-    /// How often this node's pods are listed (a mirror deleted by someone comes back).
-    pub resync: Duration,
+    /// A pod watch is asked to end after a random time in this range (as client-go's
+    /// reflector does, so a fleet's watches do not all restart at once).
+    pub watch_timeout: (Duration, Duration),
+    /// Backoff for a watch that failed (not for one the server ended on time).
+    pub watch_retry: (Duration, Duration),
+    /// Events posted per second at most, and in a burst (the kubelet's eventRecordQPS and
+    /// eventBurst).
+    pub event_qps: f64,
+    pub event_burst: f64,
+    /// The event buffer is written to disk at most this often while events wait.
+    pub persist_every: Duration,
     /// How often the Node status is rebuilt and written if it changed ...
     pub node_status_check: Duration,
     /// ... and written anyway, as a heartbeat beside the Lease.
@@ -47,7 +66,11 @@ impl Default for Timing {
     fn default() -> Self {
         Timing {
             lease_renew: Duration::from_secs(10),
-            resync: Duration::from_secs(10),
+            watch_timeout: (Duration::from_secs(300), Duration::from_secs(600)),
+            watch_retry: (Duration::from_secs(1), Duration::from_secs(30)),
+            event_qps: 5.0,
+            event_burst: 10.0,
+            persist_every: Duration::from_secs(1),
             node_status_check: Duration::from_secs(60),
             node_status_report: Duration::from_secs(300),
             link_retry: (Duration::from_secs(1), Duration::from_secs(10)),
@@ -56,80 +79,7 @@ impl Default for Timing {
     }
 }
 
-/// Capped exponential backoff with "equal jitter": half the delay fixed, half random.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    min: Duration,
-    max: Duration,
-    current: Option<Duration>,
-}
-
-impl Backoff {
-    pub fn new((min, max): (Duration, Duration)) -> Backoff {
-        Backoff {
-            min,
-            max,
-            current: None,
-        }
-    }
-    /// The next delay; `jitter` is in `[0, 1)`.
-    pub fn next(&mut self, jitter: f64) -> Duration {
-        let d = self.current.map_or(self.min, |c| (c * 2).min(self.max));
-        self.current = Some(d);
-        d / 2 + (d / 2).mul_f64(jitter.clamp(0.0, 1.0))
-    }
-}
-
-/// A number in `[0, 1)` without a random-number crate: std's per-instance random hash keys.
-pub fn jitter() -> f64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::UNIX_EPOCH.elapsed().map_or(0, |d| d.as_nanos()));
-    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
-}
-
-/// Why the link is down, as the log and `/pods` say it.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum LinkError {
-    #[error("not connected yet")]
-    NotYet,
-    #[error("unreachable: {0}")]
-    Unreachable(String),
-    #[error("{call}: unauthorized ({message}); check the kubeconfig's credentials")]
-    Unauthorized { call: String, message: String },
-    /// The server answered, but the node's own objects (Node, Lease, pod list) need more.
-    #[error("{what}: {message}")]
-    Refused { what: String, message: String },
-}
-
-/// One log line per outage: when the link goes down, or when the failure changes kind
-/// (unreachable, unauthorized, refused). A connect that is refused and then times out is
-/// the same outage, whatever the error text says.
-pub(super) fn announce(old: Option<&LinkError>, new: &LinkError) -> bool {
-    match old {
-        None | Some(LinkError::NotYet) => true,
-        Some(old) => std::mem::discriminant(old) != std::mem::discriminant(new),
-    }
-}
-
-impl LinkError {
-    pub fn refused(what: impl Into<String>, message: impl Into<String>) -> LinkError {
-        LinkError::Refused {
-            what: what.into(),
-            message: message.into(),
-        }
-    }
-}
-
-pub(super) enum Link {
-    Down {
-        reason: LinkError,
-        retry_at: Instant,
-        backoff: Backoff,
-        ever_up: bool,
-    },
-    Up,
-}
+pub use super::link::{announce, jitter, Backoff, Link, LinkError};
 
 /// A pod the server refused, or that failed with a server error: retried at `until`.
 pub(super) struct Hold {
@@ -151,8 +101,19 @@ pub struct Syncer<A: Api> {
     pub(super) labels_refused: bool,
     pub(super) lease_rv: Option<String>,
     pub(super) next_lease: Instant,
-    pub(super) next_list: Instant,
     pub(super) next_node_status: Instant,
+    /// The pod watch: its messages, where to resume it, whether to list first.
+    pub(super) watch: Option<Receiver<WatchMsg>>,
+    pub(super) pod_rv: Option<String>,
+    pub(super) need_list: bool,
+    pub(super) next_watch: Instant,
+    pub(super) watch_backoff: Backoff,
+    /// Mirror pods deleted by us: their late watch events are not news.
+    pub(super) deleted: BTreeSet<String>,
+    /// Wakes this thread (a watch event, an event recorded).
+    pub(super) wake: Arc<dyn Fn() + Send + Sync>,
+    pub(super) events: Arc<Recorder>,
+    pub(super) post: super::post::PostState,
     pub(super) node_status: Option<(Value, Instant)>,
     pub(super) seen: BTreeMap<Key, Seen>,
     pub(super) written: BTreeMap<Key, Written>,
@@ -163,14 +124,28 @@ pub struct Syncer<A: Api> {
 }
 
 impl<A: Api> Syncer<A> {
-    pub fn new(api: A, s: Settings, t: Timing, board: Arc<StatusBoard>, facts: HostFacts) -> Self {
+    pub fn new(
+        api: A,
+        s: Settings,
+        t: Timing,
+        board: Arc<StatusBoard>,
+        facts: HostFacts,
+        events: Arc<Recorder>,
+    ) -> Self {
         let now = Instant::now();
+        let wake: Arc<dyn Fn() + Send + Sync> = {
+            let board = board.clone();
+            Arc::new(move || board.poke())
+        };
+        events.on_record(wake.clone());
         let link = Link::Down {
             reason: LinkError::NotYet,
             retry_at: now,
             backoff: Backoff::new(t.link_retry),
             ever_up: false,
         };
+        let post = super::post::PostState::new(&t, now);
+        let watch_backoff = Backoff::new(t.watch_retry);
         Syncer {
             api,
             s,
@@ -183,8 +158,16 @@ impl<A: Api> Syncer<A> {
             labels_refused: false,
             lease_rv: None,
             next_lease: now,
-            next_list: now,
             next_node_status: now,
+            watch: None,
+            pod_rv: None,
+            need_list: true,
+            next_watch: now,
+            watch_backoff,
+            deleted: BTreeSet::new(),
+            wake,
+            events,
+            post,
             node_status: None,
             seen: BTreeMap::new(),
             written: BTreeMap::new(),
@@ -206,7 +189,7 @@ impl<A: Api> Syncer<A> {
             let (v, shared) = self.board.wait_newer(self.version, wait);
             if v != self.version {
                 self.version = v;
-                self.pods = shared.pods;
+                self.pods = shared.pods.iter().map(|p| p.to_json()).collect();
             }
         }
     }
@@ -221,6 +204,7 @@ impl<A: Api> Syncer<A> {
         if let Err(reason) = result {
             self.link_failed(reason, now);
         }
+        self.save_events(now);
         self.report();
     }
 
@@ -229,6 +213,7 @@ impl<A: Api> Syncer<A> {
         self.write_node_status(now, true)?;
         self.renew_lease(now)?;
         self.list(now)?;
+        self.start_watch(now);
         if let Link::Down { ever_up, .. } = &self.link {
             if *ever_up {
                 log::info!(
@@ -245,7 +230,8 @@ impl<A: Api> Syncer<A> {
             }
         }
         self.link = Link::Up;
-        self.sync_mirrors(now)
+        self.sync_mirrors(now)?;
+        self.post_events(now)
     }
 
     fn tick(&mut self, now: Instant) -> Result<(), LinkError> {
@@ -255,10 +241,15 @@ impl<A: Api> Syncer<A> {
         if now >= self.next_node_status {
             self.write_node_status(now, false)?;
         }
-        if now >= self.next_list {
+        self.drain_watch(now);
+        if self.need_list {
             self.list(now)?;
+            self.start_watch(now);
+        } else if self.watch.is_none() && now >= self.next_watch {
+            self.start_watch(now);
         }
-        self.sync_mirrors(now)
+        self.sync_mirrors(now)?;
+        self.post_events(now)
     }
 
     fn link_failed(&mut self, reason: LinkError, now: Instant) {
@@ -279,6 +270,8 @@ impl<A: Api> Syncer<A> {
         }
         // Only the current picture is kept: the next connect lists the mirrors again.
         self.seen.clear();
+        self.watch = None;
+        self.need_list = true;
         let retry_at = now + backoff.next(jitter());
         self.link = Link::Down {
             reason,
@@ -315,10 +308,13 @@ impl<A: Api> Syncer<A> {
         match &self.link {
             Link::Down { retry_at, .. } => wake = wake.min(*retry_at),
             Link::Up => {
-                wake = wake
-                    .min(self.next_lease)
-                    .min(self.next_list)
-                    .min(self.next_node_status);
+                wake = wake.min(self.next_lease).min(self.next_node_status);
+                if self.watch.is_none() {
+                    wake = wake.min(self.next_watch);
+                }
+                if let Some(t) = self.next_post(now) {
+                    wake = wake.min(t);
+                }
                 if let Some(h) = self
                     .holds
                     .values()
@@ -330,56 +326,9 @@ impl<A: Api> Syncer<A> {
                 }
             }
         }
+        if let Some(t) = self.next_save() {
+            wake = wake.min(t);
+        }
         wake
-    }
-
-    /// Puts each pod's mirror state on the board; logs refusals and errors once.
-    pub(super) fn report(&mut self) {
-        let wants = super::diff::wants(&self.pods);
-        for w in &wants {
-            let state = match &self.link {
-                Link::Down { reason, .. } => {
-                    MirrorState::Pending(format!("no connection to the API server: {reason}"))
-                }
-                Link::Up => match self.holds.get(&w.key).filter(|h| h.hash == w.hash) {
-                    Some(h) => h.state.clone(),
-                    None if self.synced(&w.key, &w.hash, &w.pod["status"]) => MirrorState::Synced,
-                    None => MirrorState::Pending("not written yet".into()),
-                },
-            };
-            if self.reported.get(&w.uid) == Some(&state) {
-                continue;
-            }
-            let name = super::diff::key_text(&w.key);
-            match &state {
-                MirrorState::Refused(m) => log::warn!("mirror pod {name} refused: {m}"),
-                MirrorState::Pending(m) if self.holds.contains_key(&w.key) => {
-                    log::warn!("mirror pod {name}: {m}; retrying")
-                }
-                _ => {}
-            }
-            self.board.set_mirror(&w.uid, Some(state.clone()));
-            self.reported.insert(w.uid.clone(), state);
-        }
-        let gone: Vec<String> = self
-            .reported
-            .keys()
-            .filter(|u| !wants.iter().any(|w| &w.uid == *u))
-            .cloned()
-            .collect();
-        for uid in gone {
-            self.board.set_mirror(&uid, None);
-            self.reported.remove(&uid);
-        }
-    }
-
-    fn synced(&self, key: &Key, hash: &str, status: &Value) -> bool {
-        let (Some(s), Some(w)) = (self.seen.get(key), self.written.get(key)) else {
-            return false;
-        };
-        s.hash == hash
-            && !s.deleting
-            && w.mirror_uid == s.uid
-            && super::diff::same_status(&w.status, status)
     }
 }

@@ -4,13 +4,14 @@
 use super::fake::Fake;
 use super::node::HostFacts;
 use super::sync::{Settings, Syncer, Timing};
+use crate::events::Recorder;
 use crate::status::{MirrorState, StatusBoard};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn pod(ns: &str, name: &str, hash: &str, restarts: u64) -> Value {
+pub(super) fn pod(ns: &str, name: &str, hash: &str, restarts: u64) -> Value {
     json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": format!("{name}-node1"), "namespace": ns, "uid": hash,
@@ -21,7 +22,24 @@ fn pod(ns: &str, name: &str, hash: &str, restarts: u64) -> Value {
     })
 }
 
-fn syncer(fake: &Fake, labels: &[(&str, &str)]) -> (Syncer<Fake>, Arc<StatusBoard>) {
+pub(super) fn syncer(fake: &Fake, labels: &[(&str, &str)]) -> (Syncer<Fake>, Arc<StatusBoard>) {
+    let (s, board, _) = syncer_events(fake, labels);
+    (s, board)
+}
+
+pub(super) fn syncer_events(
+    fake: &Fake,
+    labels: &[(&str, &str)],
+) -> (Syncer<Fake>, Arc<StatusBoard>, Arc<Recorder>) {
+    let events = Arc::new(Recorder::new(Default::default(), true, "node1", None));
+    syncer_using(fake, labels, events)
+}
+
+pub(super) fn syncer_using(
+    fake: &Fake,
+    labels: &[(&str, &str)],
+    events: Arc<Recorder>,
+) -> (Syncer<Fake>, Arc<StatusBoard>, Arc<Recorder>) {
     let board = Arc::new(StatusBoard::default());
     let settings = Settings {
         node: "node1".into(),
@@ -32,6 +50,8 @@ fn syncer(fake: &Fake, labels: &[(&str, &str)]) -> (Syncer<Fake>, Arc<StatusBoar
         system_reserved: BTreeMap::new(),
         server: "https://fake".into(),
         runtime_version: "crun://1.8".into(),
+        kubelet_port: Some(10250),
+        node_ip: None,
     };
     let facts = HostFacts {
         arch: "amd64".into(),
@@ -46,28 +66,30 @@ fn syncer(fake: &Fake, labels: &[(&str, &str)]) -> (Syncer<Fake>, Arc<StatusBoar
             Timing::default(),
             board.clone(),
             facts,
+            events.clone(),
         ),
         board,
+        events,
     )
 }
 
-fn publish(s: &mut Syncer<Fake>, pods: Vec<Value>) {
+pub(super) fn publish(s: &mut Syncer<Fake>, pods: Vec<Value>) {
     s.version += 1;
     s.pods = pods;
 }
 
-fn calls(fake: &Fake) -> Vec<String> {
+pub(super) fn calls(fake: &Fake) -> Vec<String> {
     std::mem::take(&mut fake.lock().calls)
 }
 
-fn mirror(fake: &Fake, ns: &str, name: &str) -> Option<Value> {
+pub(super) fn mirror(fake: &Fake, ns: &str, name: &str) -> Option<Value> {
     fake.lock()
         .pods
         .get(&(ns.to_string(), format!("{name}-node1")))
         .cloned()
 }
 
-fn state(board: &StatusBoard, uid: &str) -> Option<MirrorState> {
+pub(super) fn state(board: &StatusBoard, uid: &str) -> Option<MirrorState> {
     board.mirrors().get(uid).cloned()
 }
 
@@ -102,7 +124,12 @@ fn registers_the_node_and_lease_then_mirrors_pods_quietly() {
     assert_eq!(m["status"]["containerStatuses"][0]["restartCount"], 0);
     assert_eq!(state(&board, "h1"), Some(MirrorState::Synced));
 
-    // Steady state: no calls until the lease and the list are due.
+    assert_eq!(
+        node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"],
+        10250
+    );
+
+    // Steady state: nothing but the Lease (no list: the watch keeps the picture current).
     calls(&fake);
     s.step(t0 + Duration::from_secs(1));
     publish(&mut s, vec![pod("default", "web", "h1", 0)]);
@@ -110,10 +137,9 @@ fn registers_the_node_and_lease_then_mirrors_pods_quietly() {
     assert_eq!(calls(&fake), Vec::<String>::new());
     s.step(t0 + Duration::from_secs(10));
     let c = calls(&fake);
-    assert_eq!(c.len(), 2, "{c:?}");
+    assert_eq!(c.len(), 1, "{c:?}");
     assert!(c[0]
         .starts_with("PUT /apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/node1"));
-    assert!(c[1].starts_with("GET /api/v1/pods?fieldSelector=spec.nodeName%3Dnode1"));
 
     // A restart is written at once.
     publish(&mut s, vec![pod("default", "web", "h1", 1)]);

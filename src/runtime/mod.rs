@@ -1,149 +1,253 @@
-//! The runtime stage: turns a pod's containers into crun containers and back.
+//! The runtime stage: a pod's sandbox and containers on the host, behind one small trait.
 //!
-//! Layout under the root dir (every name in it was validated: UIDs are hex hashes, container
-//! names DNS labels):
+//! [`Runtime`] is the seam between the pure agent core (which decides) and the host (which
+//! does): set up a pod's sandbox, create and launch a container instance, stop it, run a
+//! probe or hook in it, release what an ended instance used, tear a pod down, and tell what
+//! exists on the host after a restart (the inventory) and remove what nobody wants (the
+//! sweep). [`crun::CrunRuntime`] is the real one; `fake::FakeRuntime` records calls for the
+//! core's unit tests. `staticlet drain` uses the same trait.
+//!
+//! The crun runtime's layout under the root dir (every name in it was validated: UIDs are
+//! hex hashes, container names DNS labels):
 //! - `lock`: flocked by the one agent (or `drain`) that owns the root dir, see [`rootlock`];
 //! - `crun/`: crun's state root, ours alone, so `crun list` shows exactly our containers;
 //! - `exits/<id>.json`: exit records written by monitors, watched by the agent;
 //! - `pods/<uid>/pod.json`: the manifest a pod was started from (its last good version);
 //! - `pods/<uid>/{etc,shm,ns,volumes}`: what the pod's containers share;
 //! - `pods/<uid>/containers/<name>/status.json`: restart count and last termination;
-//! - `pods/<uid>/containers/<name>/<attempt>/`: one instance: bundle, monitor files.
+//! - `pods/<uid>/containers/<name>/<attempt>/`: one instance: bundle, monitor files;
+//! - `network/<uid>.json`: the pod's network attachment (see [`crate::network`]).
 //!
 //! Pod cgroups live under the agent's own cgroup parent (`cgroupRoot`), never shared with
 //! another agent, so the start-up sweep may remove whatever it does not know there.
 
 pub mod bundle;
 pub mod crun;
+mod error;
+#[cfg(test)]
+pub mod fake;
 pub mod instance;
+mod layout;
 pub mod logwriter;
 pub mod monitor;
 pub mod podsetup;
+pub mod probe;
+pub mod records;
 pub mod rootlock;
+pub mod security;
 pub mod subpath;
 
-use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+pub use error::{SandboxError, StartError, TeardownError};
+pub use layout::Layout;
+pub use records::{ContainerRecord, ExitRecord, MonitorSpec, StartedRecord, Terminated};
 
-/// What the agent hands a monitor, as `monitor.json` in the instance directory.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct MonitorSpec {
-    pub runtime: PathBuf,
-    pub runtime_root: PathBuf,
-    pub id: String,
-    pub bundle: PathBuf,
-    pub log_path: PathBuf,
-    pub log_max_size: u64,
-    pub log_max_files: u32,
-    pub exit_file: PathBuf,
-    pub memory_cgroups: Vec<PathBuf>,
-    pub pod_uid: String,
-    pub container: String,
+use crate::manifest::pod::Handler;
+use crate::manifest::StaticPod;
+use podsetup::Sandbox;
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A container instance that runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Running {
     pub attempt: u32,
-}
-
-/// Written by the monitor once the container runs.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct StartedRecord {
+    /// The runtime's id of the instance.
+    pub id: String,
+    pub pid: i32,
+    /// The process whose end means the instance ended (the monitor).
     pub monitor_pid: i32,
-    pub container_pid: i32,
     pub started_at: String,
+    /// When the core saw it start (monotonic); set by the core, zero from the runtime.
+    pub since: Duration,
 }
 
-/// Written by the monitor when the container has ended (or could not start).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct ExitRecord {
-    pub id: String,
-    pub pod_uid: String,
-    pub container: String,
-    pub attempt: u32,
-    pub started_at: Option<String>,
-    pub finished_at: String,
-    pub exit_code: i32,
-    pub signal: Option<i32>,
-    pub oom_killed: bool,
-    /// Set when the container never ran: crun's own error.
-    pub error: Option<String>,
-}
-
-/// Where everything lives; the only place paths are built.
+/// One instance of one container of a pod: what create, launch and abandon work on.
 #[derive(Debug, Clone)]
-pub struct Layout {
-    pub root: PathBuf,
-    pub logs: PathBuf,
-    /// The cgroup parent of every pod cgroup, relative to each hierarchy's root
-    /// (`/staticlet`); this agent's alone.
-    pub cgroup_root: String,
+pub struct InstanceSpec {
+    pub pod: Arc<StaticPod>,
+    pub sandbox: Sandbox,
+    /// Init containers first, then app containers, as [`StaticPod::container`] counts.
+    pub index: usize,
+    pub attempt: u32,
 }
 
-impl Layout {
-    pub fn new(root: &Path, logs: &Path, cgroup_root: &str) -> Layout {
-        Layout {
-            root: root.to_path_buf(),
-            logs: logs.to_path_buf(),
-            cgroup_root: cgroup_root.trim_end_matches('/').to_string(),
+impl InstanceSpec {
+    pub fn container_name(&self) -> &str {
+        &self.pod.container(self.index).name
+    }
+}
+
+/// What `create` made ready.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Created {
+    /// The image reference, as the container names it.
+    pub image: String,
+    /// Whether it was fetched from its registry for this start (a `Pulled` event says so).
+    pub pulled: bool,
+}
+
+/// A probe or lifecycle hook to run against a running instance.
+#[derive(Debug, Clone)]
+pub struct HandlerSpec {
+    pub pod: Arc<StaticPod>,
+    pub sandbox: Sandbox,
+    pub index: usize,
+    pub running: Running,
+    pub handler: Handler,
+    pub timeout: Duration,
+}
+
+/// How a probe or hook went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandlerResult {
+    pub success: bool,
+    pub message: String,
+}
+
+/// Stopping one instance: the hook first (preStop), then the signal, then SIGKILL once
+/// `grace` is over.
+#[derive(Debug, Clone)]
+pub struct StopSpec {
+    pub id: String,
+    /// The process to wait for: the monitor, or the container itself when it has none.
+    pub wait_pid: i32,
+    pub signal: String,
+    pub grace: Duration,
+    pub pre_stop: Option<HandlerSpec>,
+}
+
+/// How a stop went.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StopOutcome {
+    /// The preStop hook failed: its message.
+    pub pre_stop_failed: Option<String>,
+    /// The grace period ran out and SIGKILL was sent.
+    pub killed: bool,
+    /// The instance is confirmed gone (false: still there 10 s after SIGKILL).
+    pub gone: bool,
+}
+
+/// What the runtime found on the host for one container of a recorded pod.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FoundContainer {
+    pub name: String,
+    pub record: Option<ContainerRecord>,
+    /// Its latest instance, if one was ever made.
+    pub latest: Option<FoundInstance>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum FoundInstance {
+    /// Its monitor still runs: adopt it.
+    Running(Running),
+    /// It ended while the agent was down; the exit record tells how.
+    Exited(Running, ExitRecord),
+    /// It was started, but its monitor is gone without a record (a reboot, a killed
+    /// monitor): the exit status is lost.
+    Lost { attempt: u32, started_at: String },
+}
+
+/// A pod whose record the runtime found.
+#[derive(Debug, Clone)]
+pub struct FoundPod {
+    pub pod: StaticPod,
+    pub containers: Vec<FoundContainer>,
+}
+
+/// A container the runtime runs that belongs to no recorded instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stray {
+    pub id: String,
+    pub pid: i32,
+    pub status: String,
+}
+
+/// What exists on the host, read at start-up (and by `drain`).
+#[derive(Debug)]
+pub struct Inventory {
+    pub pods: Vec<FoundPod>,
+    /// Containers without a record, or why the runtime could not list them.
+    pub strays: Result<Vec<Stray>, StrayListError>,
+}
+
+/// The runtime's own list of containers could not be read.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct StrayListError(pub String);
+
+impl Default for Inventory {
+    fn default() -> Self {
+        Inventory {
+            pods: Vec::new(),
+            strays: Ok(Vec::new()),
         }
     }
-    pub fn lock_file(&self) -> PathBuf {
-        self.root.join("lock")
-    }
-    pub fn crun_root(&self) -> PathBuf {
-        self.root.join("crun")
-    }
-    pub fn exits(&self) -> PathBuf {
-        self.root.join("exits")
-    }
-    pub fn pods(&self) -> PathBuf {
-        self.root.join("pods")
-    }
-    pub fn pod(&self, uid: &str) -> PathBuf {
-        self.pods().join(uid)
-    }
-    pub fn container(&self, uid: &str, name: &str) -> PathBuf {
-        self.pod(uid).join("containers").join(name)
-    }
-    pub fn instance(&self, uid: &str, name: &str, attempt: u32) -> PathBuf {
-        self.container(uid, name).join(attempt.to_string())
-    }
-    /// crun's container id: short, unique per instance, and traceable to the pod.
-    pub fn container_id(uid: &str, name: &str, attempt: u32) -> String {
-        format!("{}-{name}-{attempt}", &uid[..uid.len().min(12)])
-    }
-    pub fn exit_file(&self, id: &str) -> PathBuf {
-        self.exits().join(format!("{id}.json"))
-    }
-    /// `/var/log/pods/<namespace>_<pod>_<uid>`, as the kubelet names it. Valid names can add
-    /// up to more than a file name may hold (255 bytes); then the pod name is cut short: the
-    /// UID keeps the directory unique, and log shippers still split it on `_`.
-    pub fn pod_logs(&self, namespace: &str, name: &str, uid: &str) -> PathBuf {
-        const NAME_MAX: usize = 255;
-        let room = NAME_MAX.saturating_sub(namespace.len() + uid.len() + 2);
-        let mut cut = name.len().min(room);
-        while !name.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        self.logs
-            .join(format!("{namespace}_{}_{uid}", &name[..cut]))
-    }
-    pub fn log_file(
+}
+
+/// What a sweep keeps.
+#[derive(Debug, Clone)]
+pub enum SweepScope {
+    /// At start-up: the pods and running instances the agent adopted.
+    Keep {
+        pods: HashSet<String>,
+        running: HashSet<String>,
+    },
+    /// `drain`: nothing, down to the agent's cgroup parent.
+    Everything,
+}
+
+/// What a sweep removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    pub containers: usize,
+    pub pod_dirs: usize,
+    pub cgroups: usize,
+}
+
+/// The runtime stage. Methods are called from the agent's one event-loop thread; slow work
+/// inside them goes to [`crate::sys::blocking`], never blocking that thread.
+#[allow(async_fn_in_trait)] // single-threaded executor: no Send bound is wanted
+pub trait Runtime {
+    /// Sets up (or adopts, after a restart) what the pod's containers share; idempotent.
+    async fn setup_sandbox(&self, pod: &Arc<StaticPod>) -> Result<Sandbox, SandboxError>;
+    /// Makes an instance ready to launch: checks the sandbox is intact, finds (or pulls) the
+    /// image, prepares rootfs and bundle.
+    async fn create(&self, spec: &InstanceSpec) -> Result<Created, StartError>;
+    /// Launches a created instance and waits for the runtime's report, however long it
+    /// takes; the core abandons it when it takes too long.
+    async fn launch(&self, spec: &InstanceSpec) -> Result<Running, StartError>;
+    /// Ends a launch that took too long and confirms the instance gone, so that no second
+    /// instance ever runs beside it.
+    async fn abandon(&self, spec: &InstanceSpec) -> Result<(), StartError>;
+    async fn stop(&self, spec: &StopSpec) -> StopOutcome;
+    /// Runs `cmd` in a running instance: exit code and output.
+    async fn exec(
         &self,
-        namespace: &str,
-        name: &str,
+        id: &str,
+        cmd: &[String],
+        timeout: Duration,
+    ) -> Result<(i32, String), crun::CrunError>;
+    /// Runs a probe or hook (exec, httpGet, tcpSocket) against a running instance.
+    async fn run_handler(&self, spec: &HandlerSpec) -> HandlerResult;
+    /// Frees what an ended instance used (runtime state, rootfs, bundle, its exit record).
+    async fn release(&self, exit: &ExitRecord);
+    /// Removes everything of a pod but, with `keep_logs`, its logs.
+    async fn teardown(&self, pod: &Arc<StaticPod>, keep_logs: bool) -> Result<(), TeardownError>;
+    /// Records a container's restart count and last state, for the next agent.
+    fn save_container(
+        &self,
         uid: &str,
         container: &str,
-        attempt: u32,
-    ) -> PathBuf {
-        self.pod_logs(namespace, name, uid)
-            .join(container)
-            .join(format!("{attempt}.log"))
-    }
-    /// The pod's cgroup, relative to each hierarchy's root.
-    pub fn pod_cgroup(&self, uid: &str) -> String {
-        format!("{}/pod{uid}", self.cgroup_root)
-    }
-    pub fn container_cgroup(&self, uid: &str, name: &str, attempt: u32) -> String {
-        format!("{}/{name}-{attempt}", self.pod_cgroup(uid))
-    }
+        record: &ContainerRecord,
+    ) -> Result<(), records::RecordError>;
+    /// What exists: recorded pods and their latest instances, and containers nobody owns.
+    async fn inventory(&self) -> Inventory;
+    /// Removes what the scope does not keep; run before any pod is started.
+    async fn sweep(&self, scope: &SweepScope) -> SweepReport;
+    /// Sends every exit record (an instance ended) from now on.
+    async fn watch_exits(&self, tx: smol::channel::Sender<ExitRecord>);
+    /// Where an instance's log is (for `staticlet logs` and the log endpoint).
+    fn log_file(&self, pod: &StaticPod, container: &str, attempt: u32) -> PathBuf;
 }

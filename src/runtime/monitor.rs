@@ -14,16 +14,24 @@
 mod launch;
 
 use super::logwriter::LogWriter;
+use super::records::write_json;
 use super::{ExitRecord, MonitorSpec, StartedRecord};
-use crate::cli::Failure;
-use crate::fsutil::write_replace;
 use launch::{LaunchError, Launched};
 use std::fs;
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MonitorError {
+    #[error("{}: no readable monitor.json", dir.display())]
+    NoSpec { dir: PathBuf },
+    /// Written to the exit record and told to the agent already; nobody reads our stderr.
+    #[error("{0}")]
+    Reported(String),
+}
 
 /// After the container exits, how long to keep draining pipes held open by stray processes.
 const DRAIN: Duration = Duration::from_secs(2);
@@ -105,8 +113,7 @@ fn runtime_cmd(spec: &MonitorSpec, dir: &Path) -> Command {
 
 /// Writes the exit record atomically; the agent learns of it through inotify.
 fn record_exit(spec: &MonitorSpec, rec: &ExitRecord) {
-    let body = serde_json::to_vec(rec).unwrap_or_default();
-    let _ = write_replace(&spec.exit_file, &body);
+    let _ = write_json(&spec.exit_file, rec, false);
 }
 
 fn base_record(spec: &MonitorSpec) -> ExitRecord {
@@ -116,7 +123,7 @@ fn base_record(spec: &MonitorSpec) -> ExitRecord {
         container: spec.container.clone(),
         attempt: spec.attempt,
         started_at: None,
-        finished_at: crate::timefmt::rfc3339(SystemTime::now()),
+        finished_at: crate::sys::timefmt::rfc3339(SystemTime::now()),
         exit_code: 128,
         signal: None,
         oom_killed: false,
@@ -143,20 +150,22 @@ fn report(line: &str) {
     }
 }
 
-pub fn main(dir: &Path) -> Result<(), Failure> {
+pub fn main(dir: &Path) -> Result<(), MonitorError> {
     // SAFETY: setsid has no memory-safety preconditions.
     unsafe { libc::setsid() };
     let reaping = launch::become_subreaper();
     let spec: MonitorSpec = fs::read(dir.join("monitor.json"))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
-        .ok_or_else(|| Failure::Failed(format!("{}: no readable monitor.json", dir.display())))?;
+        .ok_or_else(|| MonitorError::NoSpec {
+            dir: dir.to_path_buf(),
+        })?;
     let fail = |message: String| {
         let mut rec = base_record(&spec);
         rec.error = Some(message.clone());
         record_exit(&spec, &rec);
         report(&format!("failed {message}"));
-        Failure::Failed(String::new())
+        MonitorError::Reported(message)
     };
     let sigfd = child_signalfd().map_err(|e| fail(format!("signalfd: {e}")))?;
     let (out_r, out_w) = pipe().map_err(|e| fail(format!("pipe: {e}")))?;
@@ -171,7 +180,7 @@ pub fn main(dir: &Path) -> Result<(), Failure> {
     let pid_file = dir.join("container.pid");
     // One `crun run` (create and start in one exec, as bare crun is used): the container's
     // process gets our pipes.
-    let started_at = crate::timefmt::rfc3339(SystemTime::now());
+    let started_at = crate::sys::timefmt::rfc3339(SystemTime::now());
     let Launched {
         container_pid: pid,
         waited_pid,
@@ -187,17 +196,15 @@ pub fn main(dir: &Path) -> Result<(), Failure> {
         container_pid: pid,
         started_at: started_at.clone(),
     };
-    let _ = write_replace(
-        &dir.join("started.json"),
-        &serde_json::to_vec(&started).unwrap_or_default(),
-    );
+    // Without it the agent reports the start as failed (`NoStartedRecord`).
+    let _ = write_json(&dir.join("started.json"), &started, false);
     report(&format!("started {pid}"));
 
     let mut rec = base_record(&spec);
     rec.started_at = Some(started_at);
     let (status, finished) = pump(waited_pid, early_status, &out_r, &err_r, &sigfd, &mut log);
     log.finish();
-    rec.finished_at = crate::timefmt::rfc3339(finished);
+    rec.finished_at = crate::sys::timefmt::rfc3339(finished);
     (rec.exit_code, rec.signal, rec.error) = launch::exit_of(reaping, status);
     rec.oom_killed = spec.memory_cgroups.iter().any(|d| oom_kills(d) > 0);
     record_exit(&spec, &rec);

@@ -4,13 +4,13 @@
 //! there; if the runtime later bind-mounts `<volume>/<subPath>` by path, the host resolves
 //! that symlink and the next container gets a host directory, or `/`, mounted read-write
 //! (CVE-2017-1002101). As the kubelet does since, the subPath is opened beneath the volume
-//! without ever leaving it (see [`crate::fsutil::beneath`]), the opened file descriptor is
+//! without ever leaving it (see [`crate::sys::fsutil::beneath`]), the opened file descriptor is
 //! bind-mounted onto a staging point inside the instance directory, and the container mounts
 //! that staging point: what it gets is the inode that was checked, whatever the volume holds
 //! by the time crun runs.
 
-use crate::fsutil::beneath::{self, Scope};
 use crate::manifest::pod::Container;
+use crate::sys::fsutil::beneath::{self, Scope};
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
@@ -86,7 +86,10 @@ fn bind_one(base: &Path, sub_path: &Path, staging: &Path) -> io::Result<()> {
     } else if fs::symlink_metadata(staging).is_err() {
         fs::write(staging, b"")?;
     }
-    if crate::fsutil::mounts().iter().any(|(t, _)| t == staging) {
+    if crate::sys::fsutil::mounts()
+        .iter()
+        .any(|(t, _)| t == staging)
+    {
         super::podsetup::unmount(staging);
     }
     let source = format!("/proc/self/fd/{}", fd.as_raw_fd());

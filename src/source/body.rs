@@ -9,20 +9,37 @@ use crate::manifest::{self, FieldError, ManifestError, Source};
 use serde_json::Value;
 use std::path::PathBuf;
 
+/// Why a body is refused whole (the source's pods are kept).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    #[error("the body is empty (a valid empty PodList removes the pods; an empty body does not)")]
+    Empty,
+    /// Not YAML or JSON at all; the parser's message.
+    #[error("{0}")]
+    Decode(String),
+    /// Parsed, but not a `v1` Pod or PodList; says what came instead.
+    #[error(
+        "the body is not a Pod or a PodList ({0}); a captive portal or a proxy may have answered"
+    )]
+    NotPods(String),
+    #[error("the body is not a Pod or a PodList (items[{index}] is {what}, not a Pod)")]
+    NotPodItem { index: usize, what: &'static str },
+    /// A PodList whose `items` cannot be used.
+    #[error("{field}: {message}")]
+    Items { field: String, message: String },
+}
+
 /// A body's pods, each with the fields the Pod API does not have: a single Pod, or the items
 /// of a PodList. Anything else is refused whole, with the reason.
 pub fn parse_body(
     body: &[u8],
     url: &str,
     node: &str,
-) -> Result<Vec<(Entry, Vec<FieldError>)>, String> {
+) -> Result<Vec<(Entry, Vec<FieldError>)>, BodyError> {
     if body.iter().all(|b| b.is_ascii_whitespace()) {
-        return Err(
-            "the body is empty (a valid empty PodList removes the pods; an empty body does not)"
-                .into(),
-        );
+        return Err(BodyError::Empty);
     }
-    let value = manifest::decode(body).map_err(|e| e.message)?;
+    let value = manifest::decode(body).map_err(|e| BodyError::Decode(e.message))?;
     let items = pod_items(value)?;
     let source = Source::Url(url.to_string());
     Ok(items
@@ -49,7 +66,7 @@ pub fn parse_body(
 }
 
 /// The pods of a body that is a `v1` Pod or PodList; the kubelet refuses anything else.
-fn pod_items(value: Value) -> Result<Vec<Value>, String> {
+fn pod_items(value: Value) -> Result<Vec<Value>, BodyError> {
     let what = |v: &Value| match v {
         Value::Null => "empty",
         Value::Bool(_) => "a boolean",
@@ -66,17 +83,17 @@ fn pod_items(value: Value) -> Result<Vec<Value>, String> {
         (false, _, _) => Some(format!("it is {}", what(&value))),
     };
     if let Some(what) = refused {
-        return Err(format!(
-            "the body is not a Pod or a PodList ({what}); a captive portal or a proxy may have answered"
-        ));
+        return Err(BodyError::NotPods(what));
     }
-    let items =
-        manifest::split_pod_list(value).map_err(|e| format!("{}: {}", e.field, e.message))?;
-    if let Some((i, item)) = items.iter().enumerate().find(|(_, v)| !v.is_object()) {
-        return Err(format!(
-            "the body is not a Pod or a PodList (items[{i}] is {}, not a Pod)",
-            what(item)
-        ));
+    let items = manifest::split_pod_list(value).map_err(|e| BodyError::Items {
+        field: e.field.to_string(),
+        message: e.message.to_string(),
+    })?;
+    if let Some((index, item)) = items.iter().enumerate().find(|(_, v)| !v.is_object()) {
+        return Err(BodyError::NotPodItem {
+            index,
+            what: what(item),
+        });
     }
     Ok(items)
 }

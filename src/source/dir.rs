@@ -12,6 +12,7 @@
 //! (`super::run_dir`), never on the event loop.
 
 use super::read::{self, Hint, Loaded};
+use super::trust::{self, Trust};
 use super::watch::{Change, FileEvent};
 use super::{Entry, Snapshot, SourceKey};
 use crate::manifest::FieldError;
@@ -30,6 +31,9 @@ pub fn ignore_reason(name: &str) -> Option<&'static str> {
     if name.starts_with('.') {
         return Some("hidden file");
     }
+    if name.ends_with(trust::SUFFIX) {
+        return Some("a signature, read with its manifest only when manifestPublicKeys is set");
+    }
     let ext = name.rsplit_once('.').map(|(_, e)| e);
     match ext {
         Some("yaml" | "yml" | "json") => None,
@@ -43,6 +47,8 @@ struct Stamp {
     ino: u64,
     size: u64,
     mtime_ns: i128,
+    /// The signature file's own stamp, when signatures are required.
+    sig: Option<(u64, u64, i128)>,
 }
 
 fn stamp(meta: &fs::Metadata) -> Stamp {
@@ -50,6 +56,7 @@ fn stamp(meta: &fs::Metadata) -> Stamp {
         ino: meta.ino(),
         size: meta.len(),
         mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
+        sig: None,
     }
 }
 
@@ -70,6 +77,8 @@ pub struct DirSource {
     ignored: HashMap<PathBuf, &'static str>,
     /// Whether the path has been read successfully at least once.
     listed: bool,
+    /// Pinned keys: each manifest must come with a verifying `<file>.minisig`.
+    trust: Option<std::sync::Arc<Trust>>,
 }
 
 impl DirSource {
@@ -81,7 +90,20 @@ impl DirSource {
             writing: HashSet::new(),
             ignored: HashMap::new(),
             listed: false,
+            trust: None,
         }
+    }
+
+    /// Requires a signature by one of `trust`'s keys beside every manifest.
+    pub fn with_trust(mut self, trust: Option<std::sync::Arc<Trust>>) -> Self {
+        self.trust = trust;
+        self
+    }
+
+    /// A `<manifest>.minisig` name, when signatures are required: its manifest.
+    fn signed_by(&self, name: &str) -> Option<PathBuf> {
+        let base = name.strip_suffix(trust::SUFFIX)?;
+        (self.trust.is_some() && ignore_reason(base).is_none()).then(|| self.path.join(base))
     }
 
     pub fn path(&self) -> &Path {
@@ -131,6 +153,9 @@ impl DirSource {
             // A single manifest file: the watch reports only its own name.
             return (self.path.file_name()? == name).then(|| self.path.clone());
         }
+        if let Some(manifest) = self.signed_by(&name.to_string_lossy()) {
+            return Some(manifest);
+        }
         let path = self.path.join(name);
         if let Some(reason) = ignore_reason(&name.to_string_lossy()) {
             self.note_ignored(&path, reason);
@@ -160,7 +185,7 @@ impl DirSource {
                         .collect();
                     names.sort();
                     for (path, name) in names {
-                        if path.is_dir() {
+                        if path.is_dir() || self.signed_by(&name).is_some() {
                             continue; // subdirectories are not read, as in the kubelet
                         }
                         if let Some(reason) = ignore_reason(&name) {
@@ -229,7 +254,15 @@ impl DirSource {
         if meta.as_ref().map(|m| m.is_dir()).unwrap_or(false) {
             return self.files.remove(path).is_some();
         }
-        let new_stamp = meta.as_ref().ok().map(stamp);
+        let sig_stamp = self.trust.as_ref().and_then(|_| {
+            let m = fs::metadata(read::signature_path(path)).ok()?;
+            let s = stamp(&m);
+            Some((s.ino, s.size, s.mtime_ns))
+        });
+        let new_stamp = meta.as_ref().ok().map(|m| Stamp {
+            sig: sig_stamp,
+            ..stamp(m)
+        });
         if use_stamp {
             if let (
                 Some(s),
@@ -244,7 +277,9 @@ impl DirSource {
             }
         }
         hint.modified |= self.writing.contains(path);
-        let Some(Loaded { entry, unknown }) = read::load_file(path, &self.node, hint) else {
+        let Some(Loaded { entry, unknown }) =
+            read::load_file(path, &self.node, hint, self.trust.as_deref())
+        else {
             return self.wait_for_writer(path);
         };
         // Read while no writer had it open (or, without leases, with no write in progress

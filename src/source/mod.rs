@@ -4,6 +4,7 @@
 pub mod body;
 pub mod dir;
 pub mod read;
+pub mod trust;
 pub mod url;
 pub mod watch;
 
@@ -57,7 +58,7 @@ async fn off_loop(
     f: impl FnOnce(&mut dir::DirSource) -> bool + Send + 'static,
 ) -> Option<Snapshot> {
     let source = source.clone();
-    let result = crate::agent::blocking::run(move || {
+    let result = crate::sys::blocking::run(move || {
         let mut s = source.lock().unwrap_or_else(|e| e.into_inner());
         f(&mut s).then(|| s.snapshot())
     })

@@ -9,6 +9,7 @@
 //! Where leases are not available (another owner without `CAP_LEASE`, a filesystem without
 //! them), the caller's inotify bookkeeping decides alone.
 
+use super::trust::{self, Trust};
 use super::Entry;
 use crate::manifest::{self, FieldError, ManifestError, Source, MAX_MANIFEST_BYTES};
 use std::fs::{self, File};
@@ -92,22 +93,29 @@ fn lease_after(file: &File, hint: Hint) -> Lease {
     lease
 }
 
+/// Why a manifest file could not be read (the path is added by the caller's error).
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("cannot read: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("not a regular file")]
+    NotAFile,
+    #[error("Too long: {0} bytes, larger than 10 MB (the kubelet's limit)")]
+    TooLong(u64),
+}
+
 /// Reads `path` unless a writer has it open.
-pub fn read_file(path: &Path, hint: Hint) -> Result<Reading, String> {
+pub fn read_file(path: &Path, hint: Hint) -> Result<Reading, ReadError> {
     let file = fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-        .map_err(|e| format!("cannot read: {e}"))?;
-    let meta = file.metadata().map_err(|e| format!("cannot read: {e}"))?;
+        .open(path)?;
+    let meta = file.metadata()?;
     if !meta.is_file() {
-        return Err("not a regular file".into());
+        return Err(ReadError::NotAFile);
     }
     if meta.len() > MAX_MANIFEST_BYTES as u64 {
-        return Err(format!(
-            "Too long: {} bytes, larger than 10 MB (the kubelet's limit)",
-            meta.len()
-        ));
+        return Err(ReadError::TooLong(meta.len()));
     }
     let lease = lease_after(&file, hint);
     if lease == Lease::Busy || (lease == Lease::Unavailable && hint.modified) {
@@ -120,18 +128,21 @@ pub fn read_file(path: &Path, hint: Hint) -> Result<Reading, String> {
     if lease == Lease::Held {
         release_lease(&file);
     }
-    read.map_err(|e| format!("cannot read: {e}"))?;
+    read?;
     Ok(Reading::Bytes(buf))
 }
 
 /// Loads one file into an entry, as `run` and `validate` both do; `None` while a writer has
-/// it open.
-pub fn load_file(path: &Path, node: &str, hint: Hint) -> Option<Loaded> {
+/// it open. With a trust policy, the file's `<file>.minisig` must verify first.
+pub fn load_file(path: &Path, node: &str, hint: Hint, trust: Option<&Trust>) -> Option<Loaded> {
     let source = Source::File(path.to_path_buf());
     let (result, unknown) = match read_file(path, hint) {
         Ok(Reading::BeingWritten) => return None,
-        Ok(Reading::Bytes(bytes)) => manifest::load_checked(&bytes, &source, node),
-        Err(message) => (Err(file_error(path, message)), Vec::new()),
+        Ok(Reading::Bytes(bytes)) => match trust.map(|t| verify_file(t, path, &bytes)) {
+            Some(Err(message)) => (Err(file_error(path, message)), Vec::new()),
+            _ => manifest::load_checked(&bytes, &source, node),
+        },
+        Err(e) => (Err(file_error(path, e.to_string())), Vec::new()),
     };
     Some(Loaded {
         entry: Entry {
@@ -140,6 +151,35 @@ pub fn load_file(path: &Path, node: &str, hint: Hint) -> Option<Loaded> {
         },
         unknown,
     })
+}
+
+/// The signature beside a manifest file: `<file>.minisig`, read as carefully as the file.
+pub fn signature_path(path: &Path) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(trust::SUFFIX);
+    name.into()
+}
+
+fn verify_file(trust: &Trust, path: &Path, body: &[u8]) -> Result<(), String> {
+    let sig = match read_file(&signature_path(path), Hint::default()) {
+        Ok(Reading::Bytes(b)) => Some(b),
+        Ok(Reading::BeingWritten) => {
+            return Err(format!(
+                "{}{} is being written",
+                path.display(),
+                trust::SUFFIX
+            ))
+        }
+        Err(_) if !signature_path(path).exists() => None,
+        Err(e) => return Err(format!("{}{}: {e}", path.display(), trust::SUFFIX)),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let key = trust.verify(body, sig.as_deref(), &name)?;
+    log::debug!("{}: signed by {}", path.display(), key.display());
+    Ok(())
 }
 
 /// The entry of a file that a writer still holds open and that has no earlier reading.

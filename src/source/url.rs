@@ -13,7 +13,8 @@
 //! refusal is reported once, as a problem of the source (`/manifests`), until a good body
 //! comes back.
 
-use super::body::parse_body;
+use super::body::{parse_body, BodyError};
+use super::trust::{self, Trust};
 use super::{Snapshot, SourceKey};
 use crate::manifest::MAX_MANIFEST_BYTES;
 use serde::{Deserialize, Serialize};
@@ -26,7 +27,9 @@ use std::time::Duration;
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
-/// The cached last good body's metadata (`<root>/url-cache/meta.json`).
+/// The cached last good body's metadata (`<root>/url-cache/meta.json`). The body is
+/// `body.<sha256>`, its signature (when signatures are required) `sig.<sha256>`; the version
+/// before it is kept too, for a boot that finds the newest one damaged or tampered with.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct CacheMeta {
@@ -34,6 +37,17 @@ pub struct CacheMeta {
     pub etag: Option<String>,
     pub sha256: String,
     pub fetched_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<Box<CacheMeta>>,
+}
+
+/// A manifest URL that cannot be used as configured.
+#[derive(Debug, thiserror::Error)]
+pub enum UrlError {
+    #[error("manifest URL {0:?} must start with https:// or http://")]
+    Scheme(String),
+    #[error("manifest URL CA file: {0}")]
+    Ca(#[from] crate::sys::net::CertError),
 }
 
 pub struct UrlSource {
@@ -52,6 +66,8 @@ pub struct UrlSource {
     last: Option<Snapshot>,
     /// The problem last sent with a snapshot.
     problem: Option<String>,
+    /// Pinned keys: a body is applied only with a verifying `<url>.minisig`.
+    trust: Option<std::sync::Arc<Trust>>,
 }
 
 /// What one poll found.
@@ -82,21 +98,19 @@ impl UrlSource {
         ca_file: Option<&Path>,
         root_dir: &Path,
         node: &str,
-    ) -> Result<UrlSource, String> {
+    ) -> Result<UrlSource, UrlError> {
         if !(url.starts_with("https://") || url.starts_with("http://")) {
-            return Err(format!(
-                "manifest URL {url:?} must start with https:// or http://"
-            ));
+            return Err(UrlError::Scheme(url.to_string()));
         }
         if url.starts_with("http://") {
             log::warn!("manifest URL {url} is plain HTTP: pods are fetched without TLS (insecure)");
         }
         let extra: Vec<PathBuf> = ca_file.map(Path::to_path_buf).into_iter().collect();
-        let roots = crate::net::root_certs(&extra)?;
+        let roots = crate::sys::net::root_certs(&extra)?;
         let mut src = UrlSource {
             url: url.to_string(),
             headers,
-            agent: crate::net::agent(roots, TIMEOUT),
+            agent: crate::sys::net::agent(roots, TIMEOUT),
             cache_dir: root_dir.join("url-cache"),
             node: node.to_string(),
             etag: None,
@@ -105,12 +119,33 @@ impl UrlSource {
             last_error: None,
             last: None,
             problem: None,
+            trust: None,
         };
         if let Some(meta) = src.cached_meta() {
             src.etag = meta.etag;
             src.body_sha = Some(meta.sha256);
         }
         Ok(src)
+    }
+
+    /// Requires a signature by one of `trust`'s keys for every body, cached ones included:
+    /// a cached body is trusted (and its ETag used) only if it verifies.
+    pub fn with_trust(mut self, trust: Option<std::sync::Arc<Trust>>) -> Self {
+        self.trust = trust;
+        if self.trust.is_some() {
+            let verified = self.cached().map(|(_, meta)| meta);
+            self.etag = verified.as_ref().and_then(|m| m.etag.clone());
+            self.body_sha = verified.map(|m| m.sha256);
+        }
+        self
+    }
+
+    /// `<url>.minisig`, before any query string, as minisign names a signature.
+    fn signature_url(&self) -> String {
+        match self.url.split_once('?') {
+            Some((path, query)) => format!("{path}{}?{query}", trust::SUFFIX),
+            None => format!("{}{}", self.url, trust::SUFFIX),
+        }
     }
 
     pub fn key(&self) -> SourceKey {
@@ -123,29 +158,51 @@ impl UrlSource {
         (meta.url == self.url).then_some(meta)
     }
 
-    /// The pods of the cached last good body, for start-up before the first fetch.
+    /// The pods of the cached last good body, for start-up before the first fetch: the
+    /// newest version, or the one before it when the newest is damaged or (with signatures
+    /// required) does not verify.
     pub fn cached(&self) -> Option<(Snapshot, CacheMeta)> {
-        let meta = self.cached_meta()?;
-        let body = std::fs::read(self.cache_dir.join(format!("body.{}", meta.sha256))).ok()?;
-        if sha_hex(&body) != meta.sha256 {
-            log::warn!(
-                "cached manifest body for {} is damaged; ignoring it",
-                self.url
-            );
-            return None;
-        }
-        match self.parse(&body) {
-            Ok(snap) => Some((snap, meta)),
-            Err(e) => {
-                log::warn!("cached manifest body for {} cannot be used: {e}", self.url);
-                None
+        let newest = self.cached_meta()?;
+        let mut candidate = Some(newest.clone());
+        while let Some(meta) = candidate {
+            match self.cached_version(&meta) {
+                Ok(snap) => {
+                    if meta.sha256 != newest.sha256 {
+                        log::warn!(
+                            "manifest URL {}: using the previous cached version, fetched at {}",
+                            self.url,
+                            meta.fetched_at
+                        );
+                    }
+                    return Some((snap, meta));
+                }
+                Err(e) => log::warn!(
+                    "cached manifest body for {} (fetched at {}) cannot be used: {e}",
+                    self.url,
+                    meta.fetched_at
+                ),
             }
+            candidate = meta.previous.map(|p| *p);
         }
+        None
+    }
+
+    fn cached_version(&self, meta: &CacheMeta) -> Result<Snapshot, String> {
+        let body = std::fs::read(self.cache_dir.join(format!("body.{}", meta.sha256)))
+            .map_err(|e| e.to_string())?;
+        if sha_hex(&body) != meta.sha256 {
+            return Err("it is damaged".into());
+        }
+        if let Some(t) = &self.trust {
+            let sig = std::fs::read(self.cache_dir.join(format!("sig.{}", meta.sha256))).ok();
+            t.verify(&body, sig.as_deref(), &self.url)?;
+        }
+        self.parse(&body).map_err(|e| e.to_string())
     }
 
     /// Splits a body into one entry per pod; a body that is not a Pod or a PodList is an
     /// error. Fields the Pod API does not have are logged.
-    pub fn parse(&self, body: &[u8]) -> Result<Snapshot, String> {
+    pub fn parse(&self, body: &[u8]) -> Result<Snapshot, BodyError> {
         let items = parse_body(body, &self.url, &self.node)?;
         let mut entries = Vec::with_capacity(items.len());
         for (entry, unknown) in items {
@@ -180,7 +237,9 @@ impl UrlSource {
         }
         let mut resp = match req.call() {
             Ok(r) => r,
-            Err(e) => return Poll::Failed(format!("cannot fetch: {}", crate::net::explain(&e))),
+            Err(e) => {
+                return Poll::Failed(format!("cannot fetch: {}", crate::sys::net::explain(&e)))
+            }
         };
         let status = resp.status().as_u16();
         if status == 304 {
@@ -222,11 +281,24 @@ impl UrlSource {
                 return Poll::Refused(why.clone());
             }
         }
+        let signature = match &self.trust {
+            Some(t) => {
+                let sig = match self.fetch_signature() {
+                    Ok(sig) => sig,
+                    Err(e) => return Poll::Failed(e),
+                };
+                if let Err(e) = t.verify(&body, sig.as_deref(), &self.url) {
+                    return Poll::Refused(e);
+                }
+                sig
+            }
+            None => None,
+        };
         let snap = match self.parse(&body) {
             Ok(s) => s,
             Err(e) => {
-                self.refused = Some((sha, e.clone()));
-                return Poll::Refused(e);
+                self.refused = Some((sha, e.to_string()));
+                return Poll::Refused(e.to_string());
             }
         };
         let meta = CacheMeta {
@@ -234,8 +306,12 @@ impl UrlSource {
             etag: etag.clone(),
             sha256: sha.clone(),
             fetched_at: now.to_string(),
+            previous: self.cached_meta().filter(|m| m.sha256 != sha).map(|mut m| {
+                m.previous = None;
+                Box::new(m)
+            }),
         };
-        if let Err(e) = self.save_cache(&body, &meta) {
+        if let Err(e) = self.save_cache(&body, signature.as_deref(), &meta) {
             log::warn!("cannot cache the manifest body from {}: {e}", self.url);
         }
         self.etag = etag;
@@ -246,21 +322,61 @@ impl UrlSource {
     /// The body goes to `body.<sha256>`, then `meta.json` (naming it) replaces the old one,
     /// then older bodies go. Each write is atomic, and a crash at any point leaves a meta.json
     /// whose body is complete: the old version or the new one, never half of either.
-    fn save_cache(&self, body: &[u8], meta: &CacheMeta) -> std::io::Result<()> {
+    fn save_cache(&self, body: &[u8], sig: Option<&[u8]>, meta: &CacheMeta) -> std::io::Result<()> {
         std::fs::create_dir_all(&self.cache_dir)?;
-        let name = format!("body.{}", meta.sha256);
-        crate::fsutil::write_atomic(&self.cache_dir.join(&name), body)?;
-        crate::fsutil::write_atomic(
-            &self.cache_dir.join("meta.json"),
-            &serde_json::to_vec_pretty(meta).unwrap_or_default(),
+        crate::sys::fsutil::write_atomic(
+            &self.cache_dir.join(format!("body.{}", meta.sha256)),
+            body,
         )?;
+        if let Some(sig) = sig {
+            crate::sys::fsutil::write_atomic(
+                &self.cache_dir.join(format!("sig.{}", meta.sha256)),
+                sig,
+            )?;
+        }
+        let json = serde_json::to_vec_pretty(meta).map_err(std::io::Error::other)?;
+        crate::sys::fsutil::write_atomic(&self.cache_dir.join("meta.json"), &json)?;
+        // Only the newest version and the one before it stay.
+        let keep: Vec<&str> = std::iter::once(meta.sha256.as_str())
+            .chain(meta.previous.as_ref().map(|p| p.sha256.as_str()))
+            .collect();
         for e in std::fs::read_dir(&self.cache_dir)?.flatten() {
             let n = e.file_name().to_string_lossy().to_string();
-            if (n.starts_with("body.") && n != name) || n.starts_with(".tmp-") {
+            let versioned = n.strip_prefix("body.").or_else(|| n.strip_prefix("sig."));
+            if versioned.is_some_and(|sha| !keep.contains(&sha)) || n.starts_with(".tmp-") {
                 let _ = std::fs::remove_file(e.path());
             }
         }
         Ok(())
+    }
+
+    /// `<url>.minisig`: `None` when the server has none (404), an error when it cannot be
+    /// asked (the pods stay; the next poll tries again).
+    fn fetch_signature(&self) -> Result<Option<Vec<u8>>, String> {
+        let url = self.signature_url();
+        let mut req = self.agent.get(&url);
+        for (k, values) in &self.headers {
+            for v in values {
+                req = req.header(k.as_str(), v.as_str());
+            }
+        }
+        let mut resp = req
+            .call()
+            .map_err(|e| format!("cannot fetch {url}: {}", crate::net::explain(&e)))?;
+        match resp.status().as_u16() {
+            200 => {}
+            404 | 410 => return Ok(None),
+            s => return Err(format!("{url}: the server answered {s}")),
+        }
+        let mut sig = Vec::new();
+        resp.body_mut()
+            .with_config()
+            .limit(trust::MAX_SIGNATURE_BYTES as u64 + 1)
+            .reader()
+            .take(trust::MAX_SIGNATURE_BYTES as u64 + 1)
+            .read_to_end(&mut sig)
+            .map_err(|e| format!("reading {url}: {e}"))?;
+        Ok(Some(sig))
     }
 
     /// Logs a network failure once per distinct message, and the recovery.
@@ -326,7 +442,7 @@ pub fn run(mut src: UrlSource, every: Duration, send: impl Fn(Snapshot) -> bool)
     }
     let mut failures = 0u32;
     loop {
-        let now = crate::timefmt::now_rfc3339();
+        let now = crate::sys::timefmt::now_rfc3339();
         let (wait, snap) = match src.poll(&now) {
             Poll::Changed(snap) => {
                 src.report(None);

@@ -31,6 +31,11 @@ impl Conn {
         }
     }
 
+    /// The socket, for a [`Peer`] when a layer (TLS) sits between it and hyper.
+    pub fn stream(&self) -> Rc<Async<TcpStream>> {
+        self.stream.clone()
+    }
+
     /// Bounds a write or flush that is waiting for the client.
     fn progress<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
         if r.is_ready() {

@@ -104,11 +104,12 @@ pub fn find(
     container: &str,
     q: &LogQuery,
 ) -> Result<Target, Refusal> {
-    let pod_json = s
+    let pod_json = &s
         .pods
         .iter()
-        .find(|p| p["metadata"]["namespace"] == namespace && p["metadata"]["name"] == pod)
-        .ok_or_else(|| refuse(404, format!("pod {pod:?} does not exist")))?;
+        .find(|p| p.pod.namespace() == namespace && p.pod.name() == pod)
+        .ok_or_else(|| refuse(404, format!("pod {pod:?} does not exist")))?
+        .to_json();
     let in_spec = ["initContainers", "containers"].iter().any(|k| {
         pod_json["spec"][*k]
             .as_array()

@@ -38,13 +38,46 @@ fn query_reads_booleans_and_numbers_as_the_api_server_does() {
 }
 
 fn shared(state: Value, log: bool) -> Shared {
-    let pod = json!({
-        "metadata": {"namespace": "default", "name": "p-n"},
-        "spec": {"containers": [{"name": "c"}]},
-        "status": {"containerStatuses": [{"name": "c", "state": state}]},
-    });
+    use crate::status::pod::{ContainerState, ContainerStatus, Phase, PodStatus, Status};
+    let yaml = "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: default}\nspec:\n  containers:\n  - {name: c, image: busybox}\n";
+    let source = crate::manifest::Source::File("/m/p.yaml".into());
+    let pod = crate::manifest::load(yaml.as_bytes(), &source, "n").unwrap();
+    let state = match state.get("waiting") {
+        Some(w) => ContainerState::Waiting {
+            reason: w["reason"].as_str().unwrap_or("").into(),
+            message: None,
+        },
+        None => ContainerState::Running {
+            started_at: String::new(),
+        },
+    };
+    let status = Status {
+        phase: Phase::Pending,
+        conditions: Vec::new(),
+        host_ip: String::new(),
+        pod_ip: String::new(),
+        pod_ips: Vec::new(),
+        start_time: String::new(),
+        qos_class: "BestEffort",
+        container_statuses: vec![ContainerStatus {
+            name: "c".into(),
+            image: "busybox".into(),
+            image_id: String::new(),
+            ready: false,
+            started: false,
+            restart_count: 0,
+            state,
+            container_id: None,
+            last_state: None,
+        }],
+        init_container_statuses: Vec::new(),
+    };
     Shared {
-        pods: vec![pod],
+        pods: vec![PodStatus {
+            pod: std::sync::Arc::new(pod),
+            deletion_timestamp: None,
+            status,
+        }],
         log_paths: if log {
             vec![LogPaths {
                 namespace: "default".into(),

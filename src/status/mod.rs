@@ -2,13 +2,15 @@
 //! endpoint (and later the mirror sync) without ever blocking the event loop for long.
 
 mod follow;
-mod io;
+pub(crate) mod io;
 mod logs;
-mod routes;
+pub mod pod;
+pub(crate) mod routes;
 pub mod server;
-mod watch;
+pub(crate) mod watch;
 
 use crate::desired::Problem;
+pub use pod::PodStatus;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -26,7 +28,7 @@ pub struct LogPaths {
 /// One consistent picture of the agent's state.
 #[derive(Debug, Clone, Default)]
 pub struct Shared {
-    pub pods: Vec<Value>,
+    pub pods: Vec<PodStatus>,
     pub problems: Vec<Problem>,
     pub start_latency: Histogram,
     pub log_paths: Vec<LogPaths>,
@@ -74,6 +76,8 @@ pub struct StatusBoard {
     /// The same signal for async readers (log followers) that must not block a thread.
     published: event_listener::Event,
     mirrors: Mutex<std::collections::BTreeMap<String, MirrorState>>,
+    /// Wake-ups of `wait_newer` callers without a new version (see [`StatusBoard::poke`]).
+    pokes: std::sync::atomic::AtomicU64,
 }
 
 impl StatusBoard {
@@ -106,14 +110,27 @@ impl StatusBoard {
     /// Blocks until a version newer than `seen` is published, or `timeout` passes; returns
     /// the current version and state either way.
     pub fn wait_newer(&self, seen: u64, timeout: std::time::Duration) -> (u64, Shared) {
+        use std::sync::atomic::Ordering;
         let Ok(g) = self.inner.lock() else {
             return (seen, Shared::default());
         };
-        let g = match self.changed.wait_timeout_while(g, timeout, |g| g.0 <= seen) {
+        let pokes = self.pokes.load(Ordering::SeqCst);
+        let g = match self.changed.wait_timeout_while(g, timeout, |g| {
+            g.0 <= seen && self.pokes.load(Ordering::SeqCst) == pokes
+        }) {
             Ok((g, _)) => g,
             Err(e) => e.into_inner().0,
         };
         (g.0, g.1.clone())
+    }
+
+    /// Wakes `wait_newer` callers although nothing new is published (the mirror sync, for a
+    /// watch event or an event to post).
+    pub fn poke(&self) {
+        self.pokes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        // Taken so that a reader between its check and its wait cannot miss the wake-up.
+        drop(self.inner.lock());
+        self.changed.notify_all();
     }
 
     /// Records the mirror state of a pod (by UID); `None` forgets it.
@@ -132,10 +149,11 @@ impl StatusBoard {
 
     /// The pods as the endpoint serves them: with a `staticlet.dev/MirrorSynced` condition
     /// on each pod the mirror sync has reported on.
-    pub fn pods_with_mirrors(&self) -> Shared {
-        let mut s = self.read();
+    pub fn pods_with_mirrors(&self) -> Vec<Value> {
+        let mut pods: Vec<Value> =
+            self.inspect(|s| s.pods.iter().map(PodStatus::to_json).collect());
         let mirrors = self.mirrors();
-        for p in &mut s.pods {
+        for p in &mut pods {
             let Some(state) = p["metadata"]["uid"].as_str().and_then(|u| mirrors.get(u)) else {
                 continue;
             };
@@ -148,12 +166,12 @@ impl StatusBoard {
                 conds.push(json!({"type": "staticlet.dev/MirrorSynced", "status": status, "reason": reason, "message": message}));
             }
         }
-        s
+        pods
     }
 }
 
-pub fn pod_list(s: &Shared) -> Value {
-    json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": s.pods})
+pub fn pod_list(pods: Vec<Value>) -> Value {
+    json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": pods})
 }
 
 pub fn problems_json(s: &Shared) -> Value {
@@ -174,34 +192,38 @@ fn escape_label(s: &str) -> String {
 pub fn metrics(s: &Shared) -> String {
     let mut out = String::new();
     out.push_str("# HELP staticlet_pods Static pods by phase.\n# TYPE staticlet_pods gauge\n");
-    for phase in ["Pending", "Running", "Succeeded", "Failed"] {
-        let n = s
-            .pods
-            .iter()
-            .filter(|p| p["status"]["phase"] == phase)
-            .count();
-        out.push_str(&format!("staticlet_pods{{phase=\"{phase}\"}} {n}\n"));
+    for phase in pod::Phase::ALL {
+        let n = s.pods.iter().filter(|p| p.status.phase == phase).count();
+        out.push_str(&format!(
+            "staticlet_pods{{phase=\"{}\"}} {n}\n",
+            phase.as_str()
+        ));
     }
     out.push_str("# HELP staticlet_container_restarts_total Container restarts.\n# TYPE staticlet_container_restarts_total counter\n");
     for p in &s.pods {
-        let (ns, name) = (
-            p["metadata"]["namespace"].as_str().unwrap_or(""),
-            p["metadata"]["name"].as_str().unwrap_or(""),
-        );
-        for key in ["initContainerStatuses", "containerStatuses"] {
-            for c in p["status"][key].as_array().into_iter().flatten() {
-                out.push_str(&format!(
-                    "staticlet_container_restarts_total{{namespace=\"{}\",pod=\"{}\",container=\"{}\"}} {}\n",
-                    escape_label(ns),
-                    escape_label(name),
-                    escape_label(c["name"].as_str().unwrap_or("")),
-                    c["restartCount"].as_u64().unwrap_or(0)
-                ));
-            }
+        let (ns, name) = (p.pod.namespace(), p.pod.name());
+        let st = &p.status;
+        for c in st
+            .init_container_statuses
+            .iter()
+            .chain(&st.container_statuses)
+        {
+            out.push_str(&format!(
+                "staticlet_container_restarts_total{{namespace=\"{}\",pod=\"{}\",container=\"{}\"}} {}\n",
+                escape_label(ns),
+                escape_label(name),
+                escape_label(&c.name),
+                c.restart_count
+            ));
         }
     }
     out.push_str("# HELP staticlet_manifest_errors Manifests that are currently invalid.\n# TYPE staticlet_manifest_errors gauge\n");
     out.push_str(&format!("staticlet_manifest_errors {}\n", s.problems.len()));
+    out.push_str("# HELP staticlet_manifest_signature_refusals_total Manifests refused for a missing or bad signature (manifestPublicKeys).\n# TYPE staticlet_manifest_signature_refusals_total counter\n");
+    out.push_str(&format!(
+        "staticlet_manifest_signature_refusals_total {}\n",
+        crate::source::trust::refused_total()
+    ));
     out.push_str("# HELP staticlet_container_start_seconds Time from the start decision to a running container.\n# TYPE staticlet_container_start_seconds histogram\n");
     let h = &s.start_latency;
     for (i, b) in BUCKETS.iter().enumerate() {

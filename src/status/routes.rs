@@ -1,5 +1,5 @@
-//! The endpoint's answers, one per path: `/healthz`, `/pods`, `/manifests`, `/metrics` and
-//! the kubelet's `/containerLogs/<namespace>/<pod>/<container>`. Only GET and HEAD without
+//! The endpoint's answers, one per path: `/healthz`, `/pods`, `/manifests`, `/metrics`,
+//! `/events` and the kubelet's `/containerLogs/<namespace>/<pod>/<container>`. Only GET and HEAD without
 //! a body are served: anything else is refused before a byte of its body is read.
 
 use super::follow::{Follow, FollowerSlot, LogStream};
@@ -24,6 +24,8 @@ pub const MAX_FOLLOWERS: usize = 48;
 /// What every request of the server shares.
 pub struct Ctx {
     pub board: Arc<StatusBoard>,
+    /// The agent's events, for `/events` (`describe`); None where that path is not served.
+    pub events: Option<Arc<crate::events::Recorder>>,
     pub watcher: Rc<DirWatcher>,
     pub followers: Rc<Cell<usize>>,
 }
@@ -98,6 +100,11 @@ fn text(status: u16, kind: &'static str, body: impl Into<Bytes>, busy: Busy) -> 
 
 const PLAIN: &str = "text/plain; charset=utf-8";
 
+/// A refused request: `status` and a one-line text (the kubelet API's 401, 403, 404).
+pub fn refusal(status: u16, message: &str, busy: Busy) -> Response<Reply> {
+    text(status, PLAIN, format!("{message}\n"), busy)
+}
+
 fn json(v: &serde_json::Value, busy: Busy) -> Response<Reply> {
     let body = serde_json::to_vec_pretty(v).unwrap_or_default();
     text(200, "application/json", body, busy)
@@ -123,8 +130,12 @@ pub fn respond<B: Body>(req: &Request<B>, ctx: &Ctx, peer: Peer, busy: Busy) -> 
     let path = req.uri().path();
     match path {
         "/healthz" => text(200, PLAIN, "ok", busy),
-        "/pods" => json(&super::pod_list(&ctx.board.pods_with_mirrors()), busy),
+        "/pods" => json(&super::pod_list(ctx.board.pods_with_mirrors()), busy),
         "/manifests" => json(&super::problems_json(&ctx.board.read()), busy),
+        "/events" if ctx.events.is_some() => match &ctx.events {
+            Some(e) => json(&events_json(e), busy),
+            None => text(404, PLAIN, "not found\n", busy),
+        },
         "/metrics" => text(
             200,
             "text/plain; version=0.0.4",
@@ -188,4 +199,17 @@ fn container_logs(rest: &str, query: &str, ctx: &Ctx, peer: Peer) -> Result<LogS
         status: 500,
         message: format!("reading {}: {e}", target.file.display()),
     })
+}
+
+/// The agent's events as a `v1` EventList (oldest first; `involvedObject.uid` is the static
+/// pod's), and how many were dropped unposted, for `describe`.
+fn events_json(events: &crate::events::Recorder) -> serde_json::Value {
+    let saved = events.snapshot();
+    let node = events.lock().node().to_string();
+    let items: Vec<serde_json::Value> = saved
+        .entries
+        .iter()
+        .map(|e| crate::events::wire::event_object(e, &node, &e.subject.uid))
+        .collect();
+    serde_json::json!({"kind": "EventList", "apiVersion": "v1", "metadata": {"dropped": saved.dropped}, "items": items})
 }

@@ -9,8 +9,8 @@
 //! progress (see [`super::io`]), and at most [`MAX_CONNECTIONS`] connections: past that the
 //! oldest idle one is closed to make room (as nginx reuses keep-alive connections), or the
 //! new one is closed when all are busy. Log followers are limited separately, so they never
-//! take every connection. The transport is a plain stream handed to hyper, so TLS (rustls)
-//! can be put in between for the kubelet port later.
+//! take every connection. The accept loop and its bounds are shared with the kubelet API
+//! ([`serve_with`]), which puts TLS and authentication in front of the same answers.
 
 use super::io::{Conn, Peer};
 use super::routes::{self, Busy, Ctx};
@@ -45,11 +45,15 @@ pub enum ServerError {
 }
 
 /// Binds `addr` (so a taken port is reported at start) and serves it on its own thread.
-pub fn start(addr: SocketAddr, board: Arc<StatusBoard>) -> Result<(), ServerError> {
+pub fn start(
+    addr: SocketAddr,
+    board: Arc<StatusBoard>,
+    events: Arc<crate::events::Recorder>,
+) -> Result<(), ServerError> {
     let listener = TcpListener::bind(addr).map_err(|source| ServerError::Bind { addr, source })?;
     std::thread::Builder::new()
         .name("status".into())
-        .spawn(move || serve(listener, board))
+        .spawn(move || serve(listener, board, events))
         .map_err(ServerError::Thread)?;
     Ok(())
 }
@@ -103,28 +107,82 @@ impl Drop for Deregister {
     }
 }
 
-fn serve(listener: TcpListener, board: Arc<StatusBoard>) {
+/// Serves one kind of connection; the accept loop ([`serve_with`]) owns the bounds.
+pub(crate) trait Handler {
+    /// Serves one connection until it closes; `busy` counts its answers in progress.
+    fn connection(
+        &self,
+        stream: Async<TcpStream>,
+        busy: Rc<Cell<u32>>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
+}
+
+/// The status endpoint's connections: plain HTTP, every route of [`routes::respond`].
+struct Plain {
+    http: http1::Builder,
+    ctx: Rc<Ctx>,
+}
+
+impl Handler for Plain {
+    fn connection(
+        &self,
+        stream: Async<TcpStream>,
+        busy: Rc<Cell<u32>>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
+        Box::pin(connection(stream, &self.http, self.ctx.clone(), busy))
+    }
+}
+
+/// hyper's HTTP/1 settings for every server here: bounded heads, a head timeout.
+pub(crate) fn http_builder() -> http1::Builder {
+    let mut http = http1::Builder::new();
+    http.timer(SmolTimer::new())
+        .header_read_timeout(HEAD_TIMEOUT)
+        .max_buf_size(MAX_HEAD)
+        .max_header_size(MAX_HEAD);
+    http
+}
+
+/// The context of the routes, with a log-directory watcher running on `ex`.
+pub(crate) fn context(
+    ex: &LocalExecutor<'_>,
+    board: Arc<StatusBoard>,
+    events: Option<Arc<crate::events::Recorder>>,
+) -> Rc<Ctx> {
+    let (watcher, watching) = DirWatcher::new();
+    ex.spawn(watching).detach();
+    Rc::new(Ctx {
+        board,
+        events,
+        watcher,
+        followers: Rc::new(Cell::new(0)),
+    })
+}
+
+fn serve(listener: TcpListener, board: Arc<StatusBoard>, events: Arc<crate::events::Recorder>) {
+    serve_with(listener, "status endpoint", |ex| Plain {
+        http: http_builder(),
+        ctx: context(ex, board, Some(events)),
+    });
+}
+
+/// Runs the accept loop on this thread: at most [`MAX_CONNECTIONS`] connections (the oldest
+/// idle one closed to make room), each served by the handler `make` builds on the executor.
+pub(crate) fn serve_with<H: Handler>(
+    listener: TcpListener,
+    what: &'static str,
+    make: impl FnOnce(&LocalExecutor<'_>) -> H,
+) {
     let ex = LocalExecutor::new();
     smol::block_on(ex.run(async {
         let listener = match Async::new(listener) {
             Ok(l) => l,
             Err(e) => {
-                log::error!("status endpoint: {e}; it is off");
+                log::error!("{what}: {e}; it is off");
                 return;
             }
         };
-        let (watcher, watching) = DirWatcher::new();
-        ex.spawn(watching).detach();
-        let ctx = Rc::new(Ctx {
-            board,
-            watcher,
-            followers: Rc::new(Cell::new(0)),
-        });
-        let mut http = http1::Builder::new();
-        http.timer(SmolTimer::new())
-            .header_read_timeout(HEAD_TIMEOUT)
-            .max_buf_size(MAX_HEAD)
-            .max_header_size(MAX_HEAD);
+        let handler = make(&ex);
         let registry = Rc::new(RefCell::new(Registry::default()));
         let mut failing = false;
         loop {
@@ -133,7 +191,7 @@ fn serve(listener: TcpListener, board: Arc<StatusBoard>) {
                 Err(e) => {
                     // Out of file descriptors, most likely: say it once, wait, don't spin.
                     if !failing {
-                        log::warn!("status endpoint: accept: {e}");
+                        log::warn!("{what}: accept: {e}");
                     }
                     failing = true;
                     smol::Timer::after(Duration::from_millis(200)).await;
@@ -142,13 +200,11 @@ fn serve(listener: TcpListener, board: Arc<StatusBoard>) {
             };
             failing = false;
             let Some((id, busy, stop)) = registry.borrow_mut().admit() else {
-                log::debug!(
-                    "status endpoint: {MAX_CONNECTIONS} connections busy; closing a new one"
-                );
+                log::debug!("{what}: {MAX_CONNECTIONS} connections busy; closing a new one");
                 continue;
             };
             let guard = Deregister(registry.clone(), id);
-            let conn = connection(stream, &http, ctx.clone(), busy);
+            let conn = handler.connection(stream, busy);
             ex.spawn(async move {
                 let _guard = guard;
                 smol::future::or(conn, async {

@@ -3,6 +3,7 @@
 //! completely when the test ends.
 #![allow(dead_code)]
 
+pub mod net;
 pub mod status;
 pub mod tls;
 
@@ -301,6 +302,7 @@ impl Agent {
         fs::read_to_string(self.base.join("agent.log")).unwrap_or_default()
     }
 
+    /// The body of a 2xx answer; `None` when the endpoint does not answer (for polling).
     pub fn http(&self, path: &str) -> Option<String> {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(5)))
@@ -315,16 +317,32 @@ impl Agent {
             .ok()
     }
 
+    /// The agent's `/pods`. An endpoint that does not answer fails the test: it must never
+    /// read as "no pods" (an absent pod would then pass).
     pub fn pods(&self) -> Value {
-        serde_json::from_str(&self.http("/pods").unwrap_or_default()).unwrap_or(Value::Null)
+        self.try_pods()
+            .unwrap_or_else(|| panic!("/pods does not answer\n{}", self.agent_log()))
     }
 
+    /// The agent's `/pods`, or `None` while it does not answer (an agent still starting).
+    pub fn try_pods(&self) -> Option<Value> {
+        let body = self.http("/pods")?;
+        let v: Value = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("/pods is not JSON ({e}): {body}"));
+        assert!(v["items"].is_array(), "/pods is not a PodList: {body}");
+        Some(v)
+    }
+
+    /// Pod `name` (without the node suffix); `None` only when `/pods` answers without it.
     pub fn pod(&self, name: &str) -> Option<Value> {
-        let full = format!("{name}-{}", self.node);
-        self.pods()["items"]
+        Self::find_pod(&self.pods(), &format!("{name}-{}", self.node))
+    }
+
+    fn find_pod(pods: &Value, full: &str) -> Option<Value> {
+        pods["items"]
             .as_array()?
             .iter()
-            .find(|p| p["metadata"]["name"] == full.as_str())
+            .find(|p| p["metadata"]["name"] == full)
             .cloned()
     }
 
@@ -340,7 +358,8 @@ impl Agent {
             &format!("{pod}/{container}: {what}\n{}", self.agent_log()),
             Duration::from_secs(60),
             || {
-                let p = self.pod(pod)?;
+                // Waiting for something to appear: an agent still starting is waited for.
+                let p = Self::find_pod(&self.try_pods()?, &format!("{pod}-{}", self.node))?;
                 let all: Vec<Value> = ["initContainerStatuses", "containerStatuses"]
                     .iter()
                     .flat_map(|k| p["status"][*k].as_array().cloned().unwrap_or_default())
@@ -367,17 +386,37 @@ impl Agent {
         fs::remove_file(self.manifests.join(file)).unwrap();
     }
 
+    /// What crun runs for this agent: id, pid, status. A `crun list` that keeps failing
+    /// fails the test (it must never read as "nothing runs"); one that fails once is asked
+    /// again (crun can trip over a container being created or deleted beside it).
     pub fn crun_list(&self) -> Vec<(String, i64, String)> {
+        let mut last = String::new();
+        for _ in 0..5 {
+            match self.try_crun_list() {
+                Ok(list) => return list,
+                Err(e) => last = e,
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("{last}")
+    }
+
+    fn try_crun_list(&self) -> Result<Vec<(String, i64, String)>, String> {
         let out = Command::new("crun")
             .arg("--root")
             .arg(self.root.join("crun"))
             .args(["list", "--format", "json"])
             .output()
-            .unwrap();
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        v.as_array()
-            .cloned()
-            .unwrap_or_default()
+            .map_err(|e| format!("crun list: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("crun list: {out:?}"));
+        }
+        let v: Value = serde_json::from_slice(&out.stdout)
+            .map_err(|e| format!("crun list: not JSON ({e}): {out:?}"))?;
+        let list = v
+            .as_array()
+            .ok_or_else(|| format!("crun list: not a list: {v}"))?;
+        Ok(list
             .iter()
             .map(|c| {
                 (
@@ -386,7 +425,7 @@ impl Agent {
                     c["status"].as_str().unwrap_or("").to_string(),
                 )
             })
-            .collect()
+            .collect())
     }
 
     pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
@@ -449,7 +488,7 @@ impl Drop for Agent {
     fn drop(&mut self) {
         self.kill9();
         let crun_root = self.root.join("crun");
-        for (id, _, _) in self.crun_list() {
+        for (id, _, _) in self.try_crun_list().unwrap_or_default() {
             let _ = Command::new("crun")
                 .arg("--root")
                 .arg(&crun_root)
@@ -463,6 +502,25 @@ impl Drop for Agent {
         }
         for pid in self.monitors() {
             unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        let uids: Vec<String> = fs::read_dir(self.root.join("pods"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| format!("id: \\\"{}-", e.file_name().to_string_lossy()))
+            .collect();
+        // While the pods' namespaces are still mounted: releases their network attachments
+        // (CNI DEL: addresses, veths, NAT rules), which nothing below would.
+        let _ = Command::new(bin())
+            .args(["drain", "--root-dir"])
+            .arg(&self.root)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        // A pod whose namespace vanished (a test removing a sandbox) leaves its masquerade
+        // rule behind (the bridge plugin's DEL cannot see its address): remove those too.
+        if !uids.is_empty() {
+            net::remove_nat_rules(|rule| uids.iter().any(|u| rule.contains(u.as_str())));
         }
         let mut mounts = self.mounts_below_base();
         mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));

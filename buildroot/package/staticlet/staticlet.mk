@@ -32,10 +32,21 @@ define STATICLET_INSTALL_INIT_SYSTEMD
 		$(TARGET_DIR)/usr/lib/systemd/system/staticlet.service
 endef
 
+# The default pod network takes its addresses from host-local, which some
+# Buildroot versions of cni-plugins do not build: add it when it is missing
+# (the build targets are expanded when the package builds, after this).
+ifeq ($(BR2_PACKAGE_CNI_PLUGINS),y)
+ifeq ($(filter plugins/ipam/host-local,$(CNI_PLUGINS_BUILD_TARGETS)),)
+CNI_PLUGINS_BUILD_TARGETS += plugins/ipam/host-local
+endif
+endif
+
 # What crun needs to run pods: namespaces, cgroups (v1 and v2, CPU and
 # memory limits, device rules through BPF on v2), seccomp, overlayfs, and
-# veth/bridge for pods with their own network namespace. IKCONFIG_PROC lets
-# "staticlet doctor" read the running kernel's options from /proc/config.gz.
+# veth/bridge for pods with their own network namespace, with the netfilter
+# NAT, matches and targets the bridge (ipMasq) and portmap plugins' iptables
+# rules use. IKCONFIG_PROC lets "staticlet doctor" read the running kernel's
+# options from /proc/config.gz.
 define STATICLET_LINUX_CONFIG_FIXUPS
 	$(call KCONFIG_ENABLE_OPT,CONFIG_IKCONFIG)
 	$(call KCONFIG_ENABLE_OPT,CONFIG_IKCONFIG_PROC)
@@ -62,6 +73,21 @@ define STATICLET_LINUX_CONFIG_FIXUPS
 	$(call KCONFIG_ENABLE_OPT,CONFIG_POSIX_MQUEUE)
 	$(call KCONFIG_ENABLE_OPT,CONFIG_VETH)
 	$(call KCONFIG_ENABLE_OPT,CONFIG_BRIDGE)
+	$(call KCONFIG_ENABLE_OPT,CONFIG_NETFILTER)
+	$(call KCONFIG_ENABLE_OPT,CONFIG_NETFILTER_ADVANCED)
+	$(call KCONFIG_ENABLE_OPT,CONFIG_NF_CONNTRACK)
+	$(call KCONFIG_ENABLE_OPT,CONFIG_NF_NAT)
+	$(call KCONFIG_ENABLE_OPT,CONFIG_NETFILTER_XTABLES)
+	$(call KCONFIG_ENABLE_OPT,CONFIG_NETFILTER_XT_NAT)
+	$(call KCONFIG_ENABLE_OPT,CONFIG_NETFILTER_XT_MARK)
+	$(call KCONFIG_ENABLE_OPT,CONFIG_NETFILTER_XT_TARGET_MASQUERADE)
+	$(call KCONFIG_ENABLE_OPT,CONFIG_NETFILTER_XT_MATCH_ADDRTYPE)
+	$(call KCONFIG_ENABLE_OPT,CONFIG_NETFILTER_XT_MATCH_COMMENT)
+	$(call KCONFIG_ENABLE_OPT,CONFIG_NETFILTER_XT_MATCH_MULTIPORT)
+	$(call KCONFIG_ENABLE_OPT,CONFIG_IP_NF_IPTABLES)
+	$(call KCONFIG_ENABLE_OPT,CONFIG_IP_NF_FILTER)
+	$(call KCONFIG_ENABLE_OPT,CONFIG_IP_NF_NAT)
+	$(call KCONFIG_ENABLE_OPT,CONFIG_IP_NF_TARGET_MASQUERADE)
 endef
 
 $(eval $(cargo-package))

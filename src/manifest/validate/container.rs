@@ -1,12 +1,13 @@
 //! Validation of one container: image, ports, env, resources, mounts, probes, hooks and
 //! security context.
 
-use super::names::{capability_name, is_dns1123_label, supported_field_path, FIELD_PATHS};
+use super::names::{is_dns1123_label, supported_field_path, FIELD_PATHS};
 use super::{check_quantity, non_negative, unsupported, Errors};
-use crate::manifest::pod::{Container, Handler, IntOrString, Probe};
+use crate::manifest::pod::{Container, Handler, IntOrString, Pod, Probe};
 use std::collections::BTreeSet;
 
 pub(super) fn validate_container(
+    pod: &Pod,
     c: &Container,
     path: &str,
     volumes: &BTreeSet<&str>,
@@ -89,11 +90,16 @@ pub(super) fn validate_container(
                     "Forbidden: static pods may not reference configmaps",
                 );
             }
-            if vf.resource_field_ref.is_some() {
-                e.add(
-                    format!("{vp}.resourceFieldRef"),
-                    "Unsupported value: resourceFieldRef is not supported by staticlet",
+            if let Some(r) = &vf.resource_field_ref {
+                super::env::validate_resource_field_ref(
+                    pod,
+                    r,
+                    &format!("{vp}.resourceFieldRef"),
+                    e,
                 );
+            }
+            if vf.file_key_ref.is_some() {
+                super::not_yet(e, &format!("{vp}.fileKeyRef"), "{...}", "fileKeyRef");
             }
             if let Some(fr) = &vf.field_ref {
                 if !supported_field_path(&fr.field_path) {
@@ -186,22 +192,9 @@ pub(super) fn validate_container(
         }
     }
     if let Some(sc) = &c.security_context {
-        let sp = format!("{path}.securityContext");
-        non_negative(e, &format!("{sp}.runAsUser"), sc.run_as_user);
-        non_negative(e, &format!("{sp}.runAsGroup"), sc.run_as_group);
-        if let Some(caps) = &sc.capabilities {
-            for (kind, list) in [("add", &caps.add), ("drop", &caps.drop)] {
-                for (i, cap) in list.iter().enumerate() {
-                    if cap != "ALL" && capability_name(cap).is_none() {
-                        e.add(
-                            format!("{sp}.capabilities.{kind}[{i}]"),
-                            format!("Invalid value: {cap:?}: not a Linux capability"),
-                        );
-                    }
-                }
-            }
-        }
+        super::security::validate_container_security(sc, path, e);
     }
+    super::not_yet::validate_container(c, path, init, e);
 }
 
 fn port_range(e: &mut Errors, field: &str, port: i64) {

@@ -45,7 +45,8 @@ pub fn is_label_value(value: &str) -> bool {
     value.is_empty() || is_label_name(value)
 }
 
-const CAPABILITIES: &[&str] = &[
+/// Every capability the agent knows, in kernel bit order (`CHOWN` is bit 0).
+pub const CAPABILITIES: &[&str] = &[
     "CHOWN",
     "DAC_OVERRIDE",
     "DAC_READ_SEARCH",
@@ -89,9 +90,12 @@ const CAPABILITIES: &[&str] = &[
     "CHECKPOINT_RESTORE",
 ];
 
-/// The capability's kernel name (`CAP_NET_ADMIN`), or `None` when it is not one.
+/// The capability's kernel name (`CAP_NET_ADMIN`), or `None` when it is not one. Names are
+/// case-insensitive, with or without the `CAP_` prefix (`net_admin`, `cap_net_admin`), as
+/// containerd takes them.
 pub fn capability_name(cap: &str) -> Option<String> {
-    let bare = cap.strip_prefix("CAP_").unwrap_or(cap).to_ascii_uppercase();
+    let upper = cap.to_ascii_uppercase();
+    let bare = upper.strip_prefix("CAP_").unwrap_or(&upper).to_string();
     CAPABILITIES
         .contains(&bare.as_str())
         .then(|| format!("CAP_{bare}"))

@@ -15,7 +15,7 @@ fn pod() -> PodState {
     let yaml = "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: ns}\nspec:\n  containers:\n  - name: app\n    image: busybox\n    command: [sleep, '1000']\n";
     let sp = manifest::load(yaml.as_bytes(), &Source::File("/m/p.yaml".into()), "n").unwrap();
     let mut st = PodState::new(sp, "2026-01-01T00:00:00Z".into());
-    st.on_setup(Ok(Sandbox::default()), s(0));
+    st.on_setup(Sandbox::default());
     st
 }
 

@@ -34,7 +34,21 @@ fn input<'a>(pod: &'a StaticPod, image: &'a ImageDefaults) -> BundleInput<'a> {
         uid: 0,
         gid: 0,
         additional_gids: vec![],
+        security: security(pod),
+        allocatable: Allocatable {
+            cpu_milli: 4000,
+            memory: 8 << 30,
+            ephemeral_storage: 100 << 30,
+        },
     }
+}
+
+fn security(pod: &StaticPod) -> Security {
+    let settings = crate::runtime::security::Settings {
+        host_caps: crate::runtime::security::host_capabilities(),
+        ..Default::default()
+    };
+    crate::runtime::security::decide(pod, &pod.pod.spec.containers[0], "", &settings).unwrap()
 }
 
 fn image() -> ImageDefaults {
@@ -81,7 +95,7 @@ fn env_merges_image_pod_and_downward_api() {
         "",
     );
     let img = image();
-    let env = environment(&input(&p, &img));
+    let env = environment(&input(&p, &img)).unwrap();
     let get = |k: &str| {
         env.iter()
             .find_map(|e| e.strip_prefix(&format!("{k}=")))
@@ -124,7 +138,53 @@ fn security_context_and_user() {
     assert!(!caps.contains(&"CAP_NET_RAW".to_string()));
     assert!(!caps.contains(&"CAP_KILL".to_string()));
     assert!(caps.contains(&"CAP_CHOWN".to_string()));
+    for set in ["inheritable", "ambient"] {
+        assert_eq!(v["process"]["capabilities"][set], json!([]), "{set}");
+    }
     assert!(v["linux"]["maskedPaths"].as_array().unwrap().len() > 3);
+}
+
+#[test]
+fn seccomp_and_sysctls_reach_the_spec() {
+    let p = pod(
+        "  - name: c\n    image: busybox\n",
+        "  securityContext:\n    seccompProfile: {type: RuntimeDefault}\n    sysctls: [{name: net/ipv4/ip_unprivileged_port_start, value: '80'}]\n",
+    );
+    let img = image();
+    let v = json_of(&generate(&input(&p, &img)).unwrap());
+    assert_eq!(v["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
+    assert!(v["linux"]["seccomp"]["syscalls"].as_array().unwrap().len() > 5);
+    assert_eq!(
+        v["linux"]["sysctl"]["net.ipv4.ip_unprivileged_port_start"],
+        "80"
+    );
+}
+
+#[test]
+fn resource_field_refs_resolve_as_the_kubelet_does() {
+    let p = pod(
+        "  - name: c\n    image: busybox\n    resources:\n      limits: {cpu: 1500m, memory: 64Mi}\n      requests: {cpu: 250m}\n    env:\n    - {name: CPU_LIMIT, valueFrom: {resourceFieldRef: {resource: limits.cpu}}}\n    - {name: CPU_LIMIT_M, valueFrom: {resourceFieldRef: {resource: limits.cpu, divisor: 1m}}}\n    - {name: CPU_REQ, valueFrom: {resourceFieldRef: {resource: requests.cpu}}}\n    - {name: MEM_LIMIT_MI, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: 1Mi}}}\n    - {name: MEM_REQ, valueFrom: {resourceFieldRef: {resource: requests.memory}}}\n    - {name: DISK, valueFrom: {resourceFieldRef: {resource: limits.ephemeral-storage, divisor: 1Gi}}}\n    - {name: OTHER, valueFrom: {resourceFieldRef: {containerName: side, resource: limits.cpu, divisor: 1m}}}\n  - name: side\n    image: busybox\n",
+        "",
+    );
+    let img = image();
+    let env = environment(&input(&p, &img)).unwrap();
+    let get = |k: &str| {
+        env.iter()
+            .find_map(|e| e.strip_prefix(&format!("{k}=")))
+            .map(String::from)
+            .unwrap()
+    };
+    assert_eq!(get("CPU_LIMIT"), "2", "1.5 cores rounded up");
+    assert_eq!(get("CPU_LIMIT_M"), "1500");
+    assert_eq!(get("CPU_REQ"), "1");
+    assert_eq!(get("MEM_LIMIT_MI"), "64");
+    assert_eq!(
+        get("MEM_REQ"),
+        (64 << 20).to_string(),
+        "the request defaults to the limit"
+    );
+    assert_eq!(get("DISK"), "100", "no limit: the node's allocatable");
+    assert_eq!(get("OTHER"), "4000", "another container without a limit");
 }
 
 #[test]
@@ -137,8 +197,10 @@ fn privileged_gets_everything() {
             .as_array()
             .unwrap()
             .len(),
-        ALL_CAPS.len()
+        crate::runtime::security::host_capabilities().len(),
+        "the host's bounding set"
     );
+    assert_eq!(v["process"]["capabilities"]["ambient"], json!([]));
     assert!(v["linux"].get("maskedPaths").is_none());
     assert_eq!(
         v["linux"]["resources"]["devices"],
@@ -251,7 +313,7 @@ fn large_environments_merge_in_linear_time() {
         .collect();
     i.container = &c;
     let began = std::time::Instant::now();
-    let env = environment(&i);
+    let env = environment(&i).unwrap();
     assert!(
         began.elapsed() < std::time::Duration::from_secs(10),
         "{:?}",

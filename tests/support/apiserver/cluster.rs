@@ -3,9 +3,11 @@
 //! certificate). Stopped when dropped, also on panic (then the apiserver log's tail is
 //! printed). Included by tests/mirror.rs with `#[path]`.
 
+#![allow(dead_code)]
+
 use super::common::unique_dir;
 use serde_json::Value;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -45,6 +47,12 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn start(tag: &str) -> Cluster {
+        Cluster::start_with(tag, |_| Vec::new())
+    }
+
+    /// Like [`Cluster::start`], with more kube-apiserver flags (given the test's directory,
+    /// where `pki` has put its files).
+    pub fn start_with(tag: &str, flags: impl FnOnce(&Path) -> Vec<String>) -> Cluster {
         for b in ["kube-apiserver", "etcd"] {
             assert!(
                 k8s_bin().join(b).is_file(),
@@ -55,6 +63,8 @@ impl Cluster {
         let dir = unique_dir(&format!("k8s-{tag}"));
         let d = dir.to_str().unwrap().to_string();
         script("pki", &[&d, "node1"]);
+        let extra = flags(&dir);
+        std::fs::write(dir.join("apiserver.flags"), extra.join("\n") + "\n").unwrap();
         let mut c = Cluster {
             admin: ureq::Agent::new_with_defaults(),
             url: String::new(),
@@ -120,6 +130,53 @@ impl Cluster {
             }
             Err(_) => (0, Value::Null),
         }
+    }
+
+    /// An admin GET whose body is read as it comes (a followed log): the reader, or the
+    /// status code and body of a refusal.
+    pub fn stream(&self, path: &str) -> Result<Box<dyn std::io::Read + Send>, (u16, String)> {
+        let url = format!("{}{path}", self.url);
+        let mut resp = self
+            .admin
+            .get(&url)
+            .config()
+            .timeout_global(Some(Duration::from_secs(120)))
+            .build()
+            .call()
+            .map_err(|e| (0, e.to_string()))?;
+        let code = resp.status().as_u16();
+        if code != 200 {
+            return Err((code, resp.body_mut().read_to_string().unwrap_or_default()));
+        }
+        Ok(Box::new(resp.into_body().into_reader()))
+    }
+
+    /// The events of the object `name` (an Event list's items, oldest first).
+    pub fn events_of(&self, name: &str) -> Vec<Value> {
+        let path = format!("/api/v1/events?fieldSelector=involvedObject.name%3D{name}");
+        let mut items = self
+            .get(&path)
+            .and_then(|l| l["items"].as_array().cloned())
+            .unwrap_or_default();
+        items.sort_by(|a, b| {
+            let key = |e: &Value| {
+                (
+                    e["firstTimestamp"].as_str().unwrap_or("").to_string(),
+                    e["metadata"]["name"].as_str().unwrap_or("").to_string(),
+                )
+            };
+            key(a).cmp(&key(b))
+        });
+        items
+    }
+
+    /// The audit log's entries (JSON lines), when the test asked for one.
+    pub fn audit(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.dir.join("audit.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
     }
 
     pub fn get(&self, path: &str) -> Option<Value> {

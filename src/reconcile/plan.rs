@@ -1,0 +1,184 @@
+//! The pure step that decides what to do next for one pod: a function of (state, now) that
+//! returns actions and when to look again, in the manner of kube-rs' `Action::requeue`.
+
+use super::container::{probe_of, ContainerState, Phase, ProbeKind, ALL_PROBES};
+use super::pod::{PodState, SandboxState};
+use super::Tick;
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    SetupSandbox,
+    Start {
+        index: usize,
+        attempt: u32,
+    },
+    /// The launch of a container took longer than `runtimeRequestTimeout`.
+    Abandon {
+        index: usize,
+    },
+    /// A stopped container's exit record did not come in time.
+    ExitLost {
+        index: usize,
+    },
+    Stop {
+        index: usize,
+        grace: Duration,
+    },
+    Probe {
+        index: usize,
+        kind: ProbeKind,
+    },
+    Teardown,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plan {
+    pub actions: Vec<Action>,
+    pub wake: Option<Tick>,
+}
+
+impl Plan {
+    pub fn wake_at(&mut self, t: Tick) {
+        self.wake = Some(self.wake.map_or(t, |w| w.min(t)));
+    }
+}
+
+/// Decides what to do for one pod now.
+pub fn plan(s: &PodState, now: Tick) -> Plan {
+    let mut p = Plan::default();
+    plan_deadlines(&mut p, s, now);
+    if s.terminating {
+        for (i, c) in s.containers.iter().enumerate() {
+            if c.phase.can_stop() {
+                p.actions.push(Action::Stop {
+                    index: i,
+                    grace: s.grace(),
+                });
+            }
+        }
+        // A sandbox still being set up is torn down only once that job is done: tearing down
+        // beside it would leave behind whatever it mounts after the teardown looked.
+        if s.all_stopped()
+            && !matches!(
+                s.sandbox,
+                SandboxState::SettingUp | SandboxState::TearingDown | SandboxState::Gone
+            )
+        {
+            p.actions.push(Action::Teardown);
+        }
+        return p;
+    }
+    match &s.sandbox {
+        SandboxState::Missing => {
+            p.actions.push(Action::SetupSandbox);
+            return p;
+        }
+        SandboxState::Failed { retry_at, .. } if *retry_at <= now => {
+            p.actions.push(Action::SetupSandbox);
+            return p;
+        }
+        SandboxState::Failed { retry_at, .. } => {
+            p.wake_at(*retry_at);
+            return p;
+        }
+        // Whatever still runs in a lost sandbox is stopped before it is set up again, so
+        // that a pod's containers never end up in two network namespaces.
+        SandboxState::Lost { .. } => {
+            for (i, c) in s.containers.iter().enumerate() {
+                if c.phase.can_stop() {
+                    p.actions.push(Action::Stop {
+                        index: i,
+                        grace: s.grace(),
+                    });
+                }
+            }
+            return p;
+        }
+        SandboxState::Ready(_) => {}
+        _ => return p,
+    }
+    // Init containers, strictly in order.
+    for (i, c) in s.containers.iter().enumerate().filter(|(_, c)| c.init) {
+        if s.finished(c) {
+            if c.last.as_ref().is_some_and(|t| t.exit_code != 0) {
+                return p; // failed for good: the pod is Failed, nothing more runs
+            }
+            continue;
+        }
+        if c.phase.is_busy() {
+            return p;
+        }
+        start_or_wait(&mut p, i, c, now);
+        return p;
+    }
+    for (i, c) in s.containers.iter().enumerate().filter(|(_, c)| !c.init) {
+        if c.phase.can_stop() {
+            if c.stop_reason.is_some() {
+                p.actions.push(Action::Stop {
+                    index: i,
+                    grace: s.grace(),
+                });
+                continue;
+            }
+            plan_probes(&mut p, s, i, c, now);
+            continue;
+        }
+        if c.phase.is_busy() || s.finished(c) {
+            continue;
+        }
+        start_or_wait(&mut p, i, c, now);
+    }
+    p
+}
+
+/// A launch past its deadline is abandoned, and a stopped container whose exit record is
+/// overdue is taken as ended, whatever else happens to the pod.
+fn plan_deadlines(p: &mut Plan, s: &PodState, now: Tick) {
+    for (index, c) in s.containers.iter().enumerate() {
+        let (deadline, action) = match c.phase {
+            Phase::Launching { deadline, .. } => (deadline, Action::Abandon { index }),
+            Phase::Ended { deadline, .. } => (deadline, Action::ExitLost { index }),
+            _ => continue,
+        };
+        if deadline <= now {
+            p.actions.push(action);
+        } else {
+            p.wake_at(deadline);
+        }
+    }
+}
+
+fn start_or_wait(p: &mut Plan, index: usize, c: &ContainerState, now: Tick) {
+    match c.backoff.until {
+        Some(until) if until > now => p.wake_at(until),
+        _ => p.actions.push(Action::Start {
+            index,
+            attempt: c.next_attempt(),
+        }),
+    }
+}
+
+fn plan_probes(p: &mut Plan, s: &PodState, index: usize, c: &ContainerState, now: Tick) {
+    let spec = s.spec_of(index);
+    for kind in ALL_PROBES {
+        let Some(_) = probe_of(spec, kind) else {
+            continue;
+        };
+        if kind != ProbeKind::Startup && !c.started {
+            continue; // liveness and readiness wait for the startup probe
+        }
+        if kind == ProbeKind::Startup && c.started {
+            continue;
+        }
+        let track = &c.probes[kind.index()];
+        if track.in_flight {
+            continue;
+        }
+        match track.next {
+            Some(t) if t <= now => p.actions.push(Action::Probe { index, kind }),
+            Some(t) => p.wake_at(t),
+            None => {}
+        }
+    }
+}

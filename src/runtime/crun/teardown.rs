@@ -1,0 +1,59 @@
+//! Tearing a pod down once its containers have stopped: any crun container of the pod still
+//! known to crun, every instance's rootfs and bundle, the sandbox (mounts first), the pod's
+//! cgroup, and its logs unless they are to be kept (`drain`).
+
+use super::Context;
+use crate::manifest::StaticPod;
+use crate::runtime::{podsetup, TeardownError};
+use std::sync::Arc;
+
+pub async fn teardown(
+    ctx: &Arc<Context>,
+    pod: &Arc<StaticPod>,
+    keep_logs: bool,
+) -> Result<(), TeardownError> {
+    let uid = pod.uid().to_string();
+    if let Ok(list) = ctx.crun.list().await {
+        let prefix = format!("{}-", &uid[..uid.len().min(12)]);
+        for c in list.into_iter().filter(|c| c.id.starts_with(&prefix)) {
+            let _ = ctx.crun.kill(&c.id, "SIGKILL").await;
+            let _ = ctx.crun.delete(&c.id).await;
+        }
+    }
+    let dir = ctx.layout.pod(&uid);
+    let logs = ctx.layout.pod_logs(pod.namespace(), pod.name(), &uid);
+    let cgroup = ctx.layout.pod_cgroup(&uid);
+    crate::sys::blocking::run(move || {
+        if let Ok(containers) = std::fs::read_dir(dir.join("containers")) {
+            for c in containers.flatten() {
+                if let Ok(instances) = std::fs::read_dir(c.path()) {
+                    for i in instances.flatten().filter(|i| i.path().is_dir()) {
+                        podsetup::release_instance(&i.path());
+                    }
+                }
+            }
+        }
+        let removed = podsetup::teardown(&dir).map_err(|source| TeardownError::Remove {
+            path: dir.clone(),
+            source,
+        });
+        remove_cgroup(&cgroup);
+        if !keep_logs {
+            let _ = std::fs::remove_dir_all(&logs);
+        }
+        removed
+    })
+    .await?
+}
+
+/// Removes a pod's cgroup directory (and empty children) from every hierarchy.
+pub fn remove_cgroup(relative: &str) {
+    for dir in crate::sys::host::cgroup_dirs(relative) {
+        if let Ok(children) = std::fs::read_dir(&dir) {
+            for c in children.flatten().filter(|c| c.path().is_dir()) {
+                let _ = std::fs::remove_dir(c.path());
+            }
+        }
+        let _ = std::fs::remove_dir(&dir);
+    }
+}

@@ -1,0 +1,282 @@
+//! Pod spec fidelity on real crun (issue 16): what the security context, sysctls, fsGroup and
+//! the downward API ask for is what the container gets, seen from inside it
+//! (`/proc/self/status`, `id`, `/proc/sys`, its environment) and on the host (the volume's
+//! owner and mode); what the kubelet refuses is refused with its reason and message.
+
+mod common;
+
+use common::*;
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::time::Duration;
+
+/// The container's log once it holds `needle` (the container prints, then sleeps).
+fn log_with(a: &Agent, pod: &str, needle: &str) -> String {
+    wait_until_or_none(Duration::from_secs(60), || {
+        let (ok, out, _) = a.cli(&["logs", pod]);
+        (ok && out.contains(needle)).then_some(out)
+    })
+    .unwrap_or_else(|| {
+        let (_, out, err) = a.cli(&["logs", pod]);
+        panic!(
+            "{pod}: no {needle:?} in its log\nlog: {out}{err}\nstatus: {}\n{}",
+            a.pod(pod)
+                .map(|p| p["status"].to_string())
+                .unwrap_or_default(),
+            a.agent_log()
+        )
+    })
+}
+
+/// `Key:\tvalue` lines of a `/proc/<pid>/status` dump.
+fn status_fields(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// The capability mask of `names` (`CAP_KILL`, ...), as `/proc/self/status` prints it.
+fn mask(names: &[&str]) -> String {
+    // Kernel bit order (include/uapi/linux/capability.h).
+    let caps = [
+        "CHOWN",
+        "DAC_OVERRIDE",
+        "DAC_READ_SEARCH",
+        "FOWNER",
+        "FSETID",
+        "KILL",
+        "SETGID",
+        "SETUID",
+        "SETPCAP",
+        "LINUX_IMMUTABLE",
+        "NET_BIND_SERVICE",
+        "NET_BROADCAST",
+        "NET_ADMIN",
+        "NET_RAW",
+    ];
+    let more = [
+        "IPC_LOCK",
+        "IPC_OWNER",
+        "SYS_MODULE",
+        "SYS_RAWIO",
+        "SYS_CHROOT",
+    ];
+    let tail = [
+        "SYS_PTRACE",
+        "SYS_PACCT",
+        "SYS_ADMIN",
+        "SYS_BOOT",
+        "SYS_NICE",
+        "SYS_RESOURCE",
+        "SYS_TIME",
+        "SYS_TTY_CONFIG",
+        "MKNOD",
+        "LEASE",
+        "AUDIT_WRITE",
+        "AUDIT_CONTROL",
+        "SETFCAP",
+    ];
+    let caps: Vec<&str> = caps.iter().chain(&more).chain(&tail).copied().collect();
+    let bits = names.iter().fold(0u64, |m, n| {
+        let bare = n.trim_start_matches("CAP_");
+        let bit = caps.iter().position(|c| *c == bare).unwrap();
+        m | 1 << bit
+    });
+    format!("{bits:016x}")
+}
+
+const SHOW: &str = "[sh, -c, 'grep -E \"^(Cap|NoNewPrivs|Seccomp)\" /proc/self/status; id; echo done; sleep 1000']";
+
+fn config_file(a: &Agent, body: &str) -> String {
+    let path = a.base.join("staticlet.yaml");
+    std::fs::write(
+        &path,
+        format!("apiVersion: staticlet.dev/v1alpha1\nkind: StaticletConfiguration\n{body}"),
+    )
+    .unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn capabilities_seccomp_and_users_take_effect_inside_the_container() {
+    let mut a = Agent::new("fid-caps");
+    let config = config_file(&a, "seccompDefault: true\n");
+    a.extra_args = vec!["--config".into(), config];
+    // A Localhost profile under <rootDir>/seccomp, as the kubelet reads them.
+    let profiles = a.root.join("seccomp/profiles");
+    std::fs::create_dir_all(&profiles).unwrap();
+    std::fs::write(
+        profiles.join("no-mkdir.json"),
+        r#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}"#,
+    )
+    .unwrap();
+    a.start();
+    // The restricted Pod Security Standard: drop ALL, non-root, no escalation, RuntimeDefault.
+    let restricted = "  securityContext:\n    runAsNonRoot: true\n    runAsUser: 1000\n    seccompProfile: {type: RuntimeDefault}\n";
+    let restricted_c = "    securityContext:\n      allowPrivilegeEscalation: false\n      capabilities: {drop: [ALL]}\n";
+    a.write_manifest(
+        "restricted.yaml",
+        &pod_yaml("restricted", restricted, restricted_c, SHOW),
+    );
+    // Names in any case, with or without CAP_; seccompDefault gives RuntimeDefault.
+    let tuned_c = "    securityContext:\n      capabilities: {add: [net_admin], drop: [kill, CAP_NET_BIND_SERVICE]}\n";
+    a.write_manifest("tuned.yaml", &pod_yaml("tuned", "", tuned_c, SHOW));
+    // Privileged: the host's own bounding set (this host may lack one, e.g. CAP_SYS_RESOURCE).
+    let privileged_c = "    securityContext: {privileged: true}\n";
+    a.write_manifest("priv.yaml", &pod_yaml("priv", "", privileged_c, SHOW));
+    // An explicit Unconfined beats seccompDefault.
+    let unconfined_c = "    securityContext:\n      seccompProfile: {type: Unconfined}\n";
+    a.write_manifest("open.yaml", &pod_yaml("open", "", unconfined_c, SHOW));
+    let local_c = "    securityContext:\n      seccompProfile: {type: Localhost, localhostProfile: profiles/no-mkdir.json}\n";
+    a.write_manifest(
+        "local.yaml",
+        &pod_yaml(
+            "local",
+            "",
+            local_c,
+            "[sh, -c, 'mkdir /tmp/x 2>&1 || echo mkdir refused; echo done; sleep 1000']",
+        ),
+    );
+    // runAsNonRoot with an image that runs as root: refused as the kubelet refuses it.
+    a.write_manifest(
+        "rootimage.yaml",
+        &pod_yaml(
+            "rootimage",
+            "  securityContext: {runAsNonRoot: true}\n",
+            "",
+            "[sleep, '1000']",
+        ),
+    );
+
+    let r = status_fields(&log_with(&a, "restricted", "done"));
+    for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        assert_eq!(r[set], "0000000000000000", "restricted {set}: {r:?}");
+    }
+    assert_eq!(r["NoNewPrivs"], "1");
+    assert_eq!(r["Seccomp"], "2", "RuntimeDefault is a filter");
+    assert!(log_with(&a, "restricted", "done").contains("uid=1000"));
+
+    let t = status_fields(&log_with(&a, "tuned", "done"));
+    let expected = mask(&[
+        "CAP_CHOWN",
+        "CAP_DAC_OVERRIDE",
+        "CAP_FSETID",
+        "CAP_FOWNER",
+        "CAP_MKNOD",
+        "CAP_NET_RAW",
+        "CAP_SETGID",
+        "CAP_SETUID",
+        "CAP_SETFCAP",
+        "CAP_SETPCAP",
+        "CAP_SYS_CHROOT",
+        "CAP_AUDIT_WRITE",
+        "CAP_NET_ADMIN",
+    ]);
+    assert_eq!(t["CapBnd"], expected, "{t:?}");
+    assert_eq!(t["CapEff"], expected);
+    assert_eq!(t["CapAmb"], "0000000000000000");
+    assert_eq!(t["CapInh"], "0000000000000000");
+    assert_eq!(t["Seccomp"], "2", "seccompDefault: true");
+    assert_eq!(t["NoNewPrivs"], "0");
+
+    let host = status_fields(&std::fs::read_to_string("/proc/self/status").unwrap());
+    let p = status_fields(&log_with(&a, "priv", "done"));
+    assert_eq!(p["CapBnd"], host["CapBnd"], "the host's bounding set");
+    assert_eq!(p["CapEff"], host["CapBnd"]);
+    assert_eq!(p["Seccomp"], "0", "no seccomp for a privileged container");
+
+    let o = status_fields(&log_with(&a, "open", "done"));
+    assert_eq!(o["Seccomp"], "0");
+
+    let l = log_with(&a, "local", "done");
+    assert!(
+        l.contains("mkdir refused") && l.contains("Operation not permitted"),
+        "{l}"
+    );
+
+    let c = a.wait_container("rootimage", "main", "CreateContainerConfigError", |c| {
+        c["state"]["waiting"]["reason"] == "CreateContainerConfigError"
+    });
+    let message = c["state"]["waiting"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("container has runAsNonRoot and image will run as root (pod: \"rootimage-node1_default("),
+        "{message}"
+    );
+    assert_eq!(c["restartCount"], 0);
+    assert!(
+        !a.crun_list()
+            .iter()
+            .any(|(id, _, _)| id.contains("-main-") && {
+                let uid = a.pod("rootimage").unwrap()["metadata"]["uid"]
+                    .as_str()
+                    .unwrap()
+                    .to_string();
+                id.starts_with(&uid[..12])
+            }),
+        "no container was created"
+    );
+}
+
+#[test]
+fn fs_group_sysctls_and_resource_fields_take_effect() {
+    let mut a = Agent::new("fid-groups");
+    let config = config_file(&a, "allowedUnsafeSysctls: [net.core.somaxconn]\n");
+    a.extra_args = vec!["--config".into(), config];
+    a.start();
+    let spec = "  securityContext:\n    runAsUser: 1000\n    runAsGroup: 1000\n    fsGroup: 2000\n    supplementalGroups: [3000]\n    sysctls:\n    - {name: net.ipv4.ip_unprivileged_port_start, value: '80'}\n    - {name: net/core/somaxconn, value: '999'}\n  volumes:\n  - {name: disk, emptyDir: {}}\n  - {name: ram, emptyDir: {medium: Memory}}\n";
+    let container = "    volumeMounts: [{name: disk, mountPath: /disk}, {name: ram, mountPath: /ram}]\n    resources:\n      limits: {cpu: 1500m, memory: 32Mi}\n    env:\n    - {name: CPU, valueFrom: {resourceFieldRef: {resource: limits.cpu}}}\n    - {name: MEM_MI, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: 1Mi}}}\n    - {name: CPU_REQ_M, valueFrom: {resourceFieldRef: {resource: requests.cpu, divisor: 1m}}}\n";
+    let script = "[sh, -c, 'id; echo x > /disk/f && echo x > /ram/f && echo wrote; stat -c \"%n %g %a\" /disk /disk/f /ram /ram/f; echo port=$(cat /proc/sys/net/ipv4/ip_unprivileged_port_start) somax=$(cat /proc/sys/net/core/somaxconn); echo cpu=$CPU mem=$MEM_MI req=$CPU_REQ_M; echo done; sleep 1000']";
+    a.write_manifest("owned.yaml", &pod_yaml("owned", spec, container, script));
+    // An unsafe sysctl the node does not allow: the kubelet's reason and message.
+    a.write_manifest(
+        "msg.yaml",
+        &pod_yaml(
+            "msg",
+            "  securityContext:\n    sysctls: [{name: kernel.msgmax, value: '65536'}]\n",
+            "",
+            "[sleep, '1000']",
+        ),
+    );
+    let log = log_with(&a, "owned", "done");
+    assert!(log.contains("uid=1000") && log.contains("groups="), "{log}");
+    let groups = log.lines().find(|l| l.contains("uid=1000")).unwrap();
+    assert!(
+        groups.contains("2000") && groups.contains("3000"),
+        "fsGroup and supplementalGroups: {groups}"
+    );
+    assert!(
+        log.contains("wrote"),
+        "a non-root user writes its emptyDirs: {log}"
+    );
+    assert!(
+        log.contains("/disk 2000 2777") && log.contains("/ram 2000 2777"),
+        "{log}"
+    );
+    assert!(
+        log.contains("/disk/f 2000 ") && log.contains("/ram/f 2000 "),
+        "setgid: new files get the group: {log}"
+    );
+    assert!(log.contains("port=80 somax=999"), "{log}");
+    assert!(log.contains("cpu=2 mem=32 req=1500"), "{log}");
+    // On the host, too.
+    let uid = a.pod("owned").unwrap()["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let disk = a.root.join("pods").join(&uid).join("volumes/disk");
+    let meta = std::fs::metadata(&disk).unwrap();
+    assert_eq!((meta.gid(), meta.mode() & 0o7777), (2000, 0o2777));
+    // The host's own settings are untouched: the pod has its own network namespace.
+    let host_port =
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap();
+    assert_ne!(host_port.trim(), "80");
+
+    let c = a.wait_container("msg", "main", "SysctlForbidden", |c| {
+        c["state"]["waiting"]["reason"] == "SysctlForbidden"
+    });
+    assert_eq!(
+        c["state"]["waiting"]["message"],
+        "forbidden sysctl: \"kernel.msgmax\" not allowlisted"
+    );
+}
