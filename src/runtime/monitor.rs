@@ -8,10 +8,15 @@
 //! and, at the end, an exit record into the agent's exits directory, which the agent watches.
 //!
 //! It holds no runtime, no threads and almost no heap: poll() over two pipes and a signalfd.
+//! Where it cannot be a subreaper, crun stays in the foreground as the container's parent
+//! (see [`launch`]).
+
+mod launch;
 
 use super::logwriter::LogWriter;
 use super::records::write_json;
 use super::{ExitRecord, MonitorSpec, StartedRecord};
+use launch::{LaunchError, Launched};
 use std::fs;
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -41,14 +46,19 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-/// Blocks SIGCHLD and returns a signalfd that becomes readable when a child exits.
+/// Blocks SIGCHLD, and only SIGCHLD, and returns a signalfd that becomes readable when a
+/// child exits.
+///
+/// The mask is set, not added to: the agent blocks SIGTERM and SIGINT in all its threads,
+/// and a signal mask survives fork and exec (Rust's `Command` no longer resets it), so a
+/// monitor would otherwise ignore SIGTERM for its whole life and pass that on to crun.
 fn child_signalfd() -> std::io::Result<OwnedFd> {
     // SAFETY: plain libc signal-set manipulation on a local, initialised set.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGCHLD);
-        if libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+        if libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) != 0 {
             return Err(std::io::Error::last_os_error());
         }
         let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
@@ -141,11 +151,9 @@ fn report(line: &str) {
 }
 
 pub fn main(dir: &Path) -> Result<(), MonitorError> {
-    // SAFETY: setsid and prctl have no memory-safety preconditions.
-    unsafe {
-        libc::setsid();
-        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
-    }
+    // SAFETY: setsid has no memory-safety preconditions.
+    unsafe { libc::setsid() };
+    let reaping = launch::become_subreaper();
     let spec: MonitorSpec = fs::read(dir.join("monitor.json"))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
@@ -170,27 +178,19 @@ pub fn main(dir: &Path) -> Result<(), MonitorError> {
             ))
         })?;
     let pid_file = dir.join("container.pid");
-    // One `crun run --detach` (create and start in one exec, as bare crun is used): the
-    // container's process gets our pipes, and once crun exits it is our child (subreaper).
+    // One `crun run` (create and start in one exec, as bare crun is used): the container's
+    // process gets our pipes.
     let started_at = crate::sys::timefmt::rfc3339(SystemTime::now());
-    let status = runtime_cmd(&spec, dir)
-        .args(["run", "--detach", "--bundle"])
-        .arg(&spec.bundle)
-        .arg("--pid-file")
-        .arg(&pid_file)
-        .arg(&spec.id)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(out_w))
-        .stderr(Stdio::from(err_w))
-        .status()
-        .map_err(|e| fail(format!("cannot run {}: {e}", spec.runtime.display())))?;
-    if !status.success() {
-        return Err(fail(abandon(&spec, dir, "run", status)));
-    }
-    let pid: i32 = fs::read_to_string(&pid_file)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .ok_or_else(|| fail(format!("{} wrote no pid file", spec.runtime.display())))?;
+    let Launched {
+        container_pid: pid,
+        waited_pid,
+        early_status,
+    } = launch::launch(&spec, dir, &pid_file, reaping, (out_w, err_w), &sigfd).map_err(
+        |e| match e {
+            LaunchError::Crun(status) => fail(abandon(&spec, dir, "run", status)),
+            LaunchError::Io(message) => fail(message),
+        },
+    )?;
     let started = StartedRecord {
         monitor_pid: std::process::id() as i32,
         container_pid: pid,
@@ -202,35 +202,30 @@ pub fn main(dir: &Path) -> Result<(), MonitorError> {
 
     let mut rec = base_record(&spec);
     rec.started_at = Some(started_at);
-    let (status, finished) = pump(pid, &out_r, &err_r, &sigfd, &mut log);
+    let (status, finished) = pump(waited_pid, early_status, &out_r, &err_r, &sigfd, &mut log);
     log.finish();
     rec.finished_at = crate::sys::timefmt::rfc3339(finished);
-    match status {
-        Some(s) if libc::WIFEXITED(s) => rec.exit_code = libc::WEXITSTATUS(s),
-        Some(s) if libc::WIFSIGNALED(s) => {
-            rec.signal = Some(libc::WTERMSIG(s));
-            rec.exit_code = 128 + libc::WTERMSIG(s);
-        }
-        _ => rec.error = Some("the container's exit status was lost".into()),
-    }
+    (rec.exit_code, rec.signal, rec.error) = launch::exit_of(reaping, status);
     rec.oom_killed = spec.memory_cgroups.iter().any(|d| oom_kills(d) > 0);
     record_exit(&spec, &rec);
     Ok(())
 }
 
-/// Copies both pipes into the log until the container exits and the pipes close (or the drain
-/// deadline passes). Returns the container's wait status and when it ended.
+/// Copies both pipes into the log until `pid` (the container's init, or foreground crun)
+/// exits and the pipes close (or the drain deadline passes). Returns its wait status and
+/// when it ended; `early` is a status already reaped.
 fn pump(
     pid: i32,
+    early: Option<i32>,
     out: &OwnedFd,
     err: &OwnedFd,
     sigfd: &OwnedFd,
     log: &mut LogWriter,
 ) -> (Option<i32>, SystemTime) {
     let mut open = [true, true];
-    let mut status: Option<i32> = None;
+    let mut status: Option<i32> = early;
     let mut finished = SystemTime::now();
-    let mut deadline: Option<Instant> = None;
+    let mut deadline: Option<Instant> = early.map(|_| Instant::now() + DRAIN);
     let mut buf = vec![0u8; 32 * 1024];
     loop {
         if status.is_some() && !open[0] && !open[1] {

@@ -18,8 +18,37 @@ use std::time::{Duration, Instant};
 
 pub const IMAGE: &str = "localhost/staticlet-test:latest";
 
+/// The environment variable that names another staticlet binary to test (cross/ci sets it to
+/// the ARM builds, which run under qemu-user through binfmt_misc).
+pub const BIN_VAR: &str = "STATICLET_TEST_BIN";
+
+/// The staticlet binary under test: `$STATICLET_TEST_BIN` when set, else the one cargo built.
+/// A named binary that cannot be run fails the test (never a silent fallback to the host's).
 pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_staticlet")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| match std::env::var(BIN_VAR) {
+        Ok(path) if !path.is_empty() => {
+            // Absolute, as the agent re-executes itself from its own path.
+            let path = fs::canonicalize(&path)
+                .unwrap_or_else(|e| panic!("{BIN_VAR}={path}: {e}"))
+                .to_string_lossy()
+                .into_owned();
+            let ran = Command::new(&path).arg("version").output();
+            match ran {
+                Ok(out) if out.status.success() => path,
+                Ok(out) => panic!(
+                    "{BIN_VAR}={path}: `version` failed ({}): {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+                Err(e) => panic!(
+                    "{BIN_VAR}={path} cannot run: {e} (a foreign binary needs binfmt_misc and \
+                     qemu-user; cross/ci registers them)"
+                ),
+            }
+        }
+        _ => env!("CARGO_BIN_EXE_staticlet").to_string(),
+    })
 }
 
 /// Fails loudly (never skips) when the machine lacks what these tests exercise.
@@ -421,16 +450,23 @@ impl Agent {
             .collect()
     }
 
+    /// This agent's monitors: processes run as `staticlet monitor <dir below the root>`.
+    /// An ARM binary under binfmt_misc shows qemu's interpreter and the binary's path
+    /// before its own arguments, so the arguments are searched, not taken by position.
     pub fn monitors(&self) -> Vec<i32> {
-        let needle = self.root.to_string_lossy().to_string();
+        let root = self.root.to_string_lossy().to_string();
         fs::read_dir("/proc")
             .unwrap()
             .flatten()
             .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
             .filter(|pid| {
                 let cmd = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-                let cmd = String::from_utf8_lossy(&cmd);
-                cmd.contains("monitor") && cmd.contains(&needle)
+                let args: Vec<String> = cmd
+                    .split(|b| *b == 0)
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect();
+                args.windows(2)
+                    .any(|w| w[0] == "monitor" && w[1].starts_with(&root))
             })
             .collect()
     }
