@@ -7,9 +7,10 @@
 //! Work that may wait on the network (an image pull) gets a thread of its own with
 //! [`run_long`], so it never holds up the pool.
 //!
-//! A job that panics, or a thread that cannot be started (the host is out of threads or
-//! memory), fails that job alone: the caller gets an error to report for its pod, and every
-//! other pod stays supervised.
+//! A thread that cannot be started (the host is out of threads or memory) fails that job
+//! alone: the caller gets an error to report for its pod, and every other pod stays
+//! supervised. So does a job that panics where panics unwind (tests, debug builds); the
+//! release build aborts instead, and `sys::panics` keeps the input from doing it twice.
 
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex};
