@@ -61,7 +61,7 @@ fn every_accepted_field_has_a_row_and_every_row_a_field() {
 #[test]
 fn refusals_quoted_in_the_table_are_what_validation_says() {
     let cases = [
-        ("  hostPID: true\n", "", "spec.hostPID", "Unsupported value: true: hostPID is not supported by staticlet yet"),
+        ("  hostPID: true\n  shareProcessNamespace: true\n", "", "spec.securityContext.shareProcessNamespace", "Invalid value: true: ShareProcessNamespace and HostPID cannot both be enabled"),
         ("  shareProcessNamespace: true\n", "", "spec.shareProcessNamespace", "Unsupported value: true: shareProcessNamespace is not supported by staticlet yet"),
         ("  activeDeadlineSeconds: 30\n", "", "spec.activeDeadlineSeconds", "Unsupported value: 30: activeDeadlineSeconds is not supported by staticlet yet"),
         ("", "    lifecycle: {postStart: {exec: {command: [x]}}}\n", "spec.containers[0].lifecycle.postStart", "Unsupported value: {...}: postStart is not supported by staticlet yet"),

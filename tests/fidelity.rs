@@ -280,3 +280,32 @@ fn fs_group_sysctls_and_resource_fields_take_effect() {
         "forbidden sysctl: \"kernel.msgmax\" not allowlisted"
     );
 }
+
+/// `hostPID`: the container's process is a host process (its PID is the host's, and the
+/// host sees its command line under that PID); without it, the container's command is PID 1
+/// of a namespace of its own.
+#[test]
+fn host_pid_shows_the_hosts_processes() {
+    let mut a = Agent::new("fid-hostpid");
+    a.start();
+    let script = "[sh, -c, 'echo pid=$$; echo done; exec sleep 1001']";
+    a.write_manifest("host.yaml", &pod_yaml("host", "  hostPID: true\n", "", script));
+    a.write_manifest("own.yaml", &pod_yaml("own", "", "", script));
+    let pid_in = |pod: &str| -> u32 {
+        let log = log_with(&a, pod, "done");
+        log.lines()
+            .find_map(|l| l.split("pid=").nth(1))
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{pod}: no pid in {log}"))
+    };
+    assert_eq!(pid_in("own"), 1, "its own PID namespace");
+    let pid = pid_in("host");
+    assert_ne!(pid, 1, "the host's PID namespace");
+    let cmdline = wait_until_or_none(Duration::from_secs(30), || {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .ok()
+            .filter(|c| c.starts_with(b"sleep\0"))
+    })
+    .unwrap_or_else(|| panic!("host PID {pid} is not the container's sleep"));
+    assert_eq!(cmdline, b"sleep\x001001\x00");
+}

@@ -318,10 +318,12 @@ pub fn generate(input: &BundleInput) -> Result<Spec, String> {
             &["rbind", "rprivate", if m.read_only { "ro" } else { "rw" }],
         )?);
     }
-    let mut namespaces = vec![
-        namespace(LinuxNamespaceType::Pid, None)?,
-        namespace(LinuxNamespaceType::Mount, None)?,
-    ];
+    let mut namespaces = vec![namespace(LinuxNamespaceType::Mount, None)?];
+    // `hostPID`: the host's PID namespace (the container sees and may signal host processes,
+    // as on a kubelet); otherwise one of its own.
+    if !input.pod.pod.spec.host_pid {
+        namespaces.push(namespace(LinuxNamespaceType::Pid, None)?);
+    }
     for (kind, path) in [
         (LinuxNamespaceType::Network, &input.namespaces.net),
         (LinuxNamespaceType::Ipc, &input.namespaces.ipc),

@@ -19,10 +19,12 @@ pub(super) fn validate_spec(pod: &Pod, e: &mut Errors) {
             "activeDeadlineSeconds",
         );
     }
-    if s.host_pid {
-        not_yet(e, "spec.hostPID", "true", "hostPID");
-    }
-    if s.share_process_namespace == Some(true) {
+    if s.host_pid && s.share_process_namespace == Some(true) {
+        e.add(
+            "spec.securityContext.shareProcessNamespace",
+            "Invalid value: true: ShareProcessNamespace and HostPID cannot both be enabled",
+        );
+    } else if s.share_process_namespace == Some(true) {
         not_yet(
             e,
             "spec.shareProcessNamespace",
