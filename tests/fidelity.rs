@@ -309,3 +309,89 @@ fn host_pid_shows_the_hosts_processes() {
     .unwrap_or_else(|| panic!("host PID {pid} is not the container's sleep"));
     assert_eq!(cmdline, b"sleep\x001001\x00");
 }
+
+fn sh(cmd: &str) {
+    let out = std::process::Command::new("sh")
+        .args(["-c", cmd])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{cmd}: {out:?}");
+}
+
+/// `mountPropagation`: a mount the host makes below a `HostToContainer` volume appears in
+/// the container; a mount a privileged container makes below a `Bidirectional` one appears
+/// on the host; a source that cannot propagate is refused at start with containerd's reason
+/// instead of running without it.
+#[test]
+fn mount_propagation_reaches_across_as_asked() {
+    let mut a = Agent::new("fid-propagation");
+    a.start();
+    let shared = a.base.join("shared");
+    let private = a.base.join("private");
+    std::fs::create_dir_all(&shared).unwrap();
+    std::fs::create_dir_all(&private).unwrap();
+    sh(&format!(
+        "mount --bind {0} {0} && mount --make-shared {0}",
+        shared.display()
+    ));
+    sh(&format!(
+        "mount --bind {0} {0} && mount --make-private {0}",
+        private.display()
+    ));
+    let volume = |path: &std::path::Path| {
+        format!(
+            "  volumes:\n  - {{name: v, hostPath: {{path: {}}}}}\n",
+            path.display()
+        )
+    };
+    a.write_manifest(
+        "down.yaml",
+        &pod_yaml(
+            "down",
+            &volume(&shared),
+            "    volumeMounts: [{name: v, mountPath: /v, mountPropagation: HostToContainer}]\n",
+            "[sh, -c, 'echo started; while [ ! -e /v/from-host/marker ]; do sleep 0.2; done; echo seen; sleep 1000']",
+        ),
+    );
+    a.write_manifest(
+        "up.yaml",
+        &pod_yaml(
+            "up",
+            &volume(&shared),
+            "    securityContext: {privileged: true}\n    volumeMounts: [{name: v, mountPath: /v, mountPropagation: Bidirectional}]\n",
+            "[sh, -c, 'mkdir -p /v/from-pod && mount -t tmpfs pod /v/from-pod && echo hi > /v/from-pod/file && echo done; sleep 1000']",
+        ),
+    );
+    a.write_manifest(
+        "stuck.yaml",
+        &pod_yaml(
+            "stuck",
+            &volume(&private),
+            "    volumeMounts: [{name: v, mountPath: /v, mountPropagation: HostToContainer}]\n",
+            "[sleep, '1000']",
+        ),
+    );
+    log_with(&a, "down", "started");
+    let from_host = shared.join("from-host");
+    std::fs::create_dir_all(&from_host).unwrap();
+    sh(&format!(
+        "mount -t tmpfs host {0} && touch {0}/marker",
+        from_host.display()
+    ));
+    log_with(&a, "down", "seen");
+
+    log_with(&a, "up", "done");
+    let file = shared.join("from-pod/file");
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap_or_default(),
+        "hi\n",
+        "the pod's mount is on the host"
+    );
+
+    let c = a.wait_container("stuck", "main", "a refused start", |c| {
+        c["state"]["waiting"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not a shared or slave mount"))
+    });
+    assert_eq!(c["state"].get("running"), None, "{c}");
+}

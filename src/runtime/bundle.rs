@@ -122,6 +122,36 @@ fn mount(
         .build())
 }
 
+/// A volume mount's `mountPropagation`, as containerd maps it: `HostToContainer` is
+/// `rslave` (mounts the host makes below the volume appear in the container),
+/// `Bidirectional` is `rshared` (and the container's mounts appear on the host), `None`
+/// (the default) is `rprivate`. The root filesystem takes the strongest of its volumes', so
+/// that the propagation reaches them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Propagation {
+    Private,
+    Slave,
+    Shared,
+}
+
+pub fn propagation(field: Option<&str>) -> Propagation {
+    match field {
+        Some("HostToContainer") => Propagation::Slave,
+        Some("Bidirectional") => Propagation::Shared,
+        _ => Propagation::Private,
+    }
+}
+
+impl Propagation {
+    fn option(self) -> &'static str {
+        match self {
+            Propagation::Private => "rprivate",
+            Propagation::Slave => "rslave",
+            Propagation::Shared => "rshared",
+        }
+    }
+}
+
 fn namespace(kind: LinuxNamespaceType, path: Option<&PathBuf>) -> Result<LinuxNamespace, String> {
     let b = LinuxNamespaceBuilder::default().typ(kind);
     oci(match path {
@@ -301,6 +331,7 @@ pub fn generate(input: &BundleInput) -> Result<Spec, String> {
             &["rbind", "rprivate", if read_only { "ro" } else { "rw" }],
         )?);
     }
+    let mut rootfs_propagation = Propagation::Private;
     for (i, m) in c.volume_mounts.iter().enumerate() {
         let Some(host) = input.volumes.get(&m.name) else {
             return Err(format!("volume {:?} has no host path", m.name));
@@ -311,11 +342,13 @@ pub fn generate(input: &BundleInput) -> Result<Spec, String> {
             })?,
             _ => host.clone(),
         };
+        let propagation = propagation(m.mount_propagation.as_deref());
+        rootfs_propagation = rootfs_propagation.max(propagation);
         mounts.push(mount(
             &m.mount_path,
             "bind",
             source,
-            &["rbind", "rprivate", if m.read_only { "ro" } else { "rw" }],
+            &["rbind", propagation.option(), if m.read_only { "ro" } else { "rw" }],
         )?);
     }
     let mut namespaces = vec![namespace(LinuxNamespaceType::Mount, None)?];
@@ -345,6 +378,9 @@ pub fn generate(input: &BundleInput) -> Result<Spec, String> {
         linux.set_readonly_paths(None);
     }
     linux.set_seccomp(security.seccomp.clone());
+    if rootfs_propagation != Propagation::Private {
+        linux.set_rootfs_propagation(Some(rootfs_propagation.option().into()));
+    }
     if !security.sysctls.is_empty() {
         linux.set_sysctl(Some(
             security

@@ -162,13 +162,17 @@ pub(super) fn validate_container(c: &Container, path: &str, init: bool, e: &mut 
                 "subPathExpr",
             );
         }
+        let privileged = c
+            .security_context
+            .as_ref()
+            .and_then(|s| s.privileged)
+            .unwrap_or(false);
         match m.mount_propagation.as_deref() {
-            None | Some("None") => {}
-            Some(p @ ("HostToContainer" | "Bidirectional")) => not_yet(
-                e,
-                &format!("{mp}.mountPropagation"),
-                &format!("{p:?}"),
-                "mountPropagation other than None",
+            None | Some("None" | "HostToContainer") => {}
+            Some("Bidirectional") if privileged => {}
+            Some("Bidirectional") => e.add(
+                format!("{mp}.mountPropagation"),
+                "Forbidden: Bidirectional mount propagation is available only to privileged containers",
             ),
             Some(p) => e.add(
                 format!("{mp}.mountPropagation"),
