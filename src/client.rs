@@ -102,7 +102,12 @@ pub fn display_status(pod: &Value) -> String {
         }
         return format!("Init:{i}/{}", inits.len());
     }
-    let mut reason = status["phase"].as_str().unwrap_or("Unknown").to_string();
+    // kubectl: the pod's reason (DeadlineExceeded) over its phase, containers' over both.
+    let mut reason = status["reason"]
+        .as_str()
+        .or(status["phase"].as_str())
+        .unwrap_or("Unknown")
+        .to_string();
     for c in status["containerStatuses"].as_array().into_iter().flatten() {
         if let Some(r) = c["state"]["waiting"]["reason"].as_str() {
             reason = r.to_string();

@@ -63,7 +63,7 @@ fn refusals_quoted_in_the_table_are_what_validation_says() {
     let cases = [
         ("  hostPID: true\n  shareProcessNamespace: true\n", "", "spec.securityContext.shareProcessNamespace", "Invalid value: true: ShareProcessNamespace and HostPID cannot both be enabled"),
         ("  shareProcessNamespace: true\n", "", "spec.shareProcessNamespace", "Unsupported value: true: shareProcessNamespace is not supported by staticlet yet"),
-        ("  activeDeadlineSeconds: 30\n", "", "spec.activeDeadlineSeconds", "Unsupported value: 30: activeDeadlineSeconds is not supported by staticlet yet"),
+        ("  activeDeadlineSeconds: 0\n", "", "spec.activeDeadlineSeconds", "Invalid value: 0: must be between 1 and 2147483647, inclusive"),
         ("", "    lifecycle: {postStart: {exec: {command: [x]}}}\n", "spec.containers[0].lifecycle.postStart", "Unsupported value: {...}: postStart is not supported by staticlet yet"),
         ("", "    tty: true\n", "spec.containers[0].tty", "Unsupported value: true: tty is not supported by staticlet yet"),
         ("  volumes: [{name: d, downwardAPI: {items: []}}]\n", "", "spec.volumes[0].downwardAPI", "Unsupported value: {...}: a downwardAPI volume is not supported by staticlet yet"),

@@ -289,7 +289,10 @@ fn host_pid_shows_the_hosts_processes() {
     let mut a = Agent::new("fid-hostpid");
     a.start();
     let script = "[sh, -c, 'echo pid=$$; echo done; exec sleep 1001']";
-    a.write_manifest("host.yaml", &pod_yaml("host", "  hostPID: true\n", "", script));
+    a.write_manifest(
+        "host.yaml",
+        &pod_yaml("host", "  hostPID: true\n", "", script),
+    );
     a.write_manifest("own.yaml", &pod_yaml("own", "", "", script));
     let pid_in = |pod: &str| -> u32 {
         let log = log_with(&a, pod, "done");
@@ -394,4 +397,44 @@ fn mount_propagation_reaches_across_as_asked() {
             .is_some_and(|m| m.contains("not a shared or slave mount"))
     });
     assert_eq!(c["state"].get("running"), None, "{c}");
+}
+
+/// `activeDeadlineSeconds`: the container runs until the deadline, then it is stopped for
+/// good and the pod is Failed with the kubelet's reason and message; the Event says so too.
+#[test]
+fn active_deadline_fails_the_pod_for_good() {
+    let mut a = Agent::new("fid-deadline");
+    a.start();
+    a.write_manifest(
+        "job.yaml",
+        &pod_yaml(
+            "job",
+            "  activeDeadlineSeconds: 3\n",
+            "",
+            "[sh, -c, 'echo done; exec sleep 1000']",
+        ),
+    );
+    log_with(&a, "job", "done");
+    let failed = wait_until_or_none(Duration::from_secs(30), || {
+        a.pod("job").filter(|p| p["status"]["phase"] == "Failed")
+    })
+    .unwrap_or_else(|| panic!("not Failed: {:?}\n{}", a.pod("job"), a.agent_log()));
+    assert_eq!(failed["status"]["reason"], "DeadlineExceeded");
+    assert_eq!(
+        failed["status"]["message"],
+        "Pod was active on the node longer than the specified deadline"
+    );
+    let running = |a: &Agent| {
+        a.crun_list()
+            .into_iter()
+            .filter(|(_, _, status)| status == "running")
+            .count()
+    };
+    wait_until_or_none(Duration::from_secs(15), || (running(&a) == 0).then_some(()))
+        .unwrap_or_else(|| panic!("still running: {:?}", a.crun_list()));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(running(&a), 0, "never started again: {:?}", a.crun_list());
+    let (ok, out, err) = a.cli(&["describe", "pod", "job"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("DeadlineExceeded"), "{out}");
 }

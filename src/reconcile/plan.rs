@@ -29,6 +29,8 @@ pub enum Action {
         index: usize,
         kind: ProbeKind,
     },
+    /// `activeDeadlineSeconds` has run out (once per pod).
+    DeadlineExceeded,
     Teardown,
 }
 
@@ -48,6 +50,24 @@ impl Plan {
 pub fn plan(s: &PodState, now: Tick) -> Plan {
     let mut p = Plan::default();
     plan_deadlines(&mut p, s, now);
+    let past_deadline = s.active_deadline.is_some_and(|d| d <= now);
+    if let Some(d) = s.active_deadline.filter(|_| !past_deadline) {
+        p.wake_at(d);
+    }
+    if (past_deadline || s.deadline_exceeded) && !s.terminating {
+        if !s.deadline_exceeded {
+            p.actions.push(Action::DeadlineExceeded);
+        }
+        for (i, c) in s.containers.iter().enumerate() {
+            if c.phase.can_stop() {
+                p.actions.push(Action::Stop {
+                    index: i,
+                    grace: s.grace(),
+                });
+            }
+        }
+        return p;
+    }
     if s.terminating {
         for (i, c) in s.containers.iter().enumerate() {
             if c.phase.can_stop() {

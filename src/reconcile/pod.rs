@@ -52,6 +52,12 @@ pub struct PodState {
     /// The value of the Ready and ContainersReady conditions and when it last changed
     /// (their `lastTransitionTime`); set by [`PodState::note_ready`].
     pub ready_since: Option<(bool, String)>,
+    /// When `activeDeadlineSeconds` runs out, counted from `start_time` (which survives an
+    /// agent restart, so a restart never extends it); set by [`PodState::set_active_deadline`].
+    pub active_deadline: Option<Tick>,
+    /// The deadline ran out: every container stopped for good, the pod Failed with reason
+    /// `DeadlineExceeded`, as the kubelet does.
+    pub deadline_exceeded: bool,
 }
 
 impl PodState {
@@ -77,7 +83,20 @@ impl PodState {
             terminating: false,
             start_time,
             ready_since: None,
+            active_deadline: None,
+            deadline_exceeded: false,
         }
+    }
+
+    /// Sets [`PodState::active_deadline`] from the spec and `start_time`, given the clock.
+    pub fn set_active_deadline(&mut self, tick: Tick, wall: std::time::SystemTime) {
+        let Some(secs) = self.pod.pod.spec.active_deadline_seconds else {
+            return;
+        };
+        let elapsed = crate::sys::timefmt::parse_rfc3339(&self.start_time)
+            .and_then(|t| wall.duration_since(t).ok())
+            .unwrap_or_default();
+        self.active_deadline = Some(tick + super::secs(secs).saturating_sub(elapsed));
     }
 
     pub fn spec_of(&self, index: usize) -> &Container {

@@ -98,7 +98,7 @@ fn container_status(
 
 /// The pod's phase, by the kubelet's rules.
 pub fn phase(s: &PodState) -> Phase {
-    if s.init_failed() {
+    if s.init_failed() || s.deadline_exceeded {
         return Phase::Failed;
     }
     let apps: Vec<&ContainerState> = s.containers.iter().filter(|c| !c.init).collect();
@@ -218,6 +218,10 @@ pub fn pod_status(s: &PodState, now: Tick, wall: &str, problem: Option<&str>) ->
         deletion_timestamp: s.terminating.then(|| wall.to_string()),
         status: Status {
             phase: phase(s),
+            reason: s.deadline_exceeded.then(|| "DeadlineExceeded".into()),
+            message: s
+                .deadline_exceeded
+                .then(|| crate::agent::core::DEADLINE_MESSAGE.into()),
             conditions,
             host_ip,
             pod_ip: pod_ips.first().cloned().unwrap_or_default(),

@@ -348,7 +348,11 @@ pub fn generate(input: &BundleInput) -> Result<Spec, String> {
             &m.mount_path,
             "bind",
             source,
-            &["rbind", propagation.option(), if m.read_only { "ro" } else { "rw" }],
+            &[
+                "rbind",
+                propagation.option(),
+                if m.read_only { "ro" } else { "rw" },
+            ],
         )?);
     }
     let mut namespaces = vec![namespace(LinuxNamespaceType::Mount, None)?];

@@ -31,6 +31,7 @@ impl Core {
             let uid = pod.uid().to_string();
             let start_time = pod.seen().unwrap_or_default().to_string();
             let mut st = PodState::new(pod.clone(), start_time);
+            st.set_active_deadline(now.tick, now.wall);
             match self.source_of(&pod) {
                 Some((key, origin)) => self.desired.seed(key, origin, pod.clone()),
                 None => {

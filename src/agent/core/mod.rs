@@ -19,6 +19,7 @@ mod step;
 mod sync;
 
 pub use adopt::Adoption;
+pub use step::DEADLINE_MESSAGE;
 
 use super::event::{Event, EventKind, PodRef};
 use crate::config::Config;

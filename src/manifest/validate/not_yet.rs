@@ -11,12 +11,13 @@ use crate::manifest::pod::{Container, Pod, Volume};
 
 pub(super) fn validate_spec(pod: &Pod, e: &mut Errors) {
     let s = &pod.spec;
-    if let Some(d) = s.active_deadline_seconds {
-        not_yet(
-            e,
+    if let Some(d) = s
+        .active_deadline_seconds
+        .filter(|d| !(1..=i32::MAX as i64).contains(d))
+    {
+        e.add(
             "spec.activeDeadlineSeconds",
-            &d.to_string(),
-            "activeDeadlineSeconds",
+            format!("Invalid value: {d}: must be between 1 and 2147483647, inclusive"),
         );
     }
     if s.host_pid && s.share_process_namespace == Some(true) {

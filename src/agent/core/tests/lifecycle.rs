@@ -358,3 +358,41 @@ fn a_lost_exit_record_ends_the_container_after_a_while() {
     assert!(sim.calls().contains(&Call::Release(id)));
     assert!(sim.core.pods().is_empty());
 }
+
+/// `activeDeadlineSeconds`: when it runs out the containers stop, none starts again (not
+/// even under `restartPolicy: Always`), and the pod is Failed with the kubelet's reason,
+/// message and Event.
+#[test]
+fn an_active_deadline_fails_the_pod_for_good() {
+    let mut sim = Sim::new();
+    let body =
+        yaml("job", "sleep, '1000'", "").replace("spec:\n", "spec:\n  activeDeadlineSeconds: 30\n");
+    sim.write("job.yaml", &body);
+    let id = sim.running_id("job");
+    assert_eq!(sim.wake, Some(s(30)), "woken at the deadline, not before");
+    sim.run_until(s(29));
+    assert_eq!(sim.live(), vec![id.clone()]);
+    sim.run_until(s(31));
+    assert!(sim.live().is_empty(), "stopped at the deadline");
+    assert!(
+        sim.reasons().contains(&"DeadlineExceeded"),
+        "{:?}",
+        sim.reasons()
+    );
+    let v = sim.status("job");
+    assert_eq!(v["status"]["phase"], "Failed");
+    assert_eq!(v["status"]["reason"], "DeadlineExceeded");
+    assert_eq!(
+        v["status"]["message"],
+        "Pod was active on the node longer than the specified deadline"
+    );
+    sim.run_until(s(600));
+    assert!(sim.live().is_empty(), "never started again");
+    assert_eq!(
+        sim.reasons()
+            .iter()
+            .filter(|r| **r == "DeadlineExceeded")
+            .count(),
+        1
+    );
+}
