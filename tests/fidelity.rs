@@ -438,3 +438,34 @@ fn active_deadline_fails_the_pod_for_good() {
     assert!(ok, "{err}");
     assert!(out.contains("DeadlineExceeded"), "{out}");
 }
+
+/// `downwardAPI` and projected `downwardAPI` volumes: the pod's labels and annotations as
+/// the kubelet formats them, its name, namespace and UID, a container's limit, each file with
+/// its mode (and the fsGroup's group), the volume read-only in the container.
+#[test]
+fn downward_api_volumes_show_the_pod() {
+    let mut a = Agent::new("fid-downward");
+    a.start();
+    let body = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: dw\n  namespace: default\n  labels: {app: gw, tier: edge}\n  annotations: {note: 'say \"hi\"'}\nspec:\n  terminationGracePeriodSeconds: 1\n  securityContext: {runAsUser: 1000, fsGroup: 2000}\n  volumes:\n  - name: info\n    downwardAPI:\n      items:\n      - {path: labels, fieldRef: {fieldPath: metadata.labels}}\n      - {path: meta/name, fieldRef: {fieldPath: metadata.name}, mode: 0400}\n      - {path: note, fieldRef: {fieldPath: \"metadata.annotations['note']\"}}\n      - {path: cpu, resourceFieldRef: {containerName: main, resource: limits.cpu, divisor: 1m}}\n  - name: proj\n    projected:\n      sources:\n      - downwardAPI: {items: [{path: uid, fieldRef: {fieldPath: metadata.uid}}]}\n  containers:\n  - name: main\n    image: IMAGE\n    resources: {limits: {cpu: 250m, memory: 16Mi}}\n    volumeMounts: [{name: info, mountPath: /info}, {name: proj, mountPath: /proj}]\n    command: [sh, -c, 'cat /info/labels; echo; echo name=$(cat /info/meta/name) note=$(cat /info/note) cpu=$(cat /info/cpu) uid=$(cat /proj/uid); stat -c \"%n %a %g\" /info/meta/name /info/labels; touch /info/x 2>/dev/null || echo readonly; echo done; sleep 1000']\n"
+        .replace("IMAGE", common::IMAGE);
+    a.write_manifest("dw.yaml", &body);
+    let log = log_with(&a, "dw", "done");
+    let uid = a.pod("dw").unwrap()["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(log.contains("app=\"gw\"\ntier=\"edge\"\n"), "{log}");
+    assert!(
+        log.contains(&format!(
+            "name=dw-{} note=say \"hi\" cpu=250 uid={uid}",
+            a.node
+        )),
+        "{log}"
+    );
+    assert!(
+        log.contains("/info/meta/name 440 2000"),
+        "mode 0400, group-readable: {log}"
+    );
+    assert!(log.contains("/info/labels 644 2000"), "{log}");
+    assert!(log.contains("readonly"), "{log}");
+}

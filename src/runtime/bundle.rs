@@ -342,6 +342,11 @@ pub fn generate(input: &BundleInput) -> Result<Spec, String> {
             })?,
             _ => host.clone(),
         };
+        // downwardAPI volumes are always mounted read-only, as the kubelet mounts them.
+        let read_only = m.read_only
+            || input.pod.pod.spec.volumes.iter().any(|v| {
+                v.name == m.name && crate::manifest::downward::DownwardVolume::of(v, "").is_some()
+            });
         let propagation = propagation(m.mount_propagation.as_deref());
         rootfs_propagation = rootfs_propagation.max(propagation);
         mounts.push(mount(
@@ -351,7 +356,7 @@ pub fn generate(input: &BundleInput) -> Result<Spec, String> {
             &[
                 "rbind",
                 propagation.option(),
-                if m.read_only { "ro" } else { "rw" },
+                if read_only { "ro" } else { "rw" },
             ],
         )?);
     }

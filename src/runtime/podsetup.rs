@@ -7,6 +7,7 @@
 pub use super::instance::{prepare_rootfs, release_instance, resolve_user};
 pub use crate::sys::mount::{mount, remove_unmounted, unmount};
 
+mod downward;
 mod namespaces;
 pub use crate::network::host_ip;
 use namespaces::create_namespaces;
@@ -88,7 +89,12 @@ impl Sandbox {
 
 /// Sets up (or re-adopts, when the agent restarts) everything the pod's containers share.
 /// Idempotent: what already exists is kept, the network attachment included.
-pub fn setup(pod: &StaticPod, pod_dir: &Path, net: &NetworkConfig) -> Result<Sandbox, SetupError> {
+pub fn setup(
+    pod: &StaticPod,
+    pod_dir: &Path,
+    net: &NetworkConfig,
+    node: &crate::runtime::bundle::Allocatable,
+) -> Result<Sandbox, SetupError> {
     let spec = &pod.pod.spec;
     let hostname = if spec.host_network {
         crate::config::default_node_name()
@@ -143,6 +149,17 @@ pub fn setup(pod: &StaticPod, pod_dir: &Path, net: &NetworkConfig) -> Result<San
     }
     for v in &spec.volumes {
         let path = volume(pod, pod_dir, v)?;
+        if let Some(files) = crate::manifest::downward::DownwardVolume::of(v, &v.name) {
+            let fs_group = spec
+                .security_context
+                .as_ref()
+                .and_then(|s| s.fs_group)
+                .and_then(|g| u32::try_from(g).ok());
+            files
+                .map_err(io::Error::other)
+                .and_then(|files| downward::write(pod, &path, &files, fs_group, node))
+                .map_err(io_err("writing the downwardAPI files of", &path))?;
+        }
         sb.volumes.insert(v.name.clone(), path);
     }
     // Last, so that a bad volume never takes an address.

@@ -5,6 +5,7 @@
 //! build a filesystem path.
 
 mod container;
+mod downward;
 mod env;
 mod names;
 mod network;
@@ -249,7 +250,7 @@ fn validate_volumes<'a>(pod: &'a Pod, e: &mut Errors) -> BTreeSet<&'a str> {
             }
         }
         for key in v.other.keys() {
-            if not_yet::validate_volume(v, &path, key, e) {
+            if not_yet::validate_volume(pod, v, &path, key, e) {
                 continue;
             }
             let field = format!("{path}.{key}");

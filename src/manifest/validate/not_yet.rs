@@ -196,17 +196,19 @@ pub(super) fn validate_container(c: &Container, path: &str, init: bool, e: &mut 
     }
 }
 
-/// The volume sources staticlet refuses for now (`downwardAPI`, projected `downwardAPI`, a
-/// disk `emptyDir.sizeLimit`); `true` when the source was handled here.
-pub(super) fn validate_volume(v: &Volume, path: &str, key: &str, e: &mut Errors) -> bool {
+/// The volume sources beside hostPath and emptyDir: `downwardAPI`, and projected volumes of
+/// `downwardAPI` sources (what static pods may not reference is refused by name); `true`
+/// when the source was handled here.
+pub(super) fn validate_volume(
+    pod: &Pod,
+    v: &Volume,
+    path: &str,
+    key: &str,
+    e: &mut Errors,
+) -> bool {
     match key {
         "downwardAPI" => {
-            not_yet(
-                e,
-                &format!("{path}.downwardAPI"),
-                "{...}",
-                "a downwardAPI volume",
-            );
+            super::downward::validate(pod, v, path, e);
             true
         }
         "projected" => {
@@ -221,7 +223,7 @@ pub(super) fn validate_volume(v: &Volume, path: &str, key: &str, e: &mut Errors)
                 let Some(obj) = src.as_object() else { continue };
                 for k in obj.keys() {
                     match k.as_str() {
-                        "downwardAPI" => not_yet(e, &format!("{sp}.downwardAPI"), "{...}", "a projected downwardAPI source"),
+                        "downwardAPI" => {}
                         // Named at the volume, as the API server's NodeRestriction does.
                         "secret" => e.add(format!("{path}.projected"), "Forbidden: static pods may not reference secrets"),
                         "configMap" => e.add(format!("{path}.projected"), "Forbidden: static pods may not reference configmaps"),
@@ -237,6 +239,7 @@ pub(super) fn validate_volume(v: &Volume, path: &str, key: &str, e: &mut Errors)
             {
                 e.add(format!("{path}.projected.sources"), "Required value");
             }
+            super::downward::validate(pod, v, path, e);
             true
         }
         _ => false,

@@ -33,13 +33,14 @@ pub async fn setup(ctx: &Arc<Context>, pod: &Arc<StaticPod>) -> Result<Sandbox, 
     let dir = ctx.layout.pod(pod.uid());
     let pod = pod.clone();
     let network = ctx.config.network.clone();
+    let node = crate::runtime::bundle::Allocatable::for_volumes(&pod, &ctx.config);
     crate::sys::blocking::run(move || -> Result<Sandbox, SandboxError> {
         std::fs::create_dir_all(&dir).map_err(|source| SandboxError::Dir {
             path: dir.clone(),
             source,
         })?;
         PodRecord::of(&pod).save(&dir)?;
-        Ok(podsetup::setup(&pod, &dir, &network)?)
+        Ok(podsetup::setup(&pod, &dir, &network, &node)?)
     })
     .await?
 }
