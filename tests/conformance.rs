@@ -64,7 +64,6 @@ fn refusals_quoted_in_the_table_are_what_validation_says() {
         ("  hostPID: true\n  shareProcessNamespace: true\n", "", "spec.securityContext.shareProcessNamespace", "Invalid value: true: ShareProcessNamespace and HostPID cannot both be enabled"),
         ("  shareProcessNamespace: true\n", "", "spec.shareProcessNamespace", "Unsupported value: true: shareProcessNamespace is not supported by staticlet yet"),
         ("  activeDeadlineSeconds: 0\n", "", "spec.activeDeadlineSeconds", "Invalid value: 0: must be between 1 and 2147483647, inclusive"),
-        ("", "    lifecycle: {postStart: {exec: {command: [x]}}}\n", "spec.containers[0].lifecycle.postStart", "Unsupported value: {...}: postStart is not supported by staticlet yet"),
         ("", "    tty: true\n", "spec.containers[0].tty", "Unsupported value: true: tty is not supported by staticlet yet"),
         ("  volumes: [{name: d, downwardAPI: {items: [{path: /abs, fieldRef: {fieldPath: metadata.name}}]}}]\n", "", "spec.volumes[0].downwardAPI.items[0].path", "Invalid value: \"/abs\": must be a relative path"),
         ("  volumes: [{name: d, downwardAPI: {items: [{path: ip, fieldRef: {fieldPath: status.podIP}}]}}]\n", "", "spec.volumes[0].downwardAPI.items[0].fieldRef.fieldPath", "Unsupported value: \"status.podIP\""),

@@ -469,3 +469,42 @@ fn downward_api_volumes_show_the_pod() {
     assert!(log.contains("/info/labels 644 2000"), "{log}");
     assert!(log.contains("readonly"), "{log}");
 }
+
+/// `postStart`: the hook runs in the container once it has started (the docs' lifecycle
+/// example writes a file the container then reads); a failing hook kills the container,
+/// which the restart policy starts again, with the kubelet's Warning.
+#[test]
+fn post_start_hooks_run_and_a_failing_one_restarts_the_container() {
+    let mut a = Agent::new("fid-poststart");
+    a.start();
+    a.write_manifest(
+        "hook.yaml",
+        &pod_yaml(
+            "hook",
+            "",
+            "    lifecycle: {postStart: {exec: {command: [sh, -c, 'echo Hello from the postStart handler > /tmp/message']}}}\n",
+            "[sh, -c, 'while [ ! -e /tmp/message ]; do sleep 0.1; done; cat /tmp/message; echo done; sleep 1000']",
+        ),
+    );
+    a.write_manifest(
+        "bad.yaml",
+        &pod_yaml(
+            "bad",
+            "",
+            "    lifecycle: {postStart: {exec: {command: [sh, -c, 'exit 3']}}}\n",
+            "[sleep, '1000']",
+        ),
+    );
+    let log = log_with(&a, "hook", "done");
+    assert!(log.contains("Hello from the postStart handler"), "{log}");
+    let c = a.wait_container("bad", "main", "a restart after its failed hook", |c| {
+        c["restartCount"].as_i64().unwrap_or(0) >= 1
+    });
+    assert_eq!(c["ready"], false, "{c}");
+    let (ok, out, err) = a.cli(&["describe", "pod", "bad"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("FailedPostStartHook") && out.contains("PostStartHook failed"),
+        "{out}"
+    );
+}

@@ -47,6 +47,17 @@ pub async fn perform<R: Runtime>(rt: &R, cmd: Command) -> Option<Input> {
             kind,
             result: rt.run_handler(&spec).await,
         },
+        Command::PostStart {
+            uid,
+            index,
+            attempt,
+            spec,
+        } => Input::PostStarted {
+            uid,
+            index,
+            attempt,
+            result: rt.run_handler(&spec).await,
+        },
         Command::Release(rec) => {
             rt.release(&rec).await;
             return None;

@@ -152,6 +152,12 @@ pub struct ContainerState {
     pub started: bool,
     pub ready: bool,
     pub probes: [ProbeTrack; 3],
+    /// The running instance's `postStart` hook has not succeeded yet: until it has, the
+    /// container is not ready, is not probed, and the containers after it do not start (the
+    /// kubelet starts them in order, each after its predecessor's hook).
+    pub post_start_pending: bool,
+    /// That hook runs now.
+    pub post_start_in_flight: bool,
 }
 
 impl ContainerState {

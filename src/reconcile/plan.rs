@@ -29,6 +29,10 @@ pub enum Action {
         index: usize,
         kind: ProbeKind,
     },
+    /// Run the container's `postStart` hook.
+    PostStart {
+        index: usize,
+    },
     /// `activeDeadlineSeconds` has run out (once per pod).
     DeadlineExceeded,
     Teardown,
@@ -126,12 +130,25 @@ pub fn plan(s: &PodState, now: Tick) -> Plan {
             }
             continue;
         }
+        if c.phase.can_stop() {
+            if c.stop_reason.is_some() {
+                p.actions.push(Action::Stop {
+                    index: i,
+                    grace: s.grace(),
+                });
+            } else if c.post_start_pending && !c.post_start_in_flight {
+                p.actions.push(Action::PostStart { index: i });
+            }
+            return p;
+        }
         if c.phase.is_busy() {
             return p;
         }
         start_or_wait(&mut p, i, c, now);
         return p;
     }
+    // A container whose postStart hook has not succeeded holds up the ones after it.
+    let mut hooked = false;
     for (i, c) in s.containers.iter().enumerate().filter(|(_, c)| !c.init) {
         if c.phase.can_stop() {
             if c.stop_reason.is_some() {
@@ -141,13 +158,27 @@ pub fn plan(s: &PodState, now: Tick) -> Plan {
                 });
                 continue;
             }
+            if c.post_start_pending {
+                if !c.post_start_in_flight {
+                    p.actions.push(Action::PostStart { index: i });
+                }
+                hooked = true;
+                continue;
+            }
             plan_probes(&mut p, s, i, c, now);
             continue;
         }
-        if c.phase.is_busy() || s.finished(c) {
+        let has_hook = s
+            .spec_of(i)
+            .lifecycle
+            .as_ref()
+            .is_some_and(|l| l.post_start.is_some());
+        if hooked || c.phase.is_busy() || s.finished(c) {
+            hooked |= has_hook && c.phase.is_starting();
             continue;
         }
         start_or_wait(&mut p, i, c, now);
+        hooked |= has_hook;
     }
     p
 }

@@ -126,6 +126,13 @@ pub enum Input {
         kind: ProbeKind,
         result: HandlerResult,
     },
+    /// A container's `postStart` hook ended.
+    PostStarted {
+        uid: String,
+        index: usize,
+        attempt: u32,
+        result: HandlerResult,
+    },
     TornDown {
         uid: String,
         result: Result<(), TeardownError>,
@@ -152,6 +159,12 @@ pub enum Command {
         uid: String,
         index: usize,
         kind: ProbeKind,
+        spec: HandlerSpec,
+    },
+    PostStart {
+        uid: String,
+        index: usize,
+        attempt: u32,
         spec: HandlerSpec,
     },
     /// Free what an ended instance used.

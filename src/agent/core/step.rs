@@ -158,6 +158,38 @@ fn execute(p: &mut PodState, action: Action, timeout: Duration, now: Now, out: &
                 spec,
             });
         }
+        Action::PostStart { index } => {
+            let (Some(running), Some(sandbox)) = (
+                p.containers[index].running().cloned(),
+                p.sandbox.paths().cloned(),
+            ) else {
+                return;
+            };
+            let Some(handler) = p
+                .spec_of(index)
+                .lifecycle
+                .as_ref()
+                .and_then(|l| l.post_start.clone())
+            else {
+                return;
+            };
+            let attempt = running.attempt;
+            let spec = HandlerSpec {
+                pod: p.pod.clone(),
+                sandbox,
+                index,
+                running,
+                handler,
+                timeout,
+            };
+            p.on_post_start(index);
+            out.commands.push(Command::PostStart {
+                uid: p.uid().to_string(),
+                index,
+                attempt,
+                spec,
+            });
+        }
         Action::ExitLost { index } => super::inputs::exit_lost(p, index, now, out),
         Action::DeadlineExceeded => {
             p.deadline_exceeded = true;

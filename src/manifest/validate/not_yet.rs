@@ -129,16 +129,6 @@ pub(super) fn validate_container(c: &Container, path: &str, init: bool, e: &mut 
             "Forbidden: static pods may not reference persistentvolumeclaims (volumeDevices need a block-mode claim)",
         );
     }
-    if let Some(lc) = &c.lifecycle {
-        if lc.post_start.is_some() {
-            not_yet(
-                e,
-                &format!("{path}.lifecycle.postStart"),
-                "{...}",
-                "postStart",
-            );
-        }
-    }
     for (name, p) in [
         ("livenessProbe", &c.liveness_probe),
         ("readinessProbe", &c.readiness_probe),

@@ -396,3 +396,65 @@ fn an_active_deadline_fails_the_pod_for_good() {
         1
     );
 }
+
+/// `postStart`: the container after a hooked one starts only once the hook has ended; a
+/// failed hook kills its container (the kubelet's Warning, without the hook's output), the
+/// next container starts anyway (as the kubelet's start loop goes on), and the restart
+/// policy brings the first back, with the hook run again.
+#[test]
+fn a_post_start_hook_orders_the_starts_and_a_failed_one_kills_its_container() {
+    let mut sim = Sim::new();
+    sim.rt
+        .handler_results
+        .borrow_mut()
+        .insert("first".into(), [false, true].into());
+    let hook = "    lifecycle: {postStart: {exec: {command: [touch, /tmp/hooked]}}}\n";
+    let body = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: two, namespace: default}}\nspec:\n  terminationGracePeriodSeconds: 5\n  containers:\n  - name: first\n    image: busybox:1.36\n    command: [sleep, '1000']\n{hook}  - name: second\n    image: busybox:1.36\n    command: [sleep, '1000']\n"
+    );
+    // Hold the first hook: the second container waits for it.
+    sim.hold = Box::new(|c| matches!(c, Command::PostStart { .. }));
+    sim.write("two.yaml", &body);
+    let launches = |sim: &Sim| {
+        sim.calls()
+            .into_iter()
+            .filter(|c| matches!(c, Call::Launch(_)))
+            .count()
+    };
+    assert_eq!(
+        launches(&sim),
+        1,
+        "only the hooked container: {:?}",
+        sim.calls()
+    );
+    assert_eq!(sim.held.len(), 1);
+    let v = sim.status("two");
+    assert_eq!(
+        v["status"]["containerStatuses"][0]["ready"], false,
+        "not ready during its hook"
+    );
+
+    // The hook fails: killed, Warning, restarted after its back-off, hook again.
+    sim.hold = Box::new(|_| false);
+    sim.finish_held(|_| true);
+    assert!(
+        sim.reasons().contains(&"FailedPostStartHook"),
+        "{:?}",
+        sim.reasons()
+    );
+    let warn = sim
+        .events
+        .iter()
+        .find(|e| e.reason == "FailedPostStartHook")
+        .unwrap();
+    assert_eq!(warn.message, "PostStartHook failed");
+    sim.run_until(s(30));
+    let p = sim.pod("two");
+    assert_eq!(p.containers[0].restart_count, 1);
+    assert!(
+        p.containers[0].ready && p.containers[1].running().is_some(),
+        "{:?}",
+        p.containers
+    );
+    assert_eq!(launches(&sim), 3);
+}
