@@ -84,11 +84,19 @@ pub fn display_status(pod: &Value) -> String {
         .as_array()
         .cloned()
         .unwrap_or_default();
+    let specs = pod["spec"]["initContainers"].as_array();
     for (i, c) in inits.iter().enumerate() {
         if c["state"]
             .get("terminated")
             .is_some_and(|t| t["exitCode"] == 0)
         {
+            continue;
+        }
+        // kubectl: a native sidecar that has started does not hold the pod in Init.
+        let sidecar = specs
+            .and_then(|s| s.get(i))
+            .is_some_and(|s| s["restartPolicy"] == "Always");
+        if sidecar && c["started"] == true {
             continue;
         }
         if let Some(r) = c["state"]["waiting"]["reason"]

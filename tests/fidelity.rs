@@ -508,3 +508,58 @@ fn post_start_hooks_run_and_a_failing_one_restarts_the_container() {
         "{out}"
     );
 }
+
+/// Native sidecars on crun: the sidecar starts before the next init container (which waits
+/// for a file the sidecar writes), keeps running beside the app, is started again when it
+/// ends while the app runs on, and `get pods` shows the pod Running, not in Init.
+#[test]
+fn a_native_sidecar_starts_first_and_keeps_running() {
+    let mut a = Agent::new("fid-sidecar");
+    a.start();
+    let body = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: sc, namespace: default}}\nspec:\n  terminationGracePeriodSeconds: 1\n  volumes: [{{name: shared, emptyDir: {{}}}}]\n  initContainers:\n  - name: proxy\n    image: {img}\n    restartPolicy: Always\n    volumeMounts: [{{name: shared, mountPath: /shared}}]\n    command: [sh, -c, 'echo up >> /shared/proxy; exec sleep 1000']\n  - name: setup\n    image: {img}\n    volumeMounts: [{{name: shared, mountPath: /shared}}]\n    command: [sh, -c, 'while [ ! -e /shared/proxy ]; do sleep 0.1; done; echo setup-saw-proxy']\n  containers:\n  - name: main\n    image: {img}\n    volumeMounts: [{{name: shared, mountPath: /shared}}]\n    command: [sh, -c, 'echo main-started; exec sleep 1000']\n",
+        img = common::IMAGE
+    );
+    a.write_manifest("sc.yaml", &body);
+    a.wait_container("sc", "main", "running", |c| {
+        c["state"]["running"].is_object()
+    });
+    let pod = a.pod("sc").unwrap();
+    let init = &pod["status"]["initContainerStatuses"];
+    assert!(init[0]["state"]["running"].is_object(), "{init}");
+    assert_eq!(init[1]["state"]["terminated"]["exitCode"], 0, "{init}");
+    let (ok, out, err) = a.cli(&["logs", "sc", "-c", "setup"]);
+    assert!(ok && out.contains("setup-saw-proxy"), "{out}{err}");
+    let (ok, out, _) = a.cli(&["get", "pods"]);
+    assert!(
+        ok && out.contains("Running") && !out.contains("Init:"),
+        "{out}"
+    );
+
+    // The sidecar ends: started again, the app keeps running.
+    let proxy_pid = init[0]["containerID"].as_str().unwrap().to_string();
+    let id = proxy_pid.trim_start_matches("crun://");
+    let killed = std::process::Command::new("crun")
+        .arg("--root")
+        .arg(a.root.join("crun"))
+        .args(["kill", id, "KILL"])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let c = a.wait_container("sc", "proxy", "restarted", |c| {
+        c["restartCount"] == 1 && c["state"]["running"].is_object()
+    });
+    assert!(c["state"]["running"].is_object());
+    let main = a.wait_container("sc", "main", "running", |c| {
+        c["state"]["running"].is_object()
+    });
+    assert_eq!(main["restartCount"], 0, "{main}");
+    let shared = std::fs::read_to_string(
+        a.root
+            .join("pods")
+            .join(pod["metadata"]["uid"].as_str().unwrap())
+            .join("volumes/shared/proxy"),
+    )
+    .unwrap();
+    assert_eq!(shared, "up\nup\n");
+}

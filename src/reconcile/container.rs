@@ -139,6 +139,9 @@ pub struct ProbeTrack {
 pub struct ContainerState {
     pub name: String,
     pub init: bool,
+    /// A native sidecar (an init container with `restartPolicy: Always`): it runs beside the
+    /// app containers, restarted whatever the pod's policy, until they are done.
+    pub sidecar: bool,
     pub restart_count: u32,
     /// Whether any instance was ever started (the next one is then a restart).
     pub ever_started: bool,

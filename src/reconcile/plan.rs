@@ -73,8 +73,10 @@ pub fn plan(s: &PodState, now: Tick) -> Plan {
         return p;
     }
     if s.terminating {
+        // Sidecars stop once the app and init containers have (the kubelet stops them last).
+        let others_busy = s.containers.iter().any(|c| !c.sidecar && c.phase.is_busy());
         for (i, c) in s.containers.iter().enumerate() {
-            if c.phase.can_stop() {
+            if c.phase.can_stop() && !(c.sidecar && others_busy) {
                 p.actions.push(Action::Stop {
                     index: i,
                     grace: s.grace(),
@@ -122,8 +124,38 @@ pub fn plan(s: &PodState, now: Tick) -> Plan {
         SandboxState::Ready(_) => {}
         _ => return p,
     }
-    // Init containers, strictly in order.
+    // Init containers, strictly in order; a sidecar lets the next one start once it has
+    // started, and holds nothing up once the pod is initialized.
+    let initialized = s.regular_inits_done();
+    let apps_done = s.apps_done();
     for (i, c) in s.containers.iter().enumerate().filter(|(_, c)| c.init) {
+        if c.sidecar {
+            if c.phase.can_stop() {
+                if c.stop_reason.is_some() || apps_done {
+                    p.actions.push(Action::Stop {
+                        index: i,
+                        grace: s.grace(),
+                    });
+                } else if c.post_start_pending {
+                    if !c.post_start_in_flight {
+                        p.actions.push(Action::PostStart { index: i });
+                    }
+                } else {
+                    plan_probes(&mut p, s, i, c, now);
+                }
+                if initialized || s.sidecar_started(c) {
+                    continue;
+                }
+                return p;
+            }
+            if !c.phase.is_busy() && !s.finished(c) {
+                start_or_wait(&mut p, i, c, now);
+            }
+            if initialized {
+                continue;
+            }
+            return p;
+        }
         if s.finished(c) {
             if c.last.as_ref().is_some_and(|t| t.exit_code != 0) {
                 return p; // failed for good: the pod is Failed, nothing more runs

@@ -72,6 +72,7 @@ impl PodState {
             .map(|(c, init)| ContainerState {
                 name: c.name.clone(),
                 init,
+                sidecar: init && c.restart_policy.as_deref() == Some("Always"),
                 ..Default::default()
             })
             .collect();
@@ -115,8 +116,33 @@ impl PodState {
 
     /// Whether a container that ended with `exit_code` is started again under the pod's policy.
     pub fn restarts(&self, c: &ContainerState, exit_code: i32) -> bool {
+        if c.sidecar {
+            return !self.apps_done();
+        }
         // An init container that succeeded is done whatever the policy.
         self.pod.pod.spec.restart_policy().restarts(exit_code) && !(c.init && exit_code == 0)
+    }
+
+    /// Every app container has ended for good (a pod with `restartPolicy` Never or
+    /// OnFailure): its sidecars are stopped and not started again.
+    pub fn apps_done(&self) -> bool {
+        let mut apps = self.containers.iter().filter(|c| !c.init).peekable();
+        apps.peek().is_some() && apps.all(|c| self.finished(c))
+    }
+
+    /// Every init container that is not a sidecar has succeeded: the pod is initialized, and
+    /// a sidecar that restarts no longer holds the app containers up.
+    pub fn regular_inits_done(&self) -> bool {
+        self.containers
+            .iter()
+            .filter(|c| c.init && !c.sidecar)
+            .all(|c| self.finished(c) && c.last.as_ref().is_some_and(|t| t.exit_code == 0))
+    }
+
+    /// A sidecar that runs and has started (its startup probe and postStart hook passed):
+    /// the next init container may start.
+    pub fn sidecar_started(&self, c: &ContainerState) -> bool {
+        c.running().is_some() && c.started && !c.post_start_pending
     }
 
     /// An init container that succeeded, or an app container that ended for good.
@@ -138,7 +164,10 @@ impl PodState {
     /// True when an init container failed for good (restartPolicy Never).
     pub fn init_failed(&self) -> bool {
         self.containers.iter().any(|c| {
-            c.init && self.finished(c) && c.last.as_ref().is_some_and(|t| t.exit_code != 0)
+            c.init
+                && !c.sidecar
+                && self.finished(c)
+                && c.last.as_ref().is_some_and(|t| t.exit_code != 0)
         })
     }
 

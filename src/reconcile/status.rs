@@ -124,7 +124,7 @@ impl PodState {
     pub fn ready(&self) -> bool {
         self.containers
             .iter()
-            .filter(|c| !c.init)
+            .filter(|c| !c.init || c.sidecar)
             .all(|c| c.ready && c.running().is_some())
     }
 
@@ -166,10 +166,8 @@ fn condition(kind: &str, ok: bool, at: &str) -> Condition {
 /// The pod as the board carries it. `problem` is a manifest error to show on the pod (its
 /// last good version is what runs).
 pub fn pod_status(s: &PodState, now: Tick, wall: &str, problem: Option<&str>) -> PodStatus {
-    let init_pending = s
-        .containers
-        .iter()
-        .any(|c| c.init && !(s.finished(c) && c.last.as_ref().is_some_and(|t| t.exit_code == 0)));
+    let init_pending =
+        !s.regular_inits_done() || s.containers.iter().any(|c| c.sidecar && !c.ever_started);
     let mut init_statuses = Vec::new();
     let mut statuses = Vec::new();
     for (i, c) in s.containers.iter().enumerate() {

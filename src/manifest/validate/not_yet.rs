@@ -97,12 +97,7 @@ pub(super) fn validate_container(c: &Container, path: &str, init: bool, e: &mut 
     }
     match (c.restart_policy.as_deref(), init) {
         (None, _) => {}
-        (Some("Always"), true) => not_yet(
-            e,
-            &format!("{path}.restartPolicy"),
-            "\"Always\"",
-            "restartPolicy in init containers (native sidecars)",
-        ),
+        (Some("Always"), true) => {}
         (Some(p), true) => e.add(format!("{path}.restartPolicy"), unsupported(p, &["Always"])),
         (Some(_), false) => e.add(
             format!("{path}.restartPolicy"),

@@ -458,3 +458,92 @@ fn a_post_start_hook_orders_the_starts_and_a_failed_one_kills_its_container() {
     );
     assert_eq!(launches(&sim), 3);
 }
+
+fn sidecar_pod(policy: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: sc, namespace: default}}\nspec:\n  restartPolicy: {policy}\n  terminationGracePeriodSeconds: 5\n  initContainers:\n  - name: proxy\n    image: busybox:1.36\n    restartPolicy: Always\n    command: [sleep, '1000']\n  - name: setup\n    image: busybox:1.36\n    command: ['true']\n  containers:\n  - name: main\n    image: busybox:1.36\n    command: [sleep, '1000']\n"
+    )
+}
+
+fn id_of(sim: &Sim, index: usize) -> Option<String> {
+    sim.pod("sc").containers[index]
+        .running()
+        .map(|r| r.id.clone())
+}
+
+/// Native sidecars: the sidecar starts first and keeps running; the next init container
+/// starts once it has started, the app container once that has succeeded; a sidecar that
+/// ends is started again (whatever the pod's policy) without holding the app up; the pod is
+/// Ready with it, and a deleted pod stops its sidecar after its app container.
+#[test]
+fn a_native_sidecar_runs_beside_the_app_and_stops_last() {
+    let mut sim = Sim::new();
+    sim.write("sc.yaml", &sidecar_pod("Always"));
+    let proxy = id_of(&sim, 0).expect("the sidecar runs");
+    let setup = id_of(&sim, 1).expect("the next init container started after it");
+    assert_eq!(id_of(&sim, 2), None, "the app waits for the init container");
+    assert_eq!(
+        sim.status("sc")["status"]["conditions"][1]["status"],
+        "False"
+    );
+    sim.exit(&setup, 0);
+    let main = id_of(&sim, 2).expect("the app container runs");
+    let v = sim.status("sc");
+    assert_eq!(v["status"]["phase"], "Running");
+    assert_eq!(
+        v["status"]["conditions"][1]["status"], "True",
+        "Initialized"
+    );
+    assert_eq!(v["status"]["conditions"][2]["status"], "True", "Ready");
+    assert_eq!(
+        v["status"]["initContainerStatuses"][0]["state"]["running"].is_object(),
+        true
+    );
+
+    // The sidecar ends: started again, the app untouched.
+    sim.exit(&proxy, 1);
+    sim.run_until(s(20));
+    let again = id_of(&sim, 0).expect("the sidecar runs again");
+    assert_ne!(again, proxy);
+    assert_eq!(id_of(&sim, 2), Some(main.clone()));
+    assert_eq!(sim.pod("sc").containers[0].restart_count, 1);
+
+    // Deleted: the app container stops first, then the sidecar.
+    sim.hold = Box::new(|c| matches!(c, Command::Stop { .. }));
+    sim.remove("sc.yaml");
+    let stops = |sim: &Sim| -> Vec<usize> {
+        sim.held
+            .iter()
+            .filter_map(|c| match c {
+                Command::Stop { index, .. } => Some(*index),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(stops(&sim), vec![2], "the app container first");
+    sim.finish_held(|_| true);
+    assert_eq!(stops(&sim), vec![0], "then the sidecar");
+    sim.hold = Box::new(|_| false);
+    sim.finish_held(|_| true);
+    assert!(sim.live().is_empty());
+}
+
+/// With `restartPolicy: Never`, the pod completes when its app container has: the sidecar
+/// is stopped, not restarted, and its exit code does not fail the pod.
+#[test]
+fn a_pod_whose_app_completed_stops_its_sidecar_and_succeeds() {
+    let mut sim = Sim::new();
+    sim.write("sc.yaml", &sidecar_pod("Never"));
+    let setup = id_of(&sim, 1).unwrap();
+    sim.exit(&setup, 0);
+    let main = id_of(&sim, 2).unwrap();
+    sim.exit(&main, 0);
+    assert!(
+        sim.live().is_empty(),
+        "the sidecar was stopped: {:?}",
+        sim.live()
+    );
+    sim.run_until(s(60));
+    assert!(sim.live().is_empty(), "and not started again");
+    assert_eq!(sim.status("sc")["status"]["phase"], "Succeeded");
+}
