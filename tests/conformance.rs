@@ -62,7 +62,6 @@ fn every_accepted_field_has_a_row_and_every_row_a_field() {
 fn refusals_quoted_in_the_table_are_what_validation_says() {
     let cases = [
         ("  hostPID: true\n  shareProcessNamespace: true\n", "", "spec.securityContext.shareProcessNamespace", "Invalid value: true: ShareProcessNamespace and HostPID cannot both be enabled"),
-        ("  shareProcessNamespace: true\n", "", "spec.shareProcessNamespace", "Unsupported value: true: shareProcessNamespace is not supported by staticlet yet"),
         ("  activeDeadlineSeconds: 0\n", "", "spec.activeDeadlineSeconds", "Invalid value: 0: must be between 1 and 2147483647, inclusive"),
         ("", "    tty: true\n", "spec.containers[0].tty", "Unsupported value: true: tty is not supported by staticlet yet"),
         ("  volumes: [{name: d, downwardAPI: {items: [{path: /abs, fieldRef: {fieldPath: metadata.name}}]}}]\n", "", "spec.volumes[0].downwardAPI.items[0].path", "Invalid value: \"/abs\": must be a relative path"),

@@ -563,3 +563,50 @@ fn a_native_sidecar_starts_first_and_keeps_running() {
     .unwrap();
     assert_eq!(shared, "up\nup\n");
 }
+
+/// `shareProcessNamespace`: the pod's containers see each other's processes, under a PID 1
+/// of the pod's (the holder), which goes with the pod.
+#[test]
+fn share_process_namespace_shows_the_other_containers() {
+    let mut a = Agent::new("fid-sharepid");
+    a.start();
+    let body = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: sp, namespace: default}}\nspec:\n  terminationGracePeriodSeconds: 1\n  shareProcessNamespace: true\n  containers:\n  - name: a\n    image: {img}\n    command: [sleep, '1001']\n  - name: b\n    image: {img}\n    command: [sh, -c, 'until ps | grep -q \"[s]leep 1001\"; do sleep 0.1; done; ps; echo pid=$$; echo done; exec sleep 1002']\n",
+        img = common::IMAGE
+    );
+    a.write_manifest("sp.yaml", &body);
+    let (log, _) = wait_until_or_none(Duration::from_secs(60), || {
+        let (ok, out, _) = a.cli(&["logs", "sp", "-c", "b"]);
+        (ok && out.contains("done")).then_some((out, ()))
+    })
+    .unwrap_or_else(|| panic!("b never saw a's process\n{}", a.agent_log()));
+    assert!(log.contains("sleep 1001"), "{log}");
+    let pid1 = log
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("1"))
+        .unwrap_or_else(|| panic!("no PID 1 in {log}"));
+    assert!(
+        pid1.contains("pid-holder"),
+        "PID 1 is the pod's holder: {pid1}"
+    );
+    assert!(!log.contains("pid=1\n"), "b is not PID 1: {log}");
+    let holders = || -> Vec<i32> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                    let c = String::from_utf8_lossy(&c).to_string();
+                    c.contains("pid-holder") && c.contains(&a.root.display().to_string())
+                })
+            })
+            .collect()
+    };
+    assert_eq!(holders().len(), 1, "one holder for the pod");
+    a.remove_manifest("sp.yaml");
+    wait_until_or_none(Duration::from_secs(30), || {
+        holders().is_empty().then_some(())
+    })
+    .unwrap_or_else(|| panic!("the holder outlived its pod: {:?}", holders()));
+}

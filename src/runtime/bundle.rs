@@ -61,6 +61,8 @@ pub struct PodNamespaces {
     pub net: Option<PathBuf>,
     pub ipc: Option<PathBuf>,
     pub uts: Option<PathBuf>,
+    /// The pod's shared PID namespace (`shareProcessNamespace`).
+    pub pid: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -363,7 +365,10 @@ pub fn generate(input: &BundleInput) -> Result<Spec, String> {
     let mut namespaces = vec![namespace(LinuxNamespaceType::Mount, None)?];
     // `hostPID`: the host's PID namespace (the container sees and may signal host processes,
     // as on a kubelet); otherwise one of its own.
-    if !input.pod.pod.spec.host_pid {
+    // `shareProcessNamespace`: the pod's, held by its PID 1.
+    if let Some(p) = &input.namespaces.pid {
+        namespaces.push(namespace(LinuxNamespaceType::Pid, Some(p))?);
+    } else if !input.pod.pod.spec.host_pid {
         namespaces.push(namespace(LinuxNamespaceType::Pid, None)?);
     }
     for (kind, path) in [

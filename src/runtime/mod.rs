@@ -30,6 +30,7 @@ pub mod instance;
 mod layout;
 pub mod logwriter;
 pub mod monitor;
+pub mod pidns;
 pub mod podsetup;
 pub mod probe;
 pub mod records;

@@ -94,6 +94,7 @@ pub fn setup(
     pod_dir: &Path,
     net: &NetworkConfig,
     node: &crate::runtime::bundle::Allocatable,
+    exe: &Path,
 ) -> Result<Sandbox, SetupError> {
     let spec = &pod.pod.spec;
     let hostname = if spec.host_network {
@@ -130,7 +131,14 @@ pub fn setup(
             net: own_net.then(|| ns_dir.join("net")),
             uts: own_net.then(|| ns_dir.join("uts")),
             ipc: own_ipc.then(|| ns_dir.join("ipc")),
+            pid: None,
         };
+    }
+    if spec.share_process_namespace == Some(true) {
+        sb.namespaces.pid = Some(
+            crate::runtime::pidns::ensure(exe, &ns_dir)
+                .map_err(io_err("making the shared PID namespace in", &ns_dir))?,
+        );
     }
     if own_ipc {
         let shm = pod_dir.join("shm");
@@ -297,6 +305,7 @@ fn volume(
 }
 
 fn teardown_namespaces(pod_dir: &Path) {
+    crate::runtime::pidns::release(&pod_dir.join("ns"));
     for kind in ["net", "uts", "ipc"] {
         let p = pod_dir.join("ns").join(kind);
         unmount(&p);

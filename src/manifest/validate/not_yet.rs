@@ -25,13 +25,6 @@ pub(super) fn validate_spec(pod: &Pod, e: &mut Errors) {
             "spec.securityContext.shareProcessNamespace",
             "Invalid value: true: ShareProcessNamespace and HostPID cannot both be enabled",
         );
-    } else if s.share_process_namespace == Some(true) {
-        not_yet(
-            e,
-            "spec.shareProcessNamespace",
-            "true",
-            "shareProcessNamespace",
-        );
     }
     if s.host_users == Some(false) {
         not_yet(
