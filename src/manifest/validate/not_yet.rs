@@ -224,17 +224,17 @@ pub(super) fn validate_volume(
     }
 }
 
-/// A size limit on a disk emptyDir (the kubelet evicts the pod past it); a Memory emptyDir's
+/// A size limit on a disk emptyDir: the kubelet enforces it by eviction, and its eviction
+/// manager never evicts a static pod (`IsCriticalPod` is true for every static pod), so on a
+/// kubelet the limit silently does nothing. Refused instead, saying so; a Memory emptyDir's
 /// limit is the tmpfs size and is honoured. Called for a limit that is a valid quantity.
 pub(super) fn validate_empty_dir_size(v: &Volume, path: &str, e: &mut Errors) {
     let Some(ed) = &v.empty_dir else { return };
     if ed.medium.as_deref().unwrap_or("").is_empty() {
         if let Some(q) = &ed.size_limit {
-            not_yet(
-                e,
-                &format!("{path}.emptyDir.sizeLimit"),
-                &format!("{:?}", q.as_text()),
-                "sizeLimit on a disk emptyDir (use medium: Memory, whose size is limited)",
+            e.add(
+                format!("{path}.emptyDir.sizeLimit"),
+                format!("Unsupported value: {:?}: a disk emptyDir's sizeLimit is enforced by evicting the pod, and the kubelet never evicts a static pod (it is critical), so it would not be enforced; use medium: Memory (a tmpfs of that size) or remove sizeLimit", q.as_text()),
             );
         }
     }
