@@ -205,6 +205,8 @@ pub struct Core {
     desired: DesiredSet,
     problems: Vec<Problem>,
     start_latency: Histogram,
+    /// Something the status shows may have changed since the board was last built.
+    visible: bool,
 }
 
 impl Core {
@@ -215,6 +217,7 @@ impl Core {
             pods: BTreeMap::new(),
             problems: Vec::new(),
             start_latency: Histogram::default(),
+            visible: true,
         }
     }
 
@@ -228,12 +231,53 @@ impl Core {
 
     /// Applies `input` without planning (the shell applies a batch, then plans once).
     pub fn apply(&mut self, input: Input, now: Now, out: &mut Output) {
+        // A probe answer that changes nothing and a timer are the idle agent's only inputs
+        // (20 probes every 10 s): they need no new board unless the status changed.
+        let quiet = matches!(input, Input::Probed { .. } | Input::Timer);
+        let before = quiet.then(|| self.fingerprint());
         inputs::apply(self, input, now, out);
+        self.visible |= before.is_none_or(|b| b != self.fingerprint());
     }
 
     /// Plans every pod and turns the actions into commands.
     pub fn plan(&mut self, now: Now, out: &mut Output) {
+        let before = self.fingerprint();
         step::step(self, now, out);
+        self.visible |= before != self.fingerprint();
+    }
+
+    /// Whether the board needs building again (something visible may have changed since the
+    /// last call).
+    pub fn take_visible(&mut self) -> bool {
+        std::mem::take(&mut self.visible)
+    }
+
+    /// What of every container the status shows, in brief: a change here is a new board.
+    fn fingerprint(&self) -> Vec<(bool, bool, bool, u32, u8, bool)> {
+        self.pods
+            .values()
+            .flat_map(|p| {
+                p.containers.iter().map(move |c| {
+                    let phase = match c.phase {
+                        crate::reconcile::Phase::Idle => 0,
+                        crate::reconcile::Phase::Creating { .. } => 1,
+                        crate::reconcile::Phase::Launching { .. } => 2,
+                        crate::reconcile::Phase::Abandoning { .. } => 3,
+                        crate::reconcile::Phase::Running(_) => 4,
+                        crate::reconcile::Phase::Stopping(_) => 5,
+                        crate::reconcile::Phase::Ended { .. } => 6,
+                    };
+                    (
+                        c.ready,
+                        c.started,
+                        c.stop_reason.is_some(),
+                        c.restart_count,
+                        phase,
+                        p.terminating || p.deadline_exceeded,
+                    )
+                })
+            })
+            .collect()
     }
 
     pub fn node_name(&self) -> &str {

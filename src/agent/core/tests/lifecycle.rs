@@ -544,3 +544,36 @@ fn a_pod_whose_app_completed_stops_its_sidecar_and_succeeds() {
     assert!(sim.live().is_empty(), "and not started again");
     assert_eq!(sim.status("sc")["status"]["phase"], "Succeeded");
 }
+
+/// The idle agent's inputs (a timer, a probe answer that changes nothing) need no new board;
+/// a probe that changes readiness does.
+#[test]
+fn only_a_visible_change_rebuilds_the_board() {
+    let mut sim = Sim::new();
+    let probe = "    readinessProbe:\n      exec: {command: ['true']}\n      periodSeconds: 10\n      failureThreshold: 1\n";
+    sim.write("web.yaml", &yaml("web", "sleep, '1000'", probe));
+    sim.run_until(s(1));
+    assert!(sim.pod("web").containers[0].ready);
+    sim.core.take_visible();
+    sim.run_until(s(35));
+    assert!(
+        sim.calls()
+            .iter()
+            .filter(|c| matches!(c, Call::Handler(_)))
+            .count()
+            >= 3,
+        "probed: {:?}",
+        sim.calls()
+    );
+    assert!(
+        !sim.core.take_visible(),
+        "three unchanged probes, no new board"
+    );
+    sim.rt
+        .handler_results
+        .borrow_mut()
+        .insert("main".into(), [false].into());
+    sim.run_until(s(45));
+    assert!(!sim.pod("web").containers[0].ready);
+    assert!(sim.core.take_visible(), "readiness changed");
+}
