@@ -58,6 +58,12 @@ pub async fn perform<R: Runtime>(rt: &R, cmd: Command) -> Option<Input> {
             attempt,
             result: rt.run_handler(&spec).await,
         },
+        Command::SaveRollouts(list) => {
+            if let Err(e) = rt.save_rollouts(&list) {
+                log::warn!("cannot keep the rollouts in progress: {e}");
+            }
+            return None;
+        }
         Command::Release(rec) => {
             rt.release(&rec).await;
             return None;

@@ -58,6 +58,9 @@ pub struct PodState {
     /// The deadline ran out: every container stopped for good, the pod Failed with reason
     /// `DeadlineExceeded`, as the kubelet does.
     pub deadline_exceeded: bool,
+    /// When this pod's trial as a candidate ends (see `agent::core::rollout`); set when first
+    /// judged, from `start_time`.
+    pub trial_deadline: Option<Tick>,
 }
 
 impl PodState {
@@ -86,6 +89,7 @@ impl PodState {
             ready_since: None,
             active_deadline: None,
             deadline_exceeded: false,
+            trial_deadline: None,
         }
     }
 

@@ -166,6 +166,18 @@ fn condition(kind: &str, ok: bool, at: &str) -> Condition {
 /// The pod as the board carries it. `problem` is a manifest error to show on the pod (its
 /// last good version is what runs).
 pub fn pod_status(s: &PodState, now: Tick, wall: &str, problem: Option<&str>) -> PodStatus {
+    pod_status_with(s, now, wall, problem, None)
+}
+
+/// As [`pod_status`], with the message of a rollback that brought this version back (a
+/// `staticlet.dev/RolledBack` condition).
+pub fn pod_status_with(
+    s: &PodState,
+    now: Tick,
+    wall: &str,
+    problem: Option<&str>,
+    rolled_back: Option<&str>,
+) -> PodStatus {
     let init_pending =
         !s.regular_inits_done() || s.containers.iter().any(|c| c.sidecar && !c.ever_started);
     let mut init_statuses = Vec::new();
@@ -205,6 +217,16 @@ pub fn pod_status(s: &PodState, now: Tick, wall: &str, problem: Option<&str>) ->
             message: Some(p.into()),
             last_probe_time: None,
             last_transition_time: wall.into(),
+        });
+    }
+    if let Some(m) = rolled_back {
+        conditions.push(Condition {
+            kind: "staticlet.dev/RolledBack".into(),
+            status: "True",
+            reason: Some("CandidateUnhealthy".into()),
+            message: Some(m.into()),
+            last_probe_time: None,
+            last_transition_time: s.start_time.clone(),
         });
     }
     let (host_ip, pod_ips) = match &s.sandbox {

@@ -92,6 +92,28 @@ impl Core {
             }
             self.pods.insert(uid, st);
         }
+        // Trials go on; rollbacks hold their candidate off (after the pods were seeded).
+        self.saved_rollouts = inventory.rollouts.clone();
+        for r in inventory.rollouts {
+            self.desired.restore(r);
+        }
+        // A version replaced by another one found here (its removal was cut short by the
+        // restart) goes on being removed; it never starts again meanwhile.
+        let seeded = self.desired.desired();
+        for p in self.pods.values_mut() {
+            if seeded
+                .pods
+                .get(&p.pod.full_name())
+                .is_some_and(|d| d.uid() != p.uid())
+                && !p.terminating
+            {
+                log::info!(
+                    "{}: replaced before the restart; stopping it",
+                    p.pod.full_name()
+                );
+                p.terminating = true;
+            }
+        }
         let running: HashSet<String> = self
             .pods
             .values()

@@ -14,6 +14,7 @@
 mod adopt;
 pub(crate) mod inputs;
 mod publish;
+mod rollout;
 mod start;
 mod step;
 mod sync;
@@ -61,6 +62,8 @@ pub struct CoreConfig {
     pub static_pod_url: Option<String>,
     /// How long a launch may take before it is abandoned.
     pub runtime_request_timeout: Duration,
+    /// The health-gated rollback's default trial (`rollbackAfter`).
+    pub rollback_after: Option<Duration>,
 }
 
 impl CoreConfig {
@@ -70,6 +73,7 @@ impl CoreConfig {
             static_pod_path: c.static_pod_path.clone(),
             static_pod_url: c.static_pod_url.clone(),
             runtime_request_timeout: c.runtime_request_timeout,
+            rollback_after: c.rollback_after,
         }
     }
 
@@ -169,6 +173,8 @@ pub enum Command {
     },
     /// Free what an ended instance used.
     Release(ExitRecord),
+    /// Keep the rollouts (trials, versions rolled back) for the next agent.
+    SaveRollouts(Vec<crate::desired::Rollout>),
     Teardown(Arc<StaticPod>),
     SaveContainer {
         uid: String,
@@ -207,17 +213,23 @@ pub struct Core {
     start_latency: Histogram,
     /// Something the status shows may have changed since the board was last built.
     visible: bool,
+    /// Candidates rolled back since the agent started.
+    rollbacks: u64,
+    /// The rollouts as last saved.
+    saved_rollouts: Vec<crate::desired::Rollout>,
 }
 
 impl Core {
     pub fn new(config: CoreConfig) -> Core {
         Core {
-            desired: DesiredSet::new(config.sources()),
+            desired: DesiredSet::new(config.sources()).with_rollback(config.rollback_after),
             config,
             pods: BTreeMap::new(),
             problems: Vec::new(),
             start_latency: Histogram::default(),
             visible: true,
+            rollbacks: 0,
+            saved_rollouts: Vec::new(),
         }
     }
 
@@ -242,6 +254,7 @@ impl Core {
     /// Plans every pod and turns the actions into commands.
     pub fn plan(&mut self, now: Now, out: &mut Output) {
         let before = self.fingerprint();
+        self.judge_trials(now, out);
         step::step(self, now, out);
         self.visible |= before != self.fingerprint();
     }

@@ -82,6 +82,7 @@ fn a_restarted_agent_adopts_what_runs_and_restarts_only_what_ended() {
         Inventory {
             pods: vec![a, b, c, d],
             strays: Ok(Vec::new()),
+            rollouts: Vec::new(),
         },
     );
     let SweepScope::Keep {
@@ -142,6 +143,7 @@ fn an_invalid_manifest_at_start_up_keeps_the_adopted_pod() {
         Inventory {
             pods: vec![a],
             strays: Ok(Vec::new()),
+            rollouts: Vec::new(),
         },
     );
     sim.write("a.yaml", "kind: Pod\n");
