@@ -52,16 +52,23 @@ struct Opts {
     /// measured in the same interleaved start and edit runs: for trying a change.
     compare_bin: Option<PathBuf>,
     compare_env: Vec<(String, String)>,
+    /// `--quick`: fewer repetitions, and no 200-pod round.
+    quick: bool,
 }
 
 /// The keys bench.json always has (null when not measured).
-const REQUIRED_KEYS: [&str; 10] = [
+const REQUIRED_KEYS: [&str; 15] = [
     "start_ratio",
     "net_start_ratio",
     "edit_ratio",
     "cold50_ratio",
+    "delete50_ratio",
+    "cold200_ratio",
     "agent_rss_kb",
     "monitor_rss_kb",
+    "monitor_pss_kb",
+    "agent_pss_kb",
+    "stack_pss_kb",
     "idle_cpu_pct",
     "probe_cpu_pct",
     "binary_bytes",
@@ -95,6 +102,7 @@ impl Opts {
             only: None,
             compare_bin: None,
             compare_env: Vec::new(),
+            quick: false,
         };
         let mut args = std::env::args().skip(1);
         while let Some(a) = args.next() {
@@ -134,6 +142,7 @@ impl Opts {
                     o.only = Some(list);
                 }
                 "--quick" => {
+                    o.quick = true;
                     o.reps = 3;
                     o.cold_reps = 1;
                     o.idle_secs = 10;
@@ -328,18 +337,54 @@ fn run(o: &Opts) -> R<()> {
         drop(agent);
 
         if o.wants("cold") {
-            eprintln!("bench: cold start of {COLD_PODS} pods");
-            let (s, c) = cold_test(o, &b, &mut m, &bare, compare.as_ref())?;
+            eprintln!("bench: cold start and deletion of {COLD_PODS} pods");
+            let cold = cold_test(
+                o,
+                &b,
+                &mut m,
+                &bare,
+                compare.as_ref(),
+                (COLD_PODS, o.cold_reps),
+            )?;
             r.pair(
                 "cold50",
                 &format!("cold start, {COLD_PODS} pods from a directory"),
-                &s[0],
-                &c,
+                &cold.start[0],
+                &cold.bare_start,
                 &format!("loop of {COLD_PODS} crun run -d → all running"),
                 1.3,
             );
-            if let (Some(label), Some(s)) = (&compare_label, s.get(1)) {
-                r.compare("cold50", label, s, &c);
+            r.pair(
+                "delete50",
+                &format!("{COLD_PODS} manifests removed → all pods gone (grace 0)"),
+                &cold.delete[0],
+                &cold.bare_delete,
+                &format!("loop of {COLD_PODS} crun delete -f + bundle removal"),
+                1.3,
+            );
+            if let (Some(label), Some(s)) = (&compare_label, cold.start.get(1)) {
+                r.compare("cold50", label, s, &cold.bare_start);
+            }
+            if !o.quick {
+                let big = COLD_PODS * 4;
+                eprintln!("bench: cold start and deletion of {big} pods");
+                let cold = cold_test(o, &b, &mut m, &bare, None, (big, o.cold_reps.min(2)))?;
+                r.pair(
+                    "cold200",
+                    &format!("cold start, {big} pods from a directory"),
+                    &cold.start[0],
+                    &cold.bare_start,
+                    &format!("loop of {big} crun run -d → all running"),
+                    1.3,
+                );
+                r.pair(
+                    "delete200",
+                    &format!("{big} manifests removed → all pods gone (grace 0)"),
+                    &cold.delete[0],
+                    &cold.bare_delete,
+                    &format!("loop of {big} crun delete -f + bundle removal"),
+                    1.3,
+                );
             }
         }
     }
@@ -540,28 +585,40 @@ fn edit_test(
     Ok((s, c))
 }
 
-/// An agent started on a directory holding 50 manifests → all 50 markers, against a loop of
-/// 50 `crun run -d` (bundles prepared beforehand) → all 50 markers.
+/// Times of one cold-start test: staticlet's sides and bare crun's, for the start and for the
+/// deletion of every pod.
+struct Cold {
+    start: Vec<Vec<f64>>,
+    bare_start: Vec<f64>,
+    delete: Vec<Vec<f64>>,
+    bare_delete: Vec<f64>,
+}
+
+/// An agent started on a directory holding `pods` manifests → all markers, against a loop of
+/// `crun run -d` (bundles prepared beforehand) → all markers; then every manifest removed →
+/// every pod gone (grace 0), against a loop of `crun delete -f` and bundle removals.
 fn cold_test(
     o: &Opts,
     b: &Bench,
     m: &mut Markers,
     bare: &Bare,
     compare: Option<&(PathBuf, PathBuf)>,
-) -> R<(Vec<Vec<f64>>, Vec<f64>)> {
+    (pods, reps): (usize, usize),
+) -> R<Cold> {
     let n_agents = 1 + usize::from(compare.is_some());
     let mut s = vec![Vec::new(); n_agents];
+    let mut sd = vec![Vec::new(); n_agents];
     let mut c = Vec::new();
+    let mut cd = Vec::new();
     let n = n_agents + 1;
-    for r in 0..o.cold_reps {
+    for r in 0..reps {
         for side in 0..n {
             settle()?;
             match (side + r) % n {
                 k if k < n_agents => {
-                    let dir = b.dir(&format!("cold-{r}-{k}"))?;
-                    let tokens: Vec<String> = (0..COLD_PODS)
-                        .map(|i| format!("s{k}-cold-{r}-{i}"))
-                        .collect();
+                    let dir = b.dir(&format!("cold{pods}-{r}-{k}"))?;
+                    let tokens: Vec<String> =
+                        (0..pods).map(|i| format!("s{k}-cold-{r}-{i}")).collect();
                     for (i, t) in tokens.iter().enumerate() {
                         let name = format!("cold-{i}");
                         b.write_manifest(
@@ -570,7 +627,7 @@ fn cold_test(
                             &sides::pod_yaml(&name, t, &m.dir, false, true),
                         )?;
                     }
-                    let tag = format!("cold-{r}-{k}");
+                    let tag = format!("cold{pods}-{r}-{k}");
                     let t0 = Instant::now();
                     let mut agent = match (k, compare) {
                         (1, Some((bin, root))) => {
@@ -583,17 +640,18 @@ fn cold_test(
                     s[k].push(ms(t1 - t0));
                     agent.wait_healthy()?;
                     agent.wait_pods("all pods running", secs(60), |p| {
-                        p.len() == COLD_PODS && p.iter().all(running)
+                        p.len() == pods && p.iter().all(running)
                     })?;
-                    for i in 0..COLD_PODS {
+                    let d0 = Instant::now();
+                    for i in 0..pods {
                         remove(&dir.join(format!("cold-{i}.yaml")))?;
                     }
-                    agent.wait_empty(secs(180))?;
+                    agent.wait_empty(secs(600))?;
+                    sd[k].push(ms(d0.elapsed()));
                     agent.stop();
                 }
                 _ => {
-                    let ids: Vec<String> =
-                        (0..COLD_PODS).map(|i| format!("cold-{r}-{i}")).collect();
+                    let ids: Vec<String> = (0..pods).map(|i| format!("cold-{r}-{i}")).collect();
                     let tokens: Vec<String> = ids.iter().map(|i| format!("c-{i}")).collect();
                     for (id, t) in ids.iter().zip(&tokens) {
                         bare.prepare(id, &sides::container_cmd(t, SLEEP))?;
@@ -606,14 +664,21 @@ fn cold_test(
                     let times = m.wait_all(&tokens, secs(300))?;
                     let t1 = times.into_iter().max().expect("50 markers");
                     c.push(ms(t1 - t0));
+                    let d0 = Instant::now();
                     for id in &ids {
                         bare.remove(id);
                     }
+                    cd.push(ms(d0.elapsed()));
                 }
             }
         }
     }
-    Ok((s, c))
+    Ok(Cold {
+        start: s,
+        bare_start: c,
+        delete: sd,
+        bare_delete: cd,
+    })
 }
 
 #[derive(Default)]
@@ -849,6 +914,9 @@ impl Report {
             if i == 0 && targets {
                 row.target = Some(1024.0);
             }
+            if i == 1 && targets {
+                row.target = Some(320.0);
+            }
         }
         for (i, kind) in ["RSS", "PSS", "USS"].iter().enumerate() {
             let key = format!("{prefix}monitor_{}_sum_kb", kind.to_lowercase());
@@ -860,7 +928,26 @@ impl Report {
             );
         }
         if targets {
-            for k in ["agent_rss_kb", "monitor_rss_kb"] {
+            // The node's whole stack: the agent and every monitor, proportional shares.
+            let stack: Vec<f64> = w.agent[1]
+                .iter()
+                .zip(&w.mon_sum[1])
+                .map(|(a, m)| a + m)
+                .collect();
+            let row = self.row(
+                &format!("agent + {n} monitors PSS (the node stack)"),
+                Some("stack_pss_kb"),
+                "kB",
+                &stack,
+            );
+            row.target = Some(10.0 * 1024.0);
+            for k in [
+                "agent_rss_kb",
+                "agent_pss_kb",
+                "monitor_rss_kb",
+                "monitor_pss_kb",
+                "stack_pss_kb",
+            ] {
                 let v = self
                     .rows
                     .iter()

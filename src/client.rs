@@ -84,11 +84,19 @@ pub fn display_status(pod: &Value) -> String {
         .as_array()
         .cloned()
         .unwrap_or_default();
+    let specs = pod["spec"]["initContainers"].as_array();
     for (i, c) in inits.iter().enumerate() {
         if c["state"]
             .get("terminated")
             .is_some_and(|t| t["exitCode"] == 0)
         {
+            continue;
+        }
+        // kubectl: a native sidecar that has started does not hold the pod in Init.
+        let sidecar = specs
+            .and_then(|s| s.get(i))
+            .is_some_and(|s| s["restartPolicy"] == "Always");
+        if sidecar && c["started"] == true {
             continue;
         }
         if let Some(r) = c["state"]["waiting"]["reason"]
@@ -102,7 +110,12 @@ pub fn display_status(pod: &Value) -> String {
         }
         return format!("Init:{i}/{}", inits.len());
     }
-    let mut reason = status["phase"].as_str().unwrap_or("Unknown").to_string();
+    // kubectl: the pod's reason (DeadlineExceeded) over its phase, containers' over both.
+    let mut reason = status["reason"]
+        .as_str()
+        .or(status["phase"].as_str())
+        .unwrap_or("Unknown")
+        .to_string();
     for c in status["containerStatuses"].as_array().into_iter().flatten() {
         if let Some(r) = c["state"]["waiting"]["reason"].as_str() {
             reason = r.to_string();

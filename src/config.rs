@@ -66,6 +66,10 @@ pub struct Config {
     /// How long a container start may take in the runtime before it is abandoned (the
     /// kubelet's `runtimeRequestTimeout`, 2 minutes).
     pub runtime_request_timeout: Duration,
+    /// The health-gated rollback's default trial (`rollbackAfter`): a changed manifest whose
+    /// pod is not healthy within it is rolled back to the last good version. `None`: off,
+    /// unless a pod asks with the `staticlet.dev/rollback-after` annotation.
+    pub rollback_after: Option<Duration>,
     /// The cgroup every pod cgroup is created under (`cgroupRoot`); `None`: derived from the
     /// root dir by [`default_cgroup_root`]. See [`Config::cgroup_root`].
     pub cgroup_root: Option<String>,
@@ -117,6 +121,7 @@ impl Default for Config {
             image_credentials: None,
             pod_pids_limit: 1024,
             runtime_request_timeout: Duration::from_secs(120),
+            rollback_after: None,
             cgroup_root: None,
             seccomp_profile_root: None,
             seccomp_default: false,
@@ -337,6 +342,14 @@ fn resolve(f: StaticletFile, path: &Path) -> Result<Config, ConfigError> {
                 invalid(field, format!("{t:?} is not a duration such as 20s or 1m"))
             })?;
         }
+    }
+    if let Some(t) = non_empty(f.rollback_after) {
+        c.rollback_after = Some(parse_duration(&t).filter(|d| !d.is_zero()).ok_or_else(|| {
+            invalid(
+                "rollbackAfter",
+                format!("{t:?} is not a duration such as 120s or 5m"),
+            )
+        })?);
     }
     if let Some(d) = non_empty(f.root_dir) {
         c.root_dir = from_file_dir(path, d);

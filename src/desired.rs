@@ -4,16 +4,73 @@
 //! keeps its last good pod (the error is reported, the pod keeps running), and a pod is only
 //! removed when its source, read successfully, no longer has it. Duplicate names across files
 //! are resolved by file order, and the later file is reported naming both.
+//!
+//! It goes further with a health-gated rollback (opt-in): a changed manifest whose pod asks
+//! for it (`staticlet.dev/rollback-after`, or the config's `rollbackAfter`) is a candidate
+//! on trial while the last good version is kept here; the core judges the candidate's health
+//! and either promotes it or rolls back, and a version rolled back is held off until the
+//! manifest changes again.
 
 use crate::manifest::StaticPod;
 use crate::source::{Snapshot, SourceKey};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::time::Duration;
+
+/// The annotation that opts a pod into the health-gated rollback, with its trial's length.
+pub const ROLLBACK_AFTER: &str = "staticlet.dev/rollback-after";
+
+/// A candidate on trial: the version it replaced (the last good one), and how long it has.
+#[derive(Debug, Clone)]
+pub struct Trial {
+    pub previous: StaticPod,
+    pub after: Duration,
+}
+
+/// A version that was rolled back, held off until the manifest changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    pub uid: String,
+    pub reason: String,
+}
 
 #[derive(Debug, Clone, Default)]
 struct OriginState {
     good: Option<StaticPod>,
     error: Option<String>,
+    /// `good` is a candidate on trial.
+    trial: Option<Trial>,
+    /// `good` is the version brought back; this one is held off.
+    held: Option<Held>,
+}
+
+/// The trial length a pod asks for: its annotation (a duration such as `120s`; `0` or `off`
+/// turns it off for this pod), else the config's default.
+pub fn rollback_after(pod: &StaticPod, default: Option<Duration>) -> Option<Duration> {
+    match pod
+        .pod
+        .metadata
+        .annotations
+        .get(ROLLBACK_AFTER)
+        .map(|v| v.trim())
+    {
+        Some("0" | "off" | "") => None,
+        Some(v) => crate::sys::timefmt::parse_duration(v).filter(|d| !d.is_zero()),
+        None => default,
+    }
+}
+
+/// What is kept of a rollout across an agent restart: the last good version, the candidate
+/// and whether it is on trial or was rolled back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rollout {
+    pub key: SourceKey,
+    pub origin: PathBuf,
+    pub previous: StaticPod,
+    pub candidate: String,
+    /// On trial for this long; `None`: rolled back (and `held` says why).
+    pub after: Option<Duration>,
+    pub held: Option<Held>,
 }
 
 #[derive(Debug, Default)]
@@ -50,6 +107,8 @@ pub struct DesiredSet {
     sources: BTreeMap<SourceKey, SourceState>,
     expected: Vec<SourceKey>,
     seen: HashMap<String, String>,
+    /// The config's `rollbackAfter`.
+    rollback_default: Option<Duration>,
 }
 
 impl DesiredSet {
@@ -61,6 +120,117 @@ impl DesiredSet {
         }
     }
 
+    /// With the config's default trial for the health-gated rollback.
+    pub fn with_rollback(mut self, after: Option<Duration>) -> Self {
+        self.rollback_default = after;
+        self
+    }
+
+    fn origins(&self) -> impl Iterator<Item = (&SourceKey, &PathBuf, &OriginState)> {
+        self.sources
+            .iter()
+            .flat_map(|(k, s)| s.origins.iter().map(move |(o, st)| (k, o, st)))
+    }
+
+    fn origin_of_mut(&mut self, uid: &str) -> Option<&mut OriginState> {
+        self.sources
+            .values_mut()
+            .flat_map(|s| s.origins.values_mut())
+            .find(|o| o.good.as_ref().is_some_and(|p| p.uid() == uid))
+    }
+
+    /// The trial of the candidate `uid`, if it is one.
+    pub fn trial_of(&self, uid: &str) -> Option<&Trial> {
+        self.origins()
+            .find(|(_, _, o)| o.good.as_ref().is_some_and(|p| p.uid() == uid))
+            .and_then(|(_, _, o)| o.trial.as_ref())
+    }
+
+    /// The candidate `uid` passed its trial: it is the last good version now.
+    pub fn promote(&mut self, uid: &str) {
+        if let Some(o) = self.origin_of_mut(uid) {
+            o.trial = None;
+        }
+    }
+
+    /// The candidate `uid` failed its trial: its last good version comes back and it is held
+    /// off until the manifest changes. Returns the version brought back.
+    pub fn roll_back(&mut self, uid: &str, reason: &str) -> Option<StaticPod> {
+        let o = self.origin_of_mut(uid)?;
+        let trial = o.trial.take()?;
+        o.good = Some(trial.previous.clone());
+        o.held = Some(Held {
+            uid: uid.to_string(),
+            reason: reason.to_string(),
+        });
+        Some(trial.previous)
+    }
+
+    /// Why the version running as `uid` replaced a candidate, if it did.
+    pub fn held_for(&self, uid: &str) -> Option<&Held> {
+        self.origins()
+            .find(|(_, _, o)| o.good.as_ref().is_some_and(|p| p.uid() == uid))
+            .and_then(|(_, _, o)| o.held.as_ref())
+    }
+
+    /// Every rollout in progress or rolled back, to keep across a restart.
+    pub fn rollouts(&self) -> Vec<Rollout> {
+        self.origins()
+            .filter_map(|(k, origin, o)| {
+                let good = o.good.as_ref()?;
+                match (&o.trial, &o.held) {
+                    (Some(t), _) => Some(Rollout {
+                        key: k.clone(),
+                        origin: origin.clone(),
+                        previous: t.previous.clone(),
+                        candidate: good.uid().to_string(),
+                        after: Some(t.after),
+                        held: None,
+                    }),
+                    (None, Some(h)) => Some(Rollout {
+                        key: k.clone(),
+                        origin: origin.clone(),
+                        previous: good.clone(),
+                        candidate: h.uid.clone(),
+                        after: None,
+                        held: Some(h.clone()),
+                    }),
+                    (None, None) => None,
+                }
+            })
+            .collect()
+    }
+
+    /// Restores a rollout kept across a restart (after the adopted pods were seeded): a
+    /// trial goes on if its candidate is what was seeded; a rollback holds its candidate off
+    /// and brings the last good version back.
+    pub fn restore(&mut self, r: Rollout) {
+        let state = self.sources.entry(r.key).or_default();
+        let o = state.origins.entry(r.origin).or_default();
+        match (r.after, r.held) {
+            (Some(after), _) => {
+                if o.good.as_ref().is_some_and(|p| p.uid() == r.candidate) {
+                    o.trial = Some(Trial {
+                        previous: r.previous,
+                        after,
+                    });
+                } else if o.good.is_none() {
+                    o.good = Some(r.previous);
+                }
+            }
+            (None, Some(held)) => {
+                if let Some(seen) = r.previous.seen() {
+                    self.seen
+                        .insert(r.previous.uid().to_string(), seen.to_string());
+                }
+                o.good = Some(r.previous);
+                o.held = Some(held);
+                o.trial = None;
+            }
+            (None, None) => {}
+        }
+    }
+
     /// Seeds the last good version of a manifest (from the agent's saved state), so an
     /// invalid file at start-up keeps the pod it had before the restart.
     pub fn seed(&mut self, key: SourceKey, origin: PathBuf, pod: StaticPod) {
@@ -68,7 +238,12 @@ impl DesiredSet {
             self.seen.insert(pod.uid().to_string(), seen.to_string());
         }
         let state = self.sources.entry(key).or_default();
-        state.origins.entry(origin).or_default().good = Some(pod);
+        let good = &mut state.origins.entry(origin).or_default().good;
+        // Two versions of one manifest were found (the old one's removal was cut short): the
+        // one seen last is what the source said last.
+        if good.as_ref().is_none_or(|g| g.seen() <= pod.seen()) {
+            *good = Some(pod);
+        }
     }
 
     /// Applies a snapshot.
@@ -84,20 +259,43 @@ impl DesiredSet {
         for entry in snap.entries {
             let previous = state.origins.remove(&entry.origin).unwrap_or_default();
             let new_state = match entry.result {
+                // The version rolled back is still what the source says: held off.
+                Ok(pod) if previous.held.as_ref().is_some_and(|h| h.uid == pod.uid()) => {
+                    OriginState {
+                        error: None,
+                        ..previous
+                    }
+                }
                 Ok(mut pod) => {
                     let seen = self
                         .seen
                         .entry(pod.uid().to_string())
                         .or_insert_with(|| now.to_string());
                     pod.set_seen(seen);
+                    // A changed manifest is on trial if it asks for one, against the last
+                    // version that passed (not a candidate it replaces).
+                    let trial = match &previous.good {
+                        Some(old) if old.uid() == pod.uid() => previous.trial,
+                        Some(old) => {
+                            rollback_after(&pod, self.rollback_default).map(|after| Trial {
+                                previous: previous
+                                    .trial
+                                    .map_or_else(|| old.clone(), |t| t.previous),
+                                after,
+                            })
+                        }
+                        None => None,
+                    };
                     OriginState {
                         good: Some(pod),
                         error: None,
+                        trial,
+                        held: None,
                     }
                 }
                 Err(err) => OriginState {
-                    good: previous.good,
                     error: Some(err.to_string()),
+                    ..previous
                 },
             };
             next.insert(entry.origin, new_state);

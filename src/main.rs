@@ -8,6 +8,11 @@ fn main() {
         let dir = std::path::PathBuf::from(&args[2]);
         std::process::exit(i32::from(staticlet::runtime::monitor::main(&dir).is_err()));
     }
+    // The holder of a pod's shared PID namespace, likewise started by the agent.
+    if args.len() == 3 && args[1] == staticlet::runtime::pidns::ARG {
+        let dir = std::path::PathBuf::from(&args[2]);
+        std::process::exit(staticlet::runtime::pidns::main(&dir));
+    }
     let cli = staticlet::cli::parse_args();
     std::process::exit(staticlet::commands::dispatch(cli));
 }

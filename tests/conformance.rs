@@ -61,15 +61,15 @@ fn every_accepted_field_has_a_row_and_every_row_a_field() {
 #[test]
 fn refusals_quoted_in_the_table_are_what_validation_says() {
     let cases = [
-        ("  hostPID: true\n", "", "spec.hostPID", "Unsupported value: true: hostPID is not supported by staticlet yet"),
-        ("  shareProcessNamespace: true\n", "", "spec.shareProcessNamespace", "Unsupported value: true: shareProcessNamespace is not supported by staticlet yet"),
-        ("  activeDeadlineSeconds: 30\n", "", "spec.activeDeadlineSeconds", "Unsupported value: 30: activeDeadlineSeconds is not supported by staticlet yet"),
-        ("", "    lifecycle: {postStart: {exec: {command: [x]}}}\n", "spec.containers[0].lifecycle.postStart", "Unsupported value: {...}: postStart is not supported by staticlet yet"),
+        ("  hostPID: true\n  shareProcessNamespace: true\n", "", "spec.securityContext.shareProcessNamespace", "Invalid value: true: ShareProcessNamespace and HostPID cannot both be enabled"),
+        ("  activeDeadlineSeconds: 0\n", "", "spec.activeDeadlineSeconds", "Invalid value: 0: must be between 1 and 2147483647, inclusive"),
         ("", "    tty: true\n", "spec.containers[0].tty", "Unsupported value: true: tty is not supported by staticlet yet"),
-        ("  volumes: [{name: d, downwardAPI: {items: []}}]\n", "", "spec.volumes[0].downwardAPI", "Unsupported value: {...}: a downwardAPI volume is not supported by staticlet yet"),
-        ("  volumes: [{name: d, emptyDir: {sizeLimit: 1Gi}}]\n", "", "spec.volumes[0].emptyDir.sizeLimit", "sizeLimit on a disk emptyDir (use medium: Memory, whose size is limited) is not supported by staticlet yet"),
-        ("  volumes: [{name: d, projected: {sources: [{downwardAPI: {items: []}}]}}]\n", "", "spec.volumes[0].projected.sources[0].downwardAPI", "a projected downwardAPI source is not supported by staticlet yet"),
-        ("  initContainers: [{name: s, image: busybox, restartPolicy: Always}]\n", "", "spec.initContainers[0].restartPolicy", "restartPolicy in init containers (native sidecars) is not supported by staticlet yet"),
+        ("  volumes: [{name: d, downwardAPI: {items: [{path: /abs, fieldRef: {fieldPath: metadata.name}}]}}]\n", "", "spec.volumes[0].downwardAPI.items[0].path", "Invalid value: \"/abs\": must be a relative path"),
+        ("  volumes: [{name: d, downwardAPI: {items: [{path: ip, fieldRef: {fieldPath: status.podIP}}]}}]\n", "", "spec.volumes[0].downwardAPI.items[0].fieldRef.fieldPath", "Unsupported value: \"status.podIP\""),
+        ("  volumes: [{name: d, downwardAPI: {items: [{path: c, resourceFieldRef: {resource: limits.cpu}}]}}]\n", "", "spec.volumes[0].downwardAPI.items[0].resourceFieldRef.containerName", "Required value"),
+        ("  volumes: [{name: d, emptyDir: {sizeLimit: 1Gi}}]\n", "", "spec.volumes[0].emptyDir.sizeLimit", "the kubelet never evicts a static pod (it is critical), so it would not be enforced"),
+        ("  volumes: [{name: d, projected: {sources: [{downwardAPI: {items: [{path: x, mode: 01000, fieldRef: {fieldPath: metadata.uid}}]}}]}}]\n", "", "spec.volumes[0].projected.sources[0].downwardAPI.items[0].mode", "Invalid value: 512: must be a number between 0 and 0777 (octal), both inclusive"),
+        ("  initContainers: [{name: s, image: busybox, readinessProbe: {exec: {command: [x]}}}]\n", "", "spec.initContainers[0].readinessProbe", "Forbidden: may not be set for init containers without restartPolicy=Always"),
         ("", "    env: [{name: X, valueFrom: {resourceFieldRef: {resource: limits.cpu, divisor: 2}}}]\n", "spec.containers[0].env[0].valueFrom.resourceFieldRef.divisor", "only divisor's values 1m and 1 are supported with the cpu resource"),
         ("  hostNetwork: true\n  securityContext: {sysctls: [{name: net.core.somaxconn, value: '1'}]}\n", "", "spec.securityContext.sysctls[0].name", "may not be specified when 'hostNetwork' is true"),
         ("  securityContext: {sysctls: [{name: kernel.hostname, value: x}]}\n", "", "spec.securityContext.sysctls[0].name", "not a namespaced sysctl"),

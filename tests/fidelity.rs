@@ -280,3 +280,333 @@ fn fs_group_sysctls_and_resource_fields_take_effect() {
         "forbidden sysctl: \"kernel.msgmax\" not allowlisted"
     );
 }
+
+/// `hostPID`: the container's process is a host process (its PID is the host's, and the
+/// host sees its command line under that PID); without it, the container's command is PID 1
+/// of a namespace of its own.
+#[test]
+fn host_pid_shows_the_hosts_processes() {
+    let mut a = Agent::new("fid-hostpid");
+    a.start();
+    let script = "[sh, -c, 'echo pid=$$; echo done; exec sleep 1001']";
+    a.write_manifest(
+        "host.yaml",
+        &pod_yaml("host", "  hostPID: true\n", "", script),
+    );
+    a.write_manifest("own.yaml", &pod_yaml("own", "", "", script));
+    let pid_in = |pod: &str| -> u32 {
+        let log = log_with(&a, pod, "done");
+        log.lines()
+            .find_map(|l| l.split("pid=").nth(1))
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{pod}: no pid in {log}"))
+    };
+    assert_eq!(pid_in("own"), 1, "its own PID namespace");
+    let pid = pid_in("host");
+    assert_ne!(pid, 1, "the host's PID namespace");
+    let cmdline = wait_until_or_none(Duration::from_secs(30), || {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .ok()
+            .filter(|c| c.starts_with(b"sleep\0"))
+    })
+    .unwrap_or_else(|| panic!("host PID {pid} is not the container's sleep"));
+    assert_eq!(cmdline, b"sleep\x001001\x00");
+}
+
+fn sh(cmd: &str) {
+    let out = std::process::Command::new("sh")
+        .args(["-c", cmd])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{cmd}: {out:?}");
+}
+
+/// `mountPropagation`: a mount the host makes below a `HostToContainer` volume appears in
+/// the container; a mount a privileged container makes below a `Bidirectional` one appears
+/// on the host; a source that cannot propagate is refused at start with containerd's reason
+/// instead of running without it.
+#[test]
+fn mount_propagation_reaches_across_as_asked() {
+    let mut a = Agent::new("fid-propagation");
+    a.start();
+    let shared = a.base.join("shared");
+    let private = a.base.join("private");
+    std::fs::create_dir_all(&shared).unwrap();
+    std::fs::create_dir_all(&private).unwrap();
+    sh(&format!(
+        "mount --bind {0} {0} && mount --make-shared {0}",
+        shared.display()
+    ));
+    sh(&format!(
+        "mount --bind {0} {0} && mount --make-private {0}",
+        private.display()
+    ));
+    let volume = |path: &std::path::Path| {
+        format!(
+            "  volumes:\n  - {{name: v, hostPath: {{path: {}}}}}\n",
+            path.display()
+        )
+    };
+    a.write_manifest(
+        "down.yaml",
+        &pod_yaml(
+            "down",
+            &volume(&shared),
+            "    volumeMounts: [{name: v, mountPath: /v, mountPropagation: HostToContainer}]\n",
+            "[sh, -c, 'echo started; while [ ! -e /v/from-host/marker ]; do sleep 0.2; done; echo seen; sleep 1000']",
+        ),
+    );
+    a.write_manifest(
+        "up.yaml",
+        &pod_yaml(
+            "up",
+            &volume(&shared),
+            "    securityContext: {privileged: true}\n    volumeMounts: [{name: v, mountPath: /v, mountPropagation: Bidirectional}]\n",
+            "[sh, -c, 'mkdir -p /v/from-pod && mount -t tmpfs pod /v/from-pod && echo hi > /v/from-pod/file && echo done; sleep 1000']",
+        ),
+    );
+    a.write_manifest(
+        "stuck.yaml",
+        &pod_yaml(
+            "stuck",
+            &volume(&private),
+            "    volumeMounts: [{name: v, mountPath: /v, mountPropagation: HostToContainer}]\n",
+            "[sleep, '1000']",
+        ),
+    );
+    log_with(&a, "down", "started");
+    let from_host = shared.join("from-host");
+    std::fs::create_dir_all(&from_host).unwrap();
+    sh(&format!(
+        "mount -t tmpfs host {0} && touch {0}/marker",
+        from_host.display()
+    ));
+    log_with(&a, "down", "seen");
+
+    log_with(&a, "up", "done");
+    let file = shared.join("from-pod/file");
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap_or_default(),
+        "hi\n",
+        "the pod's mount is on the host"
+    );
+
+    let c = a.wait_container("stuck", "main", "a refused start", |c| {
+        c["state"]["waiting"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not a shared or slave mount"))
+    });
+    assert_eq!(c["state"].get("running"), None, "{c}");
+}
+
+/// `activeDeadlineSeconds`: the container runs until the deadline, then it is stopped for
+/// good and the pod is Failed with the kubelet's reason and message; the Event says so too.
+#[test]
+fn active_deadline_fails_the_pod_for_good() {
+    let mut a = Agent::new("fid-deadline");
+    a.start();
+    a.write_manifest(
+        "job.yaml",
+        &pod_yaml(
+            "job",
+            "  activeDeadlineSeconds: 3\n",
+            "",
+            "[sh, -c, 'echo done; exec sleep 1000']",
+        ),
+    );
+    log_with(&a, "job", "done");
+    let failed = wait_until_or_none(Duration::from_secs(30), || {
+        a.pod("job").filter(|p| p["status"]["phase"] == "Failed")
+    })
+    .unwrap_or_else(|| panic!("not Failed: {:?}\n{}", a.pod("job"), a.agent_log()));
+    assert_eq!(failed["status"]["reason"], "DeadlineExceeded");
+    assert_eq!(
+        failed["status"]["message"],
+        "Pod was active on the node longer than the specified deadline"
+    );
+    let running = |a: &Agent| {
+        a.crun_list()
+            .into_iter()
+            .filter(|(_, _, status)| status == "running")
+            .count()
+    };
+    wait_until_or_none(Duration::from_secs(15), || (running(&a) == 0).then_some(()))
+        .unwrap_or_else(|| panic!("still running: {:?}", a.crun_list()));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(running(&a), 0, "never started again: {:?}", a.crun_list());
+    let (ok, out, err) = a.cli(&["describe", "pod", "job"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("DeadlineExceeded"), "{out}");
+}
+
+/// `downwardAPI` and projected `downwardAPI` volumes: the pod's labels and annotations as
+/// the kubelet formats them, its name, namespace and UID, a container's limit, each file with
+/// its mode (and the fsGroup's group), the volume read-only in the container.
+#[test]
+fn downward_api_volumes_show_the_pod() {
+    let mut a = Agent::new("fid-downward");
+    a.start();
+    let body = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: dw\n  namespace: default\n  labels: {app: gw, tier: edge}\n  annotations: {note: 'say \"hi\"'}\nspec:\n  terminationGracePeriodSeconds: 1\n  securityContext: {runAsUser: 1000, fsGroup: 2000}\n  volumes:\n  - name: info\n    downwardAPI:\n      items:\n      - {path: labels, fieldRef: {fieldPath: metadata.labels}}\n      - {path: meta/name, fieldRef: {fieldPath: metadata.name}, mode: 0400}\n      - {path: note, fieldRef: {fieldPath: \"metadata.annotations['note']\"}}\n      - {path: cpu, resourceFieldRef: {containerName: main, resource: limits.cpu, divisor: 1m}}\n  - name: proj\n    projected:\n      sources:\n      - downwardAPI: {items: [{path: uid, fieldRef: {fieldPath: metadata.uid}}]}\n  containers:\n  - name: main\n    image: IMAGE\n    resources: {limits: {cpu: 250m, memory: 16Mi}}\n    volumeMounts: [{name: info, mountPath: /info}, {name: proj, mountPath: /proj}]\n    command: [sh, -c, 'cat /info/labels; echo; echo name=$(cat /info/meta/name) note=$(cat /info/note) cpu=$(cat /info/cpu) uid=$(cat /proj/uid); stat -c \"%n %a %g\" /info/meta/name /info/labels; touch /info/x 2>/dev/null || echo readonly; echo done; sleep 1000']\n"
+        .replace("IMAGE", common::IMAGE);
+    a.write_manifest("dw.yaml", &body);
+    let log = log_with(&a, "dw", "done");
+    let uid = a.pod("dw").unwrap()["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(log.contains("app=\"gw\"\ntier=\"edge\"\n"), "{log}");
+    assert!(
+        log.contains(&format!(
+            "name=dw-{} note=say \"hi\" cpu=250 uid={uid}",
+            a.node
+        )),
+        "{log}"
+    );
+    assert!(
+        log.contains("/info/meta/name 440 2000"),
+        "mode 0400, group-readable: {log}"
+    );
+    assert!(log.contains("/info/labels 644 2000"), "{log}");
+    assert!(log.contains("readonly"), "{log}");
+}
+
+/// `postStart`: the hook runs in the container once it has started (the docs' lifecycle
+/// example writes a file the container then reads); a failing hook kills the container,
+/// which the restart policy starts again, with the kubelet's Warning.
+#[test]
+fn post_start_hooks_run_and_a_failing_one_restarts_the_container() {
+    let mut a = Agent::new("fid-poststart");
+    a.start();
+    a.write_manifest(
+        "hook.yaml",
+        &pod_yaml(
+            "hook",
+            "",
+            "    lifecycle: {postStart: {exec: {command: [sh, -c, 'echo Hello from the postStart handler > /tmp/message']}}}\n",
+            "[sh, -c, 'while [ ! -e /tmp/message ]; do sleep 0.1; done; cat /tmp/message; echo done; sleep 1000']",
+        ),
+    );
+    a.write_manifest(
+        "bad.yaml",
+        &pod_yaml(
+            "bad",
+            "",
+            "    lifecycle: {postStart: {exec: {command: [sh, -c, 'exit 3']}}}\n",
+            "[sleep, '1000']",
+        ),
+    );
+    let log = log_with(&a, "hook", "done");
+    assert!(log.contains("Hello from the postStart handler"), "{log}");
+    let c = a.wait_container("bad", "main", "a restart after its failed hook", |c| {
+        c["restartCount"].as_i64().unwrap_or(0) >= 1
+    });
+    assert_eq!(c["ready"], false, "{c}");
+    let (ok, out, err) = a.cli(&["describe", "pod", "bad"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("FailedPostStartHook") && out.contains("PostStartHook failed"),
+        "{out}"
+    );
+}
+
+/// Native sidecars on crun: the sidecar starts before the next init container (which waits
+/// for a file the sidecar writes), keeps running beside the app, is started again when it
+/// ends while the app runs on, and `get pods` shows the pod Running, not in Init.
+#[test]
+fn a_native_sidecar_starts_first_and_keeps_running() {
+    let mut a = Agent::new("fid-sidecar");
+    a.start();
+    let body = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: sc, namespace: default}}\nspec:\n  terminationGracePeriodSeconds: 1\n  volumes: [{{name: shared, emptyDir: {{}}}}]\n  initContainers:\n  - name: proxy\n    image: {img}\n    restartPolicy: Always\n    volumeMounts: [{{name: shared, mountPath: /shared}}]\n    command: [sh, -c, 'echo up >> /shared/proxy; exec sleep 1000']\n  - name: setup\n    image: {img}\n    volumeMounts: [{{name: shared, mountPath: /shared}}]\n    command: [sh, -c, 'while [ ! -e /shared/proxy ]; do sleep 0.1; done; echo setup-saw-proxy']\n  containers:\n  - name: main\n    image: {img}\n    volumeMounts: [{{name: shared, mountPath: /shared}}]\n    command: [sh, -c, 'echo main-started; exec sleep 1000']\n",
+        img = common::IMAGE
+    );
+    a.write_manifest("sc.yaml", &body);
+    a.wait_container("sc", "main", "running", |c| {
+        c["state"]["running"].is_object()
+    });
+    let pod = a.pod("sc").unwrap();
+    let init = &pod["status"]["initContainerStatuses"];
+    assert!(init[0]["state"]["running"].is_object(), "{init}");
+    assert_eq!(init[1]["state"]["terminated"]["exitCode"], 0, "{init}");
+    let (ok, out, err) = a.cli(&["logs", "sc", "-c", "setup"]);
+    assert!(ok && out.contains("setup-saw-proxy"), "{out}{err}");
+    let (ok, out, _) = a.cli(&["get", "pods"]);
+    assert!(
+        ok && out.contains("Running") && !out.contains("Init:"),
+        "{out}"
+    );
+
+    // The sidecar ends: started again, the app keeps running.
+    let proxy_pid = init[0]["containerID"].as_str().unwrap().to_string();
+    let id = proxy_pid.trim_start_matches("crun://");
+    let killed = std::process::Command::new("crun")
+        .arg("--root")
+        .arg(a.root.join("crun"))
+        .args(["kill", id, "KILL"])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let c = a.wait_container("sc", "proxy", "restarted", |c| {
+        c["restartCount"] == 1 && c["state"]["running"].is_object()
+    });
+    assert!(c["state"]["running"].is_object());
+    let main = a.wait_container("sc", "main", "running", |c| {
+        c["state"]["running"].is_object()
+    });
+    assert_eq!(main["restartCount"], 0, "{main}");
+    let shared = std::fs::read_to_string(
+        a.root
+            .join("pods")
+            .join(pod["metadata"]["uid"].as_str().unwrap())
+            .join("volumes/shared/proxy"),
+    )
+    .unwrap();
+    assert_eq!(shared, "up\nup\n");
+}
+
+/// `shareProcessNamespace`: the pod's containers see each other's processes, under a PID 1
+/// of the pod's (the holder), which goes with the pod.
+#[test]
+fn share_process_namespace_shows_the_other_containers() {
+    let mut a = Agent::new("fid-sharepid");
+    a.start();
+    let body = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: sp, namespace: default}}\nspec:\n  terminationGracePeriodSeconds: 1\n  shareProcessNamespace: true\n  containers:\n  - name: a\n    image: {img}\n    command: [sleep, '1001']\n  - name: b\n    image: {img}\n    command: [sh, -c, 'until ps | grep -q \"[s]leep 1001\"; do sleep 0.1; done; ps; echo pid=$$; echo done; exec sleep 1002']\n",
+        img = common::IMAGE
+    );
+    a.write_manifest("sp.yaml", &body);
+    let (log, _) = wait_until_or_none(Duration::from_secs(60), || {
+        let (ok, out, _) = a.cli(&["logs", "sp", "-c", "b"]);
+        (ok && out.contains("done")).then_some((out, ()))
+    })
+    .unwrap_or_else(|| panic!("b never saw a's process\n{}", a.agent_log()));
+    assert!(log.contains("sleep 1001"), "{log}");
+    let pid1 = log
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("1"))
+        .unwrap_or_else(|| panic!("no PID 1 in {log}"));
+    assert!(
+        pid1.contains("pid-holder"),
+        "PID 1 is the pod's holder: {pid1}"
+    );
+    assert!(!log.contains("pid=1\n"), "b is not PID 1: {log}");
+    let holders = || -> Vec<i32> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                    let c = String::from_utf8_lossy(&c).to_string();
+                    c.contains("pid-holder") && c.contains(&a.root.display().to_string())
+                })
+            })
+            .collect()
+    };
+    assert_eq!(holders().len(), 1, "one holder for the pod");
+    a.remove_manifest("sp.yaml");
+    wait_until_or_none(Duration::from_secs(30), || {
+        holders().is_empty().then_some(())
+    })
+    .unwrap_or_else(|| panic!("the holder outlived its pod: {:?}", holders()));
+}

@@ -47,6 +47,23 @@ pub async fn perform<R: Runtime>(rt: &R, cmd: Command) -> Option<Input> {
             kind,
             result: rt.run_handler(&spec).await,
         },
+        Command::PostStart {
+            uid,
+            index,
+            attempt,
+            spec,
+        } => Input::PostStarted {
+            uid,
+            index,
+            attempt,
+            result: rt.run_handler(&spec).await,
+        },
+        Command::SaveRollouts(list) => {
+            if let Err(e) = rt.save_rollouts(&list) {
+                log::warn!("cannot keep the rollouts in progress: {e}");
+            }
+            return None;
+        }
         Command::Release(rec) => {
             rt.release(&rec).await;
             return None;

@@ -114,7 +114,9 @@ impl<R: Runtime + 'static> Shell<R> {
             if self.execute(std::mem::take(&mut out)) {
                 return;
             }
-            self.publish(now);
+            if self.core.take_visible() {
+                self.publish(now);
+            }
             if let Some(t) = self.trim_at {
                 if t <= now.tick {
                     release_free_memory();

@@ -215,11 +215,15 @@ fn pod_row(p: &Value, show_mirror: bool, wide: bool) -> Vec<String> {
         .iter()
         .map(|c| c["restartCount"].as_u64().unwrap_or(0))
         .sum();
-    let manifest_error = p["status"]["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|c| c["type"] == "staticlet.dev/ManifestValid");
+    let has = |kind: &str| {
+        p["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == kind)
+    };
+    let manifest_error = has("staticlet.dev/ManifestValid");
+    let rolled_back = has("staticlet.dev/RolledBack");
     let mut row = vec![
         p["metadata"]["namespace"]
             .as_str()
@@ -232,7 +236,8 @@ fn pod_row(p: &Value, show_mirror: bool, wide: bool) -> Vec<String> {
                 " (manifest error)"
             } else {
                 ""
-            },
+            }
+            + if rolled_back { " (rolled back)" } else { "" },
         restarts.to_string(),
         age(p),
     ];

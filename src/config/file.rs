@@ -38,6 +38,7 @@ pub(super) struct StaticletFile {
     pub(super) image_credentials: Option<String>,
     pub(super) pod_pids_limit: Option<i64>,
     pub(super) runtime_request_timeout: Option<String>,
+    pub(super) rollback_after: Option<String>,
     pub(super) cgroup_root: Option<String>,
     pub(super) seccomp_profile_root: Option<String>,
     pub(super) seccomp_default: Option<bool>,

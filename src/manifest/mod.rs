@@ -5,6 +5,7 @@
 //! desired pod set, which owns the clock.
 
 mod decode;
+pub mod downward;
 pub mod pod;
 pub mod policy;
 pub mod quantity;

@@ -68,14 +68,48 @@ impl PodState {
         c.waiting = None;
         c.stop_reason = None;
         c.phase = Phase::Running(running);
+        c.post_start_pending = spec
+            .lifecycle
+            .as_ref()
+            .is_some_and(|l| l.post_start.is_some());
+        c.post_start_in_flight = false;
         c.started = spec.startup_probe.is_none();
-        c.ready = spec.readiness_probe.is_none() && c.started;
+        c.ready = spec.readiness_probe.is_none() && c.started && !c.post_start_pending;
         for kind in ALL_PROBES {
             c.probes[kind.index()] = ProbeTrack {
                 next: probe_of(&spec, kind).map(|pr| now + secs(pr.initial_delay())),
                 ..Default::default()
             };
         }
+    }
+
+    /// The `postStart` hook of `attempt` is running.
+    pub fn on_post_start(&mut self, index: usize) {
+        self.containers[index].post_start_in_flight = true;
+    }
+
+    /// The `postStart` hook of `attempt` ended; a failed one stops the container (the
+    /// kubelet kills it and restarts it as its policy says). Returns whether it applied.
+    pub fn on_post_started(
+        &mut self,
+        index: usize,
+        attempt: u32,
+        success: bool,
+        message: &str,
+    ) -> bool {
+        let readiness = self.spec_of(index).readiness_probe.is_none();
+        let c = &mut self.containers[index];
+        if c.phase.running().is_none_or(|r| r.attempt != attempt) || !c.post_start_in_flight {
+            return false;
+        }
+        c.post_start_in_flight = false;
+        c.post_start_pending = false;
+        if success {
+            c.ready = readiness && c.started;
+        } else {
+            c.stop_reason = Some(format!("postStart hook failed: {message}"));
+        }
+        true
     }
 
     /// A container found running when the agent started: probed again from now on (not
@@ -148,6 +182,8 @@ impl PodState {
         c.phase = Phase::Idle;
         c.started = false;
         c.ready = false;
+        c.post_start_pending = false;
+        c.post_start_in_flight = false;
         c.stop_reason = None;
         c.probes = Default::default();
         c.backoff.exited(now, ran_for);

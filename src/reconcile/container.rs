@@ -139,6 +139,9 @@ pub struct ProbeTrack {
 pub struct ContainerState {
     pub name: String,
     pub init: bool,
+    /// A native sidecar (an init container with `restartPolicy: Always`): it runs beside the
+    /// app containers, restarted whatever the pod's policy, until they are done.
+    pub sidecar: bool,
     pub restart_count: u32,
     /// Whether any instance was ever started (the next one is then a restart).
     pub ever_started: bool,
@@ -152,6 +155,12 @@ pub struct ContainerState {
     pub started: bool,
     pub ready: bool,
     pub probes: [ProbeTrack; 3],
+    /// The running instance's `postStart` hook has not succeeded yet: until it has, the
+    /// container is not ready, is not probed, and the containers after it do not start (the
+    /// kubelet starts them in order, each after its predecessor's hook).
+    pub post_start_pending: bool,
+    /// That hook runs now.
+    pub post_start_in_flight: bool,
 }
 
 impl ContainerState {

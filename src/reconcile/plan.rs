@@ -29,6 +29,12 @@ pub enum Action {
         index: usize,
         kind: ProbeKind,
     },
+    /// Run the container's `postStart` hook.
+    PostStart {
+        index: usize,
+    },
+    /// `activeDeadlineSeconds` has run out (once per pod).
+    DeadlineExceeded,
     Teardown,
 }
 
@@ -48,9 +54,29 @@ impl Plan {
 pub fn plan(s: &PodState, now: Tick) -> Plan {
     let mut p = Plan::default();
     plan_deadlines(&mut p, s, now);
-    if s.terminating {
+    let past_deadline = s.active_deadline.is_some_and(|d| d <= now);
+    if let Some(d) = s.active_deadline.filter(|_| !past_deadline) {
+        p.wake_at(d);
+    }
+    if (past_deadline || s.deadline_exceeded) && !s.terminating {
+        if !s.deadline_exceeded {
+            p.actions.push(Action::DeadlineExceeded);
+        }
         for (i, c) in s.containers.iter().enumerate() {
             if c.phase.can_stop() {
+                p.actions.push(Action::Stop {
+                    index: i,
+                    grace: s.grace(),
+                });
+            }
+        }
+        return p;
+    }
+    if s.terminating {
+        // Sidecars stop once the app and init containers have (the kubelet stops them last).
+        let others_busy = s.containers.iter().any(|c| !c.sidecar && c.phase.is_busy());
+        for (i, c) in s.containers.iter().enumerate() {
+            if c.phase.can_stop() && !(c.sidecar && others_busy) {
                 p.actions.push(Action::Stop {
                     index: i,
                     grace: s.grace(),
@@ -98,13 +124,54 @@ pub fn plan(s: &PodState, now: Tick) -> Plan {
         SandboxState::Ready(_) => {}
         _ => return p,
     }
-    // Init containers, strictly in order.
+    // Init containers, strictly in order; a sidecar lets the next one start once it has
+    // started, and holds nothing up once the pod is initialized.
+    let initialized = s.regular_inits_done();
+    let apps_done = s.apps_done();
     for (i, c) in s.containers.iter().enumerate().filter(|(_, c)| c.init) {
+        if c.sidecar {
+            if c.phase.can_stop() {
+                if c.stop_reason.is_some() || apps_done {
+                    p.actions.push(Action::Stop {
+                        index: i,
+                        grace: s.grace(),
+                    });
+                } else if c.post_start_pending {
+                    if !c.post_start_in_flight {
+                        p.actions.push(Action::PostStart { index: i });
+                    }
+                } else {
+                    plan_probes(&mut p, s, i, c, now);
+                }
+                if initialized || s.sidecar_started(c) {
+                    continue;
+                }
+                return p;
+            }
+            if !c.phase.is_busy() && !s.finished(c) {
+                start_or_wait(&mut p, i, c, now);
+            }
+            if initialized {
+                continue;
+            }
+            return p;
+        }
         if s.finished(c) {
             if c.last.as_ref().is_some_and(|t| t.exit_code != 0) {
                 return p; // failed for good: the pod is Failed, nothing more runs
             }
             continue;
+        }
+        if c.phase.can_stop() {
+            if c.stop_reason.is_some() {
+                p.actions.push(Action::Stop {
+                    index: i,
+                    grace: s.grace(),
+                });
+            } else if c.post_start_pending && !c.post_start_in_flight {
+                p.actions.push(Action::PostStart { index: i });
+            }
+            return p;
         }
         if c.phase.is_busy() {
             return p;
@@ -112,6 +179,8 @@ pub fn plan(s: &PodState, now: Tick) -> Plan {
         start_or_wait(&mut p, i, c, now);
         return p;
     }
+    // A container whose postStart hook has not succeeded holds up the ones after it.
+    let mut hooked = false;
     for (i, c) in s.containers.iter().enumerate().filter(|(_, c)| !c.init) {
         if c.phase.can_stop() {
             if c.stop_reason.is_some() {
@@ -121,13 +190,27 @@ pub fn plan(s: &PodState, now: Tick) -> Plan {
                 });
                 continue;
             }
+            if c.post_start_pending {
+                if !c.post_start_in_flight {
+                    p.actions.push(Action::PostStart { index: i });
+                }
+                hooked = true;
+                continue;
+            }
             plan_probes(&mut p, s, i, c, now);
             continue;
         }
-        if c.phase.is_busy() || s.finished(c) {
+        let has_hook = s
+            .spec_of(i)
+            .lifecycle
+            .as_ref()
+            .is_some_and(|l| l.post_start.is_some());
+        if hooked || c.phase.is_busy() || s.finished(c) {
+            hooked |= has_hook && c.phase.is_starting();
             continue;
         }
         start_or_wait(&mut p, i, c, now);
+        hooked |= has_hook;
     }
     p
 }

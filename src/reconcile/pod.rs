@@ -52,6 +52,15 @@ pub struct PodState {
     /// The value of the Ready and ContainersReady conditions and when it last changed
     /// (their `lastTransitionTime`); set by [`PodState::note_ready`].
     pub ready_since: Option<(bool, String)>,
+    /// When `activeDeadlineSeconds` runs out, counted from `start_time` (which survives an
+    /// agent restart, so a restart never extends it); set by [`PodState::set_active_deadline`].
+    pub active_deadline: Option<Tick>,
+    /// The deadline ran out: every container stopped for good, the pod Failed with reason
+    /// `DeadlineExceeded`, as the kubelet does.
+    pub deadline_exceeded: bool,
+    /// When this pod's trial as a candidate ends (see `agent::core::rollout`); set when first
+    /// judged, from `start_time`.
+    pub trial_deadline: Option<Tick>,
 }
 
 impl PodState {
@@ -66,6 +75,7 @@ impl PodState {
             .map(|(c, init)| ContainerState {
                 name: c.name.clone(),
                 init,
+                sidecar: init && c.restart_policy.as_deref() == Some("Always"),
                 ..Default::default()
             })
             .collect();
@@ -77,7 +87,21 @@ impl PodState {
             terminating: false,
             start_time,
             ready_since: None,
+            active_deadline: None,
+            deadline_exceeded: false,
+            trial_deadline: None,
         }
+    }
+
+    /// Sets [`PodState::active_deadline`] from the spec and `start_time`, given the clock.
+    pub fn set_active_deadline(&mut self, tick: Tick, wall: std::time::SystemTime) {
+        let Some(secs) = self.pod.pod.spec.active_deadline_seconds else {
+            return;
+        };
+        let elapsed = crate::sys::timefmt::parse_rfc3339(&self.start_time)
+            .and_then(|t| wall.duration_since(t).ok())
+            .unwrap_or_default();
+        self.active_deadline = Some(tick + super::secs(secs).saturating_sub(elapsed));
     }
 
     pub fn spec_of(&self, index: usize) -> &Container {
@@ -96,8 +120,33 @@ impl PodState {
 
     /// Whether a container that ended with `exit_code` is started again under the pod's policy.
     pub fn restarts(&self, c: &ContainerState, exit_code: i32) -> bool {
+        if c.sidecar {
+            return !self.apps_done();
+        }
         // An init container that succeeded is done whatever the policy.
         self.pod.pod.spec.restart_policy().restarts(exit_code) && !(c.init && exit_code == 0)
+    }
+
+    /// Every app container has ended for good (a pod with `restartPolicy` Never or
+    /// OnFailure): its sidecars are stopped and not started again.
+    pub fn apps_done(&self) -> bool {
+        let mut apps = self.containers.iter().filter(|c| !c.init).peekable();
+        apps.peek().is_some() && apps.all(|c| self.finished(c))
+    }
+
+    /// Every init container that is not a sidecar has succeeded: the pod is initialized, and
+    /// a sidecar that restarts no longer holds the app containers up.
+    pub fn regular_inits_done(&self) -> bool {
+        self.containers
+            .iter()
+            .filter(|c| c.init && !c.sidecar)
+            .all(|c| self.finished(c) && c.last.as_ref().is_some_and(|t| t.exit_code == 0))
+    }
+
+    /// A sidecar that runs and has started (its startup probe and postStart hook passed):
+    /// the next init container may start.
+    pub fn sidecar_started(&self, c: &ContainerState) -> bool {
+        c.running().is_some() && c.started && !c.post_start_pending
     }
 
     /// An init container that succeeded, or an app container that ended for good.
@@ -119,7 +168,10 @@ impl PodState {
     /// True when an init container failed for good (restartPolicy Never).
     pub fn init_failed(&self) -> bool {
         self.containers.iter().any(|c| {
-            c.init && self.finished(c) && c.last.as_ref().is_some_and(|t| t.exit_code != 0)
+            c.init
+                && !c.sidecar
+                && self.finished(c)
+                && c.last.as_ref().is_some_and(|t| t.exit_code != 0)
         })
     }
 

@@ -98,7 +98,7 @@ fn container_status(
 
 /// The pod's phase, by the kubelet's rules.
 pub fn phase(s: &PodState) -> Phase {
-    if s.init_failed() {
+    if s.init_failed() || s.deadline_exceeded {
         return Phase::Failed;
     }
     let apps: Vec<&ContainerState> = s.containers.iter().filter(|c| !c.init).collect();
@@ -124,7 +124,7 @@ impl PodState {
     pub fn ready(&self) -> bool {
         self.containers
             .iter()
-            .filter(|c| !c.init)
+            .filter(|c| !c.init || c.sidecar)
             .all(|c| c.ready && c.running().is_some())
     }
 
@@ -166,10 +166,20 @@ fn condition(kind: &str, ok: bool, at: &str) -> Condition {
 /// The pod as the board carries it. `problem` is a manifest error to show on the pod (its
 /// last good version is what runs).
 pub fn pod_status(s: &PodState, now: Tick, wall: &str, problem: Option<&str>) -> PodStatus {
-    let init_pending = s
-        .containers
-        .iter()
-        .any(|c| c.init && !(s.finished(c) && c.last.as_ref().is_some_and(|t| t.exit_code == 0)));
+    pod_status_with(s, now, wall, problem, None)
+}
+
+/// As [`pod_status`], with the message of a rollback that brought this version back (a
+/// `staticlet.dev/RolledBack` condition).
+pub fn pod_status_with(
+    s: &PodState,
+    now: Tick,
+    wall: &str,
+    problem: Option<&str>,
+    rolled_back: Option<&str>,
+) -> PodStatus {
+    let init_pending =
+        !s.regular_inits_done() || s.containers.iter().any(|c| c.sidecar && !c.ever_started);
     let mut init_statuses = Vec::new();
     let mut statuses = Vec::new();
     for (i, c) in s.containers.iter().enumerate() {
@@ -209,6 +219,16 @@ pub fn pod_status(s: &PodState, now: Tick, wall: &str, problem: Option<&str>) ->
             last_transition_time: wall.into(),
         });
     }
+    if let Some(m) = rolled_back {
+        conditions.push(Condition {
+            kind: "staticlet.dev/RolledBack".into(),
+            status: "True",
+            reason: Some("CandidateUnhealthy".into()),
+            message: Some(m.into()),
+            last_probe_time: None,
+            last_transition_time: s.start_time.clone(),
+        });
+    }
     let (host_ip, pod_ips) = match &s.sandbox {
         SandboxState::Ready(sb) => (sb.host_ip.clone(), sb.pod_ips.clone()),
         _ => (String::new(), Vec::new()),
@@ -218,6 +238,10 @@ pub fn pod_status(s: &PodState, now: Tick, wall: &str, problem: Option<&str>) ->
         deletion_timestamp: s.terminating.then(|| wall.to_string()),
         status: Status {
             phase: phase(s),
+            reason: s.deadline_exceeded.then(|| "DeadlineExceeded".into()),
+            message: s
+                .deadline_exceeded
+                .then(|| crate::agent::core::DEADLINE_MESSAGE.into()),
             conditions,
             host_ip,
             pod_ip: pod_ips.first().cloned().unwrap_or_default(),

@@ -61,6 +61,8 @@ pub struct PodNamespaces {
     pub net: Option<PathBuf>,
     pub ipc: Option<PathBuf>,
     pub uts: Option<PathBuf>,
+    /// The pod's shared PID namespace (`shareProcessNamespace`).
+    pub pid: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -120,6 +122,36 @@ fn mount(
         .source(source.into())
         .options(options.iter().map(|o| o.to_string()).collect::<Vec<_>>())
         .build())
+}
+
+/// A volume mount's `mountPropagation`, as containerd maps it: `HostToContainer` is
+/// `rslave` (mounts the host makes below the volume appear in the container),
+/// `Bidirectional` is `rshared` (and the container's mounts appear on the host), `None`
+/// (the default) is `rprivate`. The root filesystem takes the strongest of its volumes', so
+/// that the propagation reaches them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Propagation {
+    Private,
+    Slave,
+    Shared,
+}
+
+pub fn propagation(field: Option<&str>) -> Propagation {
+    match field {
+        Some("HostToContainer") => Propagation::Slave,
+        Some("Bidirectional") => Propagation::Shared,
+        _ => Propagation::Private,
+    }
+}
+
+impl Propagation {
+    fn option(self) -> &'static str {
+        match self {
+            Propagation::Private => "rprivate",
+            Propagation::Slave => "rslave",
+            Propagation::Shared => "rshared",
+        }
+    }
 }
 
 fn namespace(kind: LinuxNamespaceType, path: Option<&PathBuf>) -> Result<LinuxNamespace, String> {
@@ -301,6 +333,7 @@ pub fn generate(input: &BundleInput) -> Result<Spec, String> {
             &["rbind", "rprivate", if read_only { "ro" } else { "rw" }],
         )?);
     }
+    let mut rootfs_propagation = Propagation::Private;
     for (i, m) in c.volume_mounts.iter().enumerate() {
         let Some(host) = input.volumes.get(&m.name) else {
             return Err(format!("volume {:?} has no host path", m.name));
@@ -311,17 +344,33 @@ pub fn generate(input: &BundleInput) -> Result<Spec, String> {
             })?,
             _ => host.clone(),
         };
+        // downwardAPI volumes are always mounted read-only, as the kubelet mounts them.
+        let read_only = m.read_only
+            || input.pod.pod.spec.volumes.iter().any(|v| {
+                v.name == m.name && crate::manifest::downward::DownwardVolume::of(v, "").is_some()
+            });
+        let propagation = propagation(m.mount_propagation.as_deref());
+        rootfs_propagation = rootfs_propagation.max(propagation);
         mounts.push(mount(
             &m.mount_path,
             "bind",
             source,
-            &["rbind", "rprivate", if m.read_only { "ro" } else { "rw" }],
+            &[
+                "rbind",
+                propagation.option(),
+                if read_only { "ro" } else { "rw" },
+            ],
         )?);
     }
-    let mut namespaces = vec![
-        namespace(LinuxNamespaceType::Pid, None)?,
-        namespace(LinuxNamespaceType::Mount, None)?,
-    ];
+    let mut namespaces = vec![namespace(LinuxNamespaceType::Mount, None)?];
+    // `hostPID`: the host's PID namespace (the container sees and may signal host processes,
+    // as on a kubelet); otherwise one of its own.
+    // `shareProcessNamespace`: the pod's, held by its PID 1.
+    if let Some(p) = &input.namespaces.pid {
+        namespaces.push(namespace(LinuxNamespaceType::Pid, Some(p))?);
+    } else if !input.pod.pod.spec.host_pid {
+        namespaces.push(namespace(LinuxNamespaceType::Pid, None)?);
+    }
     for (kind, path) in [
         (LinuxNamespaceType::Network, &input.namespaces.net),
         (LinuxNamespaceType::Ipc, &input.namespaces.ipc),
@@ -343,6 +392,9 @@ pub fn generate(input: &BundleInput) -> Result<Spec, String> {
         linux.set_readonly_paths(None);
     }
     linux.set_seccomp(security.seccomp.clone());
+    if rootfs_propagation != Propagation::Private {
+        linux.set_rootfs_propagation(Some(rootfs_propagation.option().into()));
+    }
     if !security.sysctls.is_empty() {
         linux.set_sysctl(Some(
             security

@@ -58,6 +58,8 @@ pub struct FakeRuntime {
     pub lose_exits: Cell<bool>,
     /// What `inventory` answers.
     pub found: RefCell<Option<Inventory>>,
+    /// The rollouts saved last.
+    pub rollouts: RefCell<Vec<crate::desired::Rollout>>,
     /// Container records saved, by pod uid and name.
     pub records: RefCell<BTreeMap<(String, String), ContainerRecord>>,
     /// Launches abandoned (by id): a launch that reports after that fails, as a killed
@@ -292,6 +294,11 @@ impl Runtime for FakeRuntime {
         self.records
             .borrow_mut()
             .insert((uid.into(), container.into()), record.clone());
+        Ok(())
+    }
+
+    fn save_rollouts(&self, rollouts: &[crate::desired::Rollout]) -> Result<(), RecordError> {
+        *self.rollouts.borrow_mut() = rollouts.to_vec();
         Ok(())
     }
 

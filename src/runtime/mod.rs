@@ -30,6 +30,7 @@ pub mod instance;
 mod layout;
 pub mod logwriter;
 pub mod monitor;
+pub mod pidns;
 pub mod podsetup;
 pub mod probe;
 pub mod records;
@@ -170,6 +171,8 @@ pub struct Inventory {
     pub pods: Vec<FoundPod>,
     /// Containers without a record, or why the runtime could not list them.
     pub strays: Result<Vec<Stray>, StrayListError>,
+    /// Rollouts the last agent kept (trials going on, versions rolled back).
+    pub rollouts: Vec<crate::desired::Rollout>,
 }
 
 /// The runtime's own list of containers could not be read.
@@ -182,6 +185,7 @@ impl Default for Inventory {
         Inventory {
             pods: Vec::new(),
             strays: Ok(Vec::new()),
+            rollouts: Vec::new(),
         }
     }
 }
@@ -241,6 +245,11 @@ pub trait Runtime {
         uid: &str,
         container: &str,
         record: &ContainerRecord,
+    ) -> Result<(), records::RecordError>;
+    /// Keeps the rollouts (trials, versions rolled back) for the next agent, atomically.
+    fn save_rollouts(
+        &self,
+        rollouts: &[crate::desired::Rollout],
     ) -> Result<(), records::RecordError>;
     /// What exists: recorded pods and their latest instances, and containers nobody owns.
     async fn inventory(&self) -> Inventory;

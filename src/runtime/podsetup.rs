@@ -7,6 +7,7 @@
 pub use super::instance::{prepare_rootfs, release_instance, resolve_user};
 pub use crate::sys::mount::{mount, remove_unmounted, unmount};
 
+mod downward;
 mod namespaces;
 pub use crate::network::host_ip;
 use namespaces::create_namespaces;
@@ -88,7 +89,13 @@ impl Sandbox {
 
 /// Sets up (or re-adopts, when the agent restarts) everything the pod's containers share.
 /// Idempotent: what already exists is kept, the network attachment included.
-pub fn setup(pod: &StaticPod, pod_dir: &Path, net: &NetworkConfig) -> Result<Sandbox, SetupError> {
+pub fn setup(
+    pod: &StaticPod,
+    pod_dir: &Path,
+    net: &NetworkConfig,
+    node: &crate::runtime::bundle::Allocatable,
+    exe: &Path,
+) -> Result<Sandbox, SetupError> {
     let spec = &pod.pod.spec;
     let hostname = if spec.host_network {
         crate::config::default_node_name()
@@ -124,7 +131,14 @@ pub fn setup(pod: &StaticPod, pod_dir: &Path, net: &NetworkConfig) -> Result<San
             net: own_net.then(|| ns_dir.join("net")),
             uts: own_net.then(|| ns_dir.join("uts")),
             ipc: own_ipc.then(|| ns_dir.join("ipc")),
+            pid: None,
         };
+    }
+    if spec.share_process_namespace == Some(true) {
+        sb.namespaces.pid = Some(
+            crate::runtime::pidns::ensure(exe, &ns_dir)
+                .map_err(io_err("making the shared PID namespace in", &ns_dir))?,
+        );
     }
     if own_ipc {
         let shm = pod_dir.join("shm");
@@ -143,6 +157,17 @@ pub fn setup(pod: &StaticPod, pod_dir: &Path, net: &NetworkConfig) -> Result<San
     }
     for v in &spec.volumes {
         let path = volume(pod, pod_dir, v)?;
+        if let Some(files) = crate::manifest::downward::DownwardVolume::of(v, &v.name) {
+            let fs_group = spec
+                .security_context
+                .as_ref()
+                .and_then(|s| s.fs_group)
+                .and_then(|g| u32::try_from(g).ok());
+            files
+                .map_err(io::Error::other)
+                .and_then(|files| downward::write(pod, &path, &files, fs_group, node))
+                .map_err(io_err("writing the downwardAPI files of", &path))?;
+        }
         sb.volumes.insert(v.name.clone(), path);
     }
     // Last, so that a bad volume never takes an address.
@@ -280,6 +305,7 @@ fn volume(
 }
 
 fn teardown_namespaces(pod_dir: &Path) {
+    crate::runtime::pidns::release(&pod_dir.join("ns"));
     for kind in ["net", "uts", "ipc"] {
         let p = pod_dir.join("ns").join(kind);
         unmount(&p);

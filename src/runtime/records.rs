@@ -143,3 +143,89 @@ impl PodRecord {
         })
     }
 }
+
+/// A rollout as `<rootDir>/rollouts.json` keeps it (see `desired::Rollout`).
+#[derive(Debug, Serialize, Deserialize)]
+struct RolloutRecord {
+    /// `dir` or `url`, and the source's path or URL.
+    source_kind: String,
+    source: String,
+    origin: PathBuf,
+    previous: PodRecord,
+    candidate: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    trial_secs: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rolled_back: Option<String>,
+}
+
+/// Writes every rollout atomically (an empty list removes the file).
+pub fn save_rollouts(path: &Path, rollouts: &[crate::desired::Rollout]) -> Result<(), RecordError> {
+    use crate::source::SourceKey;
+    if rollouts.is_empty() {
+        let _ = fs::remove_file(path);
+        return Ok(());
+    }
+    let records: Vec<RolloutRecord> = rollouts
+        .iter()
+        .map(|r| {
+            let (source_kind, source) = match &r.key {
+                SourceKey::Dir(d) => ("dir", d.display().to_string()),
+                SourceKey::Url(u) => ("url", u.clone()),
+            };
+            RolloutRecord {
+                source_kind: source_kind.into(),
+                source,
+                origin: r.origin.clone(),
+                previous: PodRecord::of(&r.previous),
+                candidate: r.candidate.clone(),
+                trial_secs: r.after.map(|d| d.as_secs()),
+                rolled_back: r.held.as_ref().map(|h| h.reason.clone()),
+            }
+        })
+        .collect();
+    write_json(path, &records, true)
+}
+
+/// The rollouts kept by the last agent; an unreadable file is none (logged).
+pub fn load_rollouts(path: &Path) -> Vec<crate::desired::Rollout> {
+    use crate::desired::{Held, Rollout};
+    use crate::source::SourceKey;
+    if !path.exists() {
+        return Vec::new();
+    }
+    let Some(records) = read_json::<Vec<RolloutRecord>>(path) else {
+        log::warn!(
+            "{}: unreadable; rollouts in progress are forgotten",
+            path.display()
+        );
+        return Vec::new();
+    };
+    records
+        .into_iter()
+        .filter_map(|r| {
+            let key = match r.source_kind.as_str() {
+                "dir" => SourceKey::Dir(r.source.into()),
+                "url" => SourceKey::Url(r.source),
+                _ => return None,
+            };
+            let pod = serde_json::from_value(r.previous.pod.clone()).ok()?;
+            let previous = StaticPod {
+                pod,
+                raw: r.previous.pod,
+                source: r.previous.source,
+            };
+            Some(Rollout {
+                key,
+                origin: r.origin,
+                previous,
+                held: r.rolled_back.map(|reason| Held {
+                    uid: r.candidate.clone(),
+                    reason,
+                }),
+                candidate: r.candidate,
+                after: r.trial_secs.map(std::time::Duration::from_secs),
+            })
+        })
+        .collect()
+}

@@ -53,6 +53,8 @@ fn shared(state: Value, log: bool) -> Shared {
     };
     let status = Status {
         phase: Phase::Pending,
+        reason: None,
+        message: None,
         conditions: Vec::new(),
         host_ip: String::new(),
         pod_ip: String::new(),

@@ -32,6 +32,8 @@ pub struct Shared {
     pub problems: Vec<Problem>,
     pub start_latency: Histogram,
     pub log_paths: Vec<LogPaths>,
+    /// Candidates rolled back since the agent started (the health-gated rollback).
+    pub rollbacks: u64,
 }
 
 /// A fixed-size latency histogram (seconds), so memory stays flat however long it runs.
@@ -224,6 +226,8 @@ pub fn metrics(s: &Shared) -> String {
         "staticlet_manifest_signature_refusals_total {}\n",
         crate::source::trust::refused_total()
     ));
+    out.push_str("# HELP staticlet_rollbacks_total Changed manifests rolled back to their last good version (failed their trial).\n# TYPE staticlet_rollbacks_total counter\n");
+    out.push_str(&format!("staticlet_rollbacks_total {}\n", s.rollbacks));
     out.push_str("# HELP staticlet_container_start_seconds Time from the start decision to a running container.\n# TYPE staticlet_container_start_seconds histogram\n");
     let h = &s.start_latency;
     for (i, b) in BUCKETS.iter().enumerate() {

@@ -65,6 +65,11 @@ impl Phase {
 #[serde(rename_all = "camelCase")]
 pub struct Status {
     pub phase: Phase,
+    /// Why the pod is in its phase, when the kubelet says (`DeadlineExceeded`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
     pub conditions: Vec<Condition>,
     #[serde(rename = "hostIP")]
     pub host_ip: String,
@@ -178,6 +183,8 @@ mod tests {
             deletion_timestamp: Some("t2".into()),
             status: Status {
                 phase: Phase::Running,
+                reason: None,
+                message: None,
                 conditions: vec![Condition {
                     kind: "Ready".into(),
                     status: "False",

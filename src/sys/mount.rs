@@ -100,3 +100,98 @@ pub fn remove_unmounted(dir: &Path) -> io::Result<()> {
         }
     }
 }
+
+/// How the mount holding a path propagates, from `/proc/self/mountinfo`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountPropagation {
+    pub mount_point: PathBuf,
+    /// In a peer group (`shared:N`): mounts below it propagate to its peers.
+    pub shared: bool,
+    /// Receives from a master (`master:N`).
+    pub slave: bool,
+}
+
+/// The propagation of the mount that holds `path` (the deepest mount point above it; the
+/// last of those stacked there).
+pub fn propagation_of(path: &Path) -> io::Result<MountPropagation> {
+    let path = fs::canonicalize(path)?;
+    let info = fs::read_to_string("/proc/self/mountinfo")?;
+    propagation_in(&info, &path)
+        .ok_or_else(|| io::Error::other(format!("no mount holds {}", path.display())))
+}
+
+fn propagation_in(mountinfo: &str, path: &Path) -> Option<MountPropagation> {
+    let mut best: Option<MountPropagation> = None;
+    for line in mountinfo.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let Some(point) = fields.get(4) else { continue };
+        // mountinfo escapes space, tab, newline and backslash as octal.
+        let point = PathBuf::from(unescape(point));
+        if !path.starts_with(&point) {
+            continue;
+        }
+        if best
+            .as_ref()
+            .is_some_and(|b| b.mount_point.as_os_str().len() > point.as_os_str().len())
+        {
+            continue;
+        }
+        let optional = fields.iter().skip(6).take_while(|f| **f != "-");
+        let (mut shared, mut slave) = (false, false);
+        for f in optional {
+            shared |= f.starts_with("shared:");
+            slave |= f.starts_with("master:");
+        }
+        best = Some(MountPropagation {
+            mount_point: point,
+            shared,
+            slave,
+        });
+    }
+    best
+}
+
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match (b[i], octal) {
+            (b'\\', Some(d)) => {
+                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod propagation_tests {
+    use super::*;
+
+    #[test]
+    fn the_deepest_last_mount_decides() {
+        let info = "\
+22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/vda rw
+30 22 0:5 / /data rw - tmpfs tmpfs rw
+31 30 0:6 / /data/in\\040side rw master:7 - tmpfs tmpfs rw
+32 30 0:7 / /data/in\\040side rw shared:9 master:7 - tmpfs tmpfs rw
+";
+        let at = |p: &str| propagation_in(info, Path::new(p)).unwrap();
+        assert_eq!((at("/etc").shared, at("/etc").slave), (true, false));
+        let d = at("/data/x");
+        assert_eq!(d.mount_point, Path::new("/data"));
+        assert!(!d.shared && !d.slave, "private");
+        let i = at("/data/in side/y");
+        assert_eq!(i.mount_point, Path::new("/data/in side"));
+        assert!(i.shared && i.slave, "the last stacked mount");
+    }
+}

@@ -31,6 +31,7 @@ impl Core {
             let uid = pod.uid().to_string();
             let start_time = pod.seen().unwrap_or_default().to_string();
             let mut st = PodState::new(pod.clone(), start_time);
+            st.set_active_deadline(now.tick, now.wall);
             match self.source_of(&pod) {
                 Some((key, origin)) => self.desired.seed(key, origin, pod.clone()),
                 None => {
@@ -90,6 +91,28 @@ impl Core {
                 }
             }
             self.pods.insert(uid, st);
+        }
+        // Trials go on; rollbacks hold their candidate off (after the pods were seeded).
+        self.saved_rollouts = inventory.rollouts.clone();
+        for r in inventory.rollouts {
+            self.desired.restore(r);
+        }
+        // A version replaced by another one found here (its removal was cut short by the
+        // restart) goes on being removed; it never starts again meanwhile.
+        let seeded = self.desired.desired();
+        for p in self.pods.values_mut() {
+            if seeded
+                .pods
+                .get(&p.pod.full_name())
+                .is_some_and(|d| d.uid() != p.uid())
+                && !p.terminating
+            {
+                log::info!(
+                    "{}: replaced before the restart; stopping it",
+                    p.pod.full_name()
+                );
+                p.terminating = true;
+            }
         }
         let running: HashSet<String> = self
             .pods

@@ -86,6 +86,37 @@ pub fn apply(core: &mut Core, input: Input, now: Now, out: &mut Output) {
                 probed(p, index, kind, &result, now, out);
             }
         }
+        Input::PostStarted {
+            uid,
+            index,
+            attempt,
+            result,
+        } => {
+            let Some(p) = core.pods.get_mut(&uid) else {
+                return;
+            };
+            if !p.on_post_started(index, attempt, result.success, &result.message) {
+                return;
+            }
+            let name = p.container_name(index);
+            if result.success {
+                log::info!("{name}: postStart hook done");
+            } else {
+                log::warn!(
+                    "{name}: postStart hook failed: {}; killing it",
+                    result.message
+                );
+                // The kubelet keeps the hook's output out of the Event (it may hold secrets).
+                out.commands.push(event(
+                    p,
+                    Some(index),
+                    Warning,
+                    "FailedPostStartHook",
+                    "PostStartHook failed".into(),
+                    now,
+                ));
+            }
+        }
         Input::TornDown { uid, result } => {
             if let Some(p) = core.pods.remove(&uid) {
                 match result {

@@ -14,11 +14,13 @@
 mod adopt;
 pub(crate) mod inputs;
 mod publish;
+mod rollout;
 mod start;
 mod step;
 mod sync;
 
 pub use adopt::Adoption;
+pub use step::DEADLINE_MESSAGE;
 
 use super::event::{Event, EventKind, PodRef};
 use crate::config::Config;
@@ -60,6 +62,8 @@ pub struct CoreConfig {
     pub static_pod_url: Option<String>,
     /// How long a launch may take before it is abandoned.
     pub runtime_request_timeout: Duration,
+    /// The health-gated rollback's default trial (`rollbackAfter`).
+    pub rollback_after: Option<Duration>,
 }
 
 impl CoreConfig {
@@ -69,6 +73,7 @@ impl CoreConfig {
             static_pod_path: c.static_pod_path.clone(),
             static_pod_url: c.static_pod_url.clone(),
             runtime_request_timeout: c.runtime_request_timeout,
+            rollback_after: c.rollback_after,
         }
     }
 
@@ -125,6 +130,13 @@ pub enum Input {
         kind: ProbeKind,
         result: HandlerResult,
     },
+    /// A container's `postStart` hook ended.
+    PostStarted {
+        uid: String,
+        index: usize,
+        attempt: u32,
+        result: HandlerResult,
+    },
     TornDown {
         uid: String,
         result: Result<(), TeardownError>,
@@ -153,8 +165,16 @@ pub enum Command {
         kind: ProbeKind,
         spec: HandlerSpec,
     },
+    PostStart {
+        uid: String,
+        index: usize,
+        attempt: u32,
+        spec: HandlerSpec,
+    },
     /// Free what an ended instance used.
     Release(ExitRecord),
+    /// Keep the rollouts (trials, versions rolled back) for the next agent.
+    SaveRollouts(Vec<crate::desired::Rollout>),
     Teardown(Arc<StaticPod>),
     SaveContainer {
         uid: String,
@@ -191,16 +211,25 @@ pub struct Core {
     desired: DesiredSet,
     problems: Vec<Problem>,
     start_latency: Histogram,
+    /// Something the status shows may have changed since the board was last built.
+    visible: bool,
+    /// Candidates rolled back since the agent started.
+    rollbacks: u64,
+    /// The rollouts as last saved.
+    saved_rollouts: Vec<crate::desired::Rollout>,
 }
 
 impl Core {
     pub fn new(config: CoreConfig) -> Core {
         Core {
-            desired: DesiredSet::new(config.sources()),
+            desired: DesiredSet::new(config.sources()).with_rollback(config.rollback_after),
             config,
             pods: BTreeMap::new(),
             problems: Vec::new(),
             start_latency: Histogram::default(),
+            visible: true,
+            rollbacks: 0,
+            saved_rollouts: Vec::new(),
         }
     }
 
@@ -214,12 +243,54 @@ impl Core {
 
     /// Applies `input` without planning (the shell applies a batch, then plans once).
     pub fn apply(&mut self, input: Input, now: Now, out: &mut Output) {
+        // A probe answer that changes nothing and a timer are the idle agent's only inputs
+        // (20 probes every 10 s): they need no new board unless the status changed.
+        let quiet = matches!(input, Input::Probed { .. } | Input::Timer);
+        let before = quiet.then(|| self.fingerprint());
         inputs::apply(self, input, now, out);
+        self.visible |= before.is_none_or(|b| b != self.fingerprint());
     }
 
     /// Plans every pod and turns the actions into commands.
     pub fn plan(&mut self, now: Now, out: &mut Output) {
+        let before = self.fingerprint();
+        self.judge_trials(now, out);
         step::step(self, now, out);
+        self.visible |= before != self.fingerprint();
+    }
+
+    /// Whether the board needs building again (something visible may have changed since the
+    /// last call).
+    pub fn take_visible(&mut self) -> bool {
+        std::mem::take(&mut self.visible)
+    }
+
+    /// What of every container the status shows, in brief: a change here is a new board.
+    fn fingerprint(&self) -> Vec<(bool, bool, bool, u32, u8, bool)> {
+        self.pods
+            .values()
+            .flat_map(|p| {
+                p.containers.iter().map(move |c| {
+                    let phase = match c.phase {
+                        crate::reconcile::Phase::Idle => 0,
+                        crate::reconcile::Phase::Creating { .. } => 1,
+                        crate::reconcile::Phase::Launching { .. } => 2,
+                        crate::reconcile::Phase::Abandoning { .. } => 3,
+                        crate::reconcile::Phase::Running(_) => 4,
+                        crate::reconcile::Phase::Stopping(_) => 5,
+                        crate::reconcile::Phase::Ended { .. } => 6,
+                    };
+                    (
+                        c.ready,
+                        c.started,
+                        c.stop_reason.is_some(),
+                        c.restart_count,
+                        phase,
+                        p.terminating || p.deadline_exceeded,
+                    )
+                })
+            })
+            .collect()
     }
 
     pub fn node_name(&self) -> &str {

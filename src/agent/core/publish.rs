@@ -27,13 +27,21 @@ impl Core {
                     .iter()
                     .find(|pr| pr.pod.as_deref() == Some(&p.pod.full_name()))
                     .map(|pr| pr.message.as_str());
-                crate::reconcile::status::pod_status(p, now.tick, &wall, problem)
+                let rolled_back = self.rolled_back_message(p.uid());
+                crate::reconcile::status::pod_status_with(
+                    p,
+                    now.tick,
+                    &wall,
+                    problem,
+                    rolled_back.as_deref(),
+                )
             })
             .collect();
         Shared {
             pods: items,
             problems: self.problems.clone(),
             start_latency: self.start_latency.clone(),
+            rollbacks: self.rollbacks,
             log_paths: self.log_paths(log_file),
         }
     }

@@ -9,6 +9,9 @@ use crate::runtime::{HandlerSpec, InstanceSpec, StopSpec};
 use std::collections::HashSet;
 use std::time::Duration;
 
+/// The kubelet's message for a pod past its `activeDeadlineSeconds`.
+pub const DEADLINE_MESSAGE: &str = "Pod was active on the node longer than the specified deadline";
+
 pub fn step(core: &mut Core, now: Now, out: &mut Output) {
     // Names whose previous version still has containers running.
     let stopping_names: HashSet<String> = core
@@ -155,7 +158,55 @@ fn execute(p: &mut PodState, action: Action, timeout: Duration, now: Now, out: &
                 spec,
             });
         }
+        Action::PostStart { index } => {
+            let (Some(running), Some(sandbox)) = (
+                p.containers[index].running().cloned(),
+                p.sandbox.paths().cloned(),
+            ) else {
+                return;
+            };
+            let Some(handler) = p
+                .spec_of(index)
+                .lifecycle
+                .as_ref()
+                .and_then(|l| l.post_start.clone())
+            else {
+                return;
+            };
+            let attempt = running.attempt;
+            let spec = HandlerSpec {
+                pod: p.pod.clone(),
+                sandbox,
+                index,
+                running,
+                handler,
+                timeout,
+            };
+            p.on_post_start(index);
+            out.commands.push(Command::PostStart {
+                uid: p.uid().to_string(),
+                index,
+                attempt,
+                spec,
+            });
+        }
         Action::ExitLost { index } => super::inputs::exit_lost(p, index, now, out),
+        Action::DeadlineExceeded => {
+            p.deadline_exceeded = true;
+            log::info!(
+                "{}: active longer than its activeDeadlineSeconds ({}s); stopping it for good",
+                p.pod.full_name(),
+                p.pod.pod.spec.active_deadline_seconds.unwrap_or_default()
+            );
+            out.commands.push(event(
+                p,
+                None,
+                Normal,
+                "DeadlineExceeded",
+                DEADLINE_MESSAGE.into(),
+                now,
+            ));
+        }
         Action::Teardown => {
             p.sandbox = SandboxState::TearingDown;
             out.commands.push(Command::Teardown(p.pod.clone()));

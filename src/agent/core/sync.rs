@@ -59,10 +59,9 @@ impl Core {
         for pod in desired.pods.values() {
             if !self.pods.contains_key(pod.uid()) {
                 log::info!("{}: new pod from {}", pod.full_name(), pod.source);
-                self.pods.insert(
-                    pod.uid().to_string(),
-                    PodState::new(pod.clone(), now.wall_text()),
-                );
+                let mut st = PodState::new(pod.clone(), now.wall_text());
+                st.set_active_deadline(now.tick, now.wall);
+                self.pods.insert(pod.uid().to_string(), st);
             }
         }
     }

@@ -170,6 +170,8 @@ pub(super) fn validate_container(
             }
         }
     }
+    // A native sidecar: an init container that keeps running beside the app containers.
+    let sidecar = init && c.restart_policy.as_deref() == Some("Always");
     let probes = [
         ("livenessProbe", &c.liveness_probe, false),
         ("readinessProbe", &c.readiness_probe, true),
@@ -178,11 +180,20 @@ pub(super) fn validate_container(
     for (name, probe, may_succeed_more) in probes {
         if let Some(p) = probe {
             let pp = format!("{path}.{name}");
-            if init {
-                e.add(pp.clone(), "Forbidden: init containers may not have probes");
+            if init && !sidecar {
+                e.add(
+                    pp.clone(),
+                    "Forbidden: may not be set for init containers without restartPolicy=Always",
+                );
             }
             validate_probe(p, &pp, may_succeed_more, &port_names, e);
         }
+    }
+    if c.lifecycle.is_some() && init && !sidecar {
+        e.add(
+            format!("{path}.lifecycle"),
+            "Forbidden: may not be set for init containers without restartPolicy=Always",
+        );
     }
     if let Some(lc) = &c.lifecycle {
         for (name, h) in [("preStop", &lc.pre_stop), ("postStart", &lc.post_start)] {

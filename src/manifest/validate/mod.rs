@@ -5,6 +5,7 @@
 //! build a filesystem path.
 
 mod container;
+mod downward;
 mod env;
 mod names;
 mod network;
@@ -109,6 +110,18 @@ fn validate_metadata(pod: &Pod, node: &str, e: &mut Errors) {
 }
 
 fn validate_spec(pod: &Pod, e: &mut Errors) {
+    let rollback = crate::desired::ROLLBACK_AFTER;
+    if let Some(v) = pod.metadata.annotations.get(rollback) {
+        let v = v.trim();
+        if !matches!(v, "0" | "off")
+            && crate::sys::timefmt::parse_duration(v).is_none_or(|d| d.is_zero())
+        {
+            e.add(
+                format!("metadata.annotations[{rollback}]"),
+                format!("Invalid value: {v:?}: a duration such as 120s or 5m (0 or off: no rollback for this pod)"),
+            );
+        }
+    }
     let s = &pod.spec;
     if s.containers.is_empty() {
         e.add(
@@ -249,7 +262,7 @@ fn validate_volumes<'a>(pod: &'a Pod, e: &mut Errors) -> BTreeSet<&'a str> {
             }
         }
         for key in v.other.keys() {
-            if not_yet::validate_volume(v, &path, key, e) {
+            if not_yet::validate_volume(pod, v, &path, key, e) {
                 continue;
             }
             let field = format!("{path}.{key}");

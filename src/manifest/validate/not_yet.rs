@@ -11,23 +11,19 @@ use crate::manifest::pod::{Container, Pod, Volume};
 
 pub(super) fn validate_spec(pod: &Pod, e: &mut Errors) {
     let s = &pod.spec;
-    if let Some(d) = s.active_deadline_seconds {
-        not_yet(
-            e,
+    if let Some(d) = s
+        .active_deadline_seconds
+        .filter(|d| !(1..=i32::MAX as i64).contains(d))
+    {
+        e.add(
             "spec.activeDeadlineSeconds",
-            &d.to_string(),
-            "activeDeadlineSeconds",
+            format!("Invalid value: {d}: must be between 1 and 2147483647, inclusive"),
         );
     }
-    if s.host_pid {
-        not_yet(e, "spec.hostPID", "true", "hostPID");
-    }
-    if s.share_process_namespace == Some(true) {
-        not_yet(
-            e,
-            "spec.shareProcessNamespace",
-            "true",
-            "shareProcessNamespace",
+    if s.host_pid && s.share_process_namespace == Some(true) {
+        e.add(
+            "spec.securityContext.shareProcessNamespace",
+            "Invalid value: true: ShareProcessNamespace and HostPID cannot both be enabled",
         );
     }
     if s.host_users == Some(false) {
@@ -94,12 +90,7 @@ pub(super) fn validate_container(c: &Container, path: &str, init: bool, e: &mut 
     }
     match (c.restart_policy.as_deref(), init) {
         (None, _) => {}
-        (Some("Always"), true) => not_yet(
-            e,
-            &format!("{path}.restartPolicy"),
-            "\"Always\"",
-            "restartPolicy in init containers (native sidecars)",
-        ),
+        (Some("Always"), true) => {}
         (Some(p), true) => e.add(format!("{path}.restartPolicy"), unsupported(p, &["Always"])),
         (Some(_), false) => e.add(
             format!("{path}.restartPolicy"),
@@ -126,16 +117,6 @@ pub(super) fn validate_container(c: &Container, path: &str, init: bool, e: &mut 
             "Forbidden: static pods may not reference persistentvolumeclaims (volumeDevices need a block-mode claim)",
         );
     }
-    if let Some(lc) = &c.lifecycle {
-        if lc.post_start.is_some() {
-            not_yet(
-                e,
-                &format!("{path}.lifecycle.postStart"),
-                "{...}",
-                "postStart",
-            );
-        }
-    }
     for (name, p) in [
         ("livenessProbe", &c.liveness_probe),
         ("readinessProbe", &c.readiness_probe),
@@ -160,13 +141,17 @@ pub(super) fn validate_container(c: &Container, path: &str, init: bool, e: &mut 
                 "subPathExpr",
             );
         }
+        let privileged = c
+            .security_context
+            .as_ref()
+            .and_then(|s| s.privileged)
+            .unwrap_or(false);
         match m.mount_propagation.as_deref() {
-            None | Some("None") => {}
-            Some(p @ ("HostToContainer" | "Bidirectional")) => not_yet(
-                e,
-                &format!("{mp}.mountPropagation"),
-                &format!("{p:?}"),
-                "mountPropagation other than None",
+            None | Some("None" | "HostToContainer") => {}
+            Some("Bidirectional") if privileged => {}
+            Some("Bidirectional") => e.add(
+                format!("{mp}.mountPropagation"),
+                "Forbidden: Bidirectional mount propagation is available only to privileged containers",
             ),
             Some(p) => e.add(
                 format!("{mp}.mountPropagation"),
@@ -189,17 +174,19 @@ pub(super) fn validate_container(c: &Container, path: &str, init: bool, e: &mut 
     }
 }
 
-/// The volume sources staticlet refuses for now (`downwardAPI`, projected `downwardAPI`, a
-/// disk `emptyDir.sizeLimit`); `true` when the source was handled here.
-pub(super) fn validate_volume(v: &Volume, path: &str, key: &str, e: &mut Errors) -> bool {
+/// The volume sources beside hostPath and emptyDir: `downwardAPI`, and projected volumes of
+/// `downwardAPI` sources (what static pods may not reference is refused by name); `true`
+/// when the source was handled here.
+pub(super) fn validate_volume(
+    pod: &Pod,
+    v: &Volume,
+    path: &str,
+    key: &str,
+    e: &mut Errors,
+) -> bool {
     match key {
         "downwardAPI" => {
-            not_yet(
-                e,
-                &format!("{path}.downwardAPI"),
-                "{...}",
-                "a downwardAPI volume",
-            );
+            super::downward::validate(pod, v, path, e);
             true
         }
         "projected" => {
@@ -214,7 +201,7 @@ pub(super) fn validate_volume(v: &Volume, path: &str, key: &str, e: &mut Errors)
                 let Some(obj) = src.as_object() else { continue };
                 for k in obj.keys() {
                     match k.as_str() {
-                        "downwardAPI" => not_yet(e, &format!("{sp}.downwardAPI"), "{...}", "a projected downwardAPI source"),
+                        "downwardAPI" => {}
                         // Named at the volume, as the API server's NodeRestriction does.
                         "secret" => e.add(format!("{path}.projected"), "Forbidden: static pods may not reference secrets"),
                         "configMap" => e.add(format!("{path}.projected"), "Forbidden: static pods may not reference configmaps"),
@@ -230,23 +217,24 @@ pub(super) fn validate_volume(v: &Volume, path: &str, key: &str, e: &mut Errors)
             {
                 e.add(format!("{path}.projected.sources"), "Required value");
             }
+            super::downward::validate(pod, v, path, e);
             true
         }
         _ => false,
     }
 }
 
-/// A size limit on a disk emptyDir (the kubelet evicts the pod past it); a Memory emptyDir's
+/// A size limit on a disk emptyDir: the kubelet enforces it by eviction, and its eviction
+/// manager never evicts a static pod (`IsCriticalPod` is true for every static pod), so on a
+/// kubelet the limit silently does nothing. Refused instead, saying so; a Memory emptyDir's
 /// limit is the tmpfs size and is honoured. Called for a limit that is a valid quantity.
 pub(super) fn validate_empty_dir_size(v: &Volume, path: &str, e: &mut Errors) {
     let Some(ed) = &v.empty_dir else { return };
     if ed.medium.as_deref().unwrap_or("").is_empty() {
         if let Some(q) = &ed.size_limit {
-            not_yet(
-                e,
-                &format!("{path}.emptyDir.sizeLimit"),
-                &format!("{:?}", q.as_text()),
-                "sizeLimit on a disk emptyDir (use medium: Memory, whose size is limited)",
+            e.add(
+                format!("{path}.emptyDir.sizeLimit"),
+                format!("Unsupported value: {:?}: a disk emptyDir's sizeLimit is enforced by evicting the pod, and the kubelet never evicts a static pod (it is critical), so it would not be enforced; use medium: Memory (a tmpfs of that size) or remove sizeLimit", q.as_text()),
             );
         }
     }

@@ -29,6 +29,24 @@ impl Allocatable {
         if !wanted {
             return Allocatable::default();
         }
+        Allocatable::of_node(config)
+    }
+
+    /// As [`Allocatable::for_container`], for the `resourceFieldRef`s of the pod's
+    /// downwardAPI volumes.
+    pub fn for_volumes(pod: &StaticPod, config: &Config) -> Allocatable {
+        let wanted = pod.pod.spec.volumes.iter().any(|v| {
+            crate::manifest::downward::DownwardVolume::of(v, "")
+                .and_then(Result::ok)
+                .is_some_and(|d| d.files.iter().any(|(_, f)| f.resource_field_ref.is_some()))
+        });
+        if !wanted {
+            return Allocatable::default();
+        }
+        Allocatable::of_node(config)
+    }
+
+    fn of_node(config: &Config) -> Allocatable {
         let reserved = |res: &str, milli: bool| {
             config
                 .system_reserved

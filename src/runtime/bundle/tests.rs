@@ -19,6 +19,7 @@ fn input<'a>(pod: &'a StaticPod, image: &'a ImageDefaults) -> BundleInput<'a> {
             net: Some("/p/ns/net".into()),
             ipc: Some("/p/ns/ipc".into()),
             uts: Some("/p/ns/uts".into()),
+            pid: None,
         },
         etc_files: vec![("/etc/hosts".into(), "/p/etc/hosts".into())],
         shm: Some("/p/shm".into()),
@@ -255,6 +256,7 @@ fn host_network_uses_host_namespaces() {
         net: None,
         uts: None,
         ipc: Some("/p/ns/ipc".into()),
+        pid: None,
     };
     let v = json_of(&generate(&i).unwrap());
     let ns = v["linux"]["namespaces"].as_array().unwrap();

@@ -127,6 +127,7 @@ fn prepare(
         image_user.as_deref().unwrap_or(""),
         &crate::runtime::security::Settings::from_config(&ctx.config),
     )?;
+    check_propagation(c, sb)?;
     let sub_paths = crate::runtime::subpath::bind_sub_paths(c, &sb.volumes, &instance)?;
     let defaults = image_defaults(&image);
     let cgroup = ctx.layout.container_cgroup(pod.uid(), &c.name, attempt);
@@ -175,6 +176,39 @@ fn prepare(
     };
     write_json(&instance.join("monitor.json"), &spec, false)?;
     Ok(instance)
+}
+
+/// A volume mount that propagates needs a source that can: `Bidirectional` a shared mount,
+/// `HostToContainer` a shared or slave one, as containerd checks (with its messages);
+/// otherwise nothing would propagate and the pod would run without what its YAML says.
+fn check_propagation(c: &Container, sb: &Sandbox) -> Result<(), StartError> {
+    use crate::runtime::bundle::{propagation, Propagation};
+    for m in &c.volume_mounts {
+        let wanted = propagation(m.mount_propagation.as_deref());
+        let Some(source) = sb.volumes.get(&m.name) else {
+            continue;
+        };
+        if wanted == Propagation::Private {
+            continue;
+        }
+        let p = crate::sys::mount::propagation_of(source)
+            .map_err(io("reading the mount propagation of", source))?;
+        let (ok, kind) = match wanted {
+            Propagation::Shared => (p.shared, "shared"),
+            _ => (p.shared || p.slave, "shared or slave"),
+        };
+        if !ok {
+            return Err(StartError::Bundle(format!(
+                "volumeMount {:?}: path {:?} is mounted on {:?} but it is not a {kind} mount                  (mountPropagation: {}); make it one on the host (mount --make-rshared {})",
+                m.name,
+                source.display().to_string(),
+                p.mount_point.display().to_string(),
+                m.mount_propagation.as_deref().unwrap_or_default(),
+                p.mount_point.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Keeps the logs of this attempt and the one before (for `logs --previous`), as the

@@ -74,7 +74,14 @@ pub async fn inventory(ctx: &Context) -> (Inventory, Leftovers) {
             .collect::<Vec<_>>()),
         Err(e) => Err(StrayListError(e.to_string())),
     };
-    (Inventory { pods, strays }, leftovers)
+    (
+        Inventory {
+            pods,
+            strays,
+            rollouts: Vec::new(),
+        },
+        leftovers,
+    )
 }
 
 /// One container's record and latest instance; older instances go to the leftovers.

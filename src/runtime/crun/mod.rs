@@ -155,8 +155,17 @@ impl Runtime for CrunRuntime {
         write_json(&dir.join("status.json"), record, false)
     }
 
+    fn save_rollouts(&self, rollouts: &[crate::desired::Rollout]) -> Result<(), RecordError> {
+        crate::runtime::records::save_rollouts(
+            &self.ctx.layout.root.join("rollouts.json"),
+            rollouts,
+        )
+    }
+
     async fn inventory(&self) -> Inventory {
-        let (inventory, leftovers) = inventory::inventory(&self.ctx).await;
+        let (mut inventory, leftovers) = inventory::inventory(&self.ctx).await;
+        inventory.rollouts =
+            crate::runtime::records::load_rollouts(&self.ctx.layout.root.join("rollouts.json"));
         *self.leftovers.borrow_mut() = leftovers;
         inventory
     }

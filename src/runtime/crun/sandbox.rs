@@ -33,13 +33,15 @@ pub async fn setup(ctx: &Arc<Context>, pod: &Arc<StaticPod>) -> Result<Sandbox, 
     let dir = ctx.layout.pod(pod.uid());
     let pod = pod.clone();
     let network = ctx.config.network.clone();
+    let exe = ctx.exe.clone();
+    let node = crate::runtime::bundle::Allocatable::for_volumes(&pod, &ctx.config);
     crate::sys::blocking::run(move || -> Result<Sandbox, SandboxError> {
         std::fs::create_dir_all(&dir).map_err(|source| SandboxError::Dir {
             path: dir.clone(),
             source,
         })?;
         PodRecord::of(&pod).save(&dir)?;
-        Ok(podsetup::setup(&pod, &dir, &network)?)
+        Ok(podsetup::setup(&pod, &dir, &network, &node, &exe)?)
     })
     .await?
 }
@@ -50,6 +52,11 @@ pub fn check(sb: &Sandbox, pod_dir: &Path) -> Result<(), LostPart> {
     for ns in namespaces.into_iter().flatten() {
         if !matches!(fs_type(ns), Some(NSFS_MAGIC | PROC_SUPER_MAGIC)) {
             return Err(LostPart::Namespace(ns.clone()));
+        }
+    }
+    if let Some(pid) = &sb.namespaces.pid {
+        if !crate::runtime::pidns::alive(pid.parent().unwrap_or(pod_dir)) {
+            return Err(LostPart::Namespace(pid.clone()));
         }
     }
     if let Some(shm) = &sb.shm {

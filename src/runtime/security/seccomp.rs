@@ -148,7 +148,9 @@ pub fn runtime_default(bounding: &[String]) -> Result<LinuxSeccomp, String> {
                 .chain(m.sub_architectures.clone())
                 .collect()
         })
-        .unwrap_or_default();
+        // The profile maps no entry to some architectures (32-bit ARM is only a
+        // sub-architecture of AARCH64 there): the native one alone, as on armv7 gateways.
+        .unwrap_or_else(|| vec![native.clone()]);
     let has = |cap: &String| bounding.contains(cap);
     let syscalls: Vec<Value> = profile
         .syscalls

@@ -82,6 +82,7 @@ fn a_restarted_agent_adopts_what_runs_and_restarts_only_what_ended() {
         Inventory {
             pods: vec![a, b, c, d],
             strays: Ok(Vec::new()),
+            rollouts: Vec::new(),
         },
     );
     let SweepScope::Keep {
@@ -142,6 +143,7 @@ fn an_invalid_manifest_at_start_up_keeps_the_adopted_pod() {
         Inventory {
             pods: vec![a],
             strays: Ok(Vec::new()),
+            rollouts: Vec::new(),
         },
     );
     sim.write("a.yaml", "kind: Pod\n");
@@ -151,4 +153,37 @@ fn an_invalid_manifest_at_start_up_keeps_the_adopted_pod() {
         sim.core.problems()[0].pod.as_deref(),
         Some(format!("default/a-{NODE}").as_str())
     );
+}
+
+/// An agent restart does not extend `activeDeadlineSeconds`: the deadline counts from the
+/// pod's start time, which the pod keeps (its `seen` stamp).
+#[test]
+fn a_restart_does_not_extend_an_active_deadline() {
+    let mut sim = Sim::new();
+    let source = Source::File(format!("{DIR}/job.yaml").into());
+    let body =
+        yaml("job", "sleep, '1000'", "").replace("spec:\n", "spec:\n  activeDeadlineSeconds: 60\n");
+    let mut pod = manifest::load(body.as_bytes(), &source, NODE).unwrap();
+    // Seen 50 s before this agent's clock starts (sim.now() at tick 0).
+    let seen = sim.now().wall - Duration::from_secs(50);
+    pod.set_seen(&crate::sys::timefmt::rfc3339(seen));
+    let mut fp = FoundPod {
+        pod,
+        containers: vec![FoundContainer {
+            name: "main".into(),
+            record: None,
+            latest: None,
+        }],
+    };
+    fp.containers[0].latest = Some(FoundInstance::Running(running(&fp, 0)));
+    restart(
+        &mut sim,
+        Inventory {
+            pods: vec![fp],
+            ..Default::default()
+        },
+    );
+    assert_eq!(sim.pod("job").active_deadline, Some(s(10)));
+    sim.run_until(s(11));
+    assert_eq!(sim.status("job")["status"]["reason"], "DeadlineExceeded");
 }

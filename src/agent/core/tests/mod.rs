@@ -7,6 +7,7 @@
 mod adopt;
 mod lifecycle;
 mod races;
+mod rollout;
 
 use super::{Command, Core, CoreConfig, Input, Now, Output};
 use crate::agent::event::Event;
@@ -61,6 +62,7 @@ impl Sim {
             static_pod_path: Some(DIR.into()),
             static_pod_url: None,
             runtime_request_timeout: timeout,
+            rollback_after: None,
         };
         Sim {
             core: Core::new(config),
