@@ -210,7 +210,7 @@ fn preflight(o: &Opts) -> R<()> {
                 .output()
                 .is_ok_and(|o| o.status.success()),
         ),
-        ("overlayfs", staticlet::host::overlay_supported()),
+        ("overlayfs", staticlet::sys::host::overlay_supported()),
     ] {
         if !ok {
             return Err(format!("{what} is missing (tests/setup-host installs it)"));
@@ -431,7 +431,7 @@ fn run(o: &Opts) -> R<()> {
 
     r.binaries(o);
     let context = json!({
-        "date": staticlet::timefmt::now_rfc3339(),
+        "date": staticlet::sys::timefmt::now_rfc3339(),
         "binary": o.bin,
         "crun": crun_version(),
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),

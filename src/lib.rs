@@ -40,7 +40,3 @@ pub mod cli;
 pub mod client;
 pub mod commands;
 pub mod config;
-
-// The helpers' old paths, for code written against them before they moved into `sys`.
-#[doc(hidden)]
-pub use sys::{fsutil, host, logging, net, timefmt};

@@ -232,7 +232,7 @@ fn ready_transition_time_changes_only_when_readiness_changes() {
     let (_, became_ready) = wait_until("Ready True", Duration::from_secs(60), || {
         ready_condition(&a, "flip").filter(|(s, _)| s == "True")
     });
-    let t = staticlet::timefmt::parse_rfc3339(&became_ready).expect("an RFC 3339 time");
+    let t = staticlet::sys::timefmt::parse_rfc3339(&became_ready).expect("an RFC 3339 time");
     // Seconds pass and the probe keeps answering: the transition time must stay.
     wait_until("3 s of probes", Duration::from_secs(10), || {
         let passed = SystemTime::now().duration_since(t).ok()?;

@@ -229,7 +229,7 @@ fn events_made_while_the_api_server_is_down_arrive_after_it_in_order_within_the_
         || Some(outage()).filter(|e| e.len() as u64 + dropped == 15),
     );
     let time = |e: &Value| {
-        staticlet::timefmt::parse_rfc3339(e["firstTimestamp"].as_str().unwrap()).unwrap()
+        staticlet::sys::timefmt::parse_rfc3339(e["firstTimestamp"].as_str().unwrap()).unwrap()
     };
     for e in &posted {
         let t = time(e);

@@ -212,7 +212,10 @@ fn container_logs_take_the_kubelet_query_parameters() {
     );
     let (_, stamped) = get(a.port, &format!("{path}?timestamps=true&tailLines=1")).unwrap();
     let (ts, rest) = stamped.split_once(' ').unwrap();
-    assert!(staticlet::timefmt::parse_rfc3339(ts).is_some(), "{stamped}");
+    assert!(
+        staticlet::sys::timefmt::parse_rfc3339(ts).is_some(),
+        "{stamped}"
+    );
     assert_eq!(rest, "n5\n");
     assert_eq!(
         get(a.port, &format!("{path}?sinceSeconds=3600")).unwrap().1,

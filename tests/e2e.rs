@@ -72,7 +72,7 @@ fn two_containers_share_localhost_and_logs_are_cri() {
         .unwrap();
     let parts: Vec<&str> = first.splitn(4, ' ').collect();
     assert!(
-        staticlet::timefmt::parse_rfc3339(parts[0]).is_some(),
+        staticlet::sys::timefmt::parse_rfc3339(parts[0]).is_some(),
         "{first}"
     );
     assert_eq!(&parts[1..3], &["stdout", "F"]);

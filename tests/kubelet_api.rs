@@ -239,7 +239,7 @@ fn a_quiet_gateway_costs_the_api_server_at_most_8_requests_a_minute() {
         }
         let Some(t) = e["requestReceivedTimestamp"]
             .as_str()
-            .and_then(staticlet::timefmt::parse_rfc3339)
+            .and_then(staticlet::sys::timefmt::parse_rfc3339)
         else {
             continue;
         };

@@ -369,7 +369,7 @@ fn a_pod_whose_sandbox_vanished_is_set_up_again() {
 
 /// Both pod cgroups of an agent's pods: `<cgroupRoot>/pod<uid>` in any hierarchy.
 fn cgroup_exists(parent: &str, uid: &str) -> bool {
-    staticlet::host::cgroup_dirs(&format!("{parent}/pod{uid}"))
+    staticlet::sys::host::cgroup_dirs(&format!("{parent}/pod{uid}"))
         .iter()
         .any(|d| d.is_dir())
 }
@@ -403,7 +403,8 @@ fn agents_with_different_root_dirs_keep_their_own_cgroups() {
     assert_ne!(root_a, root_b);
     // An orphan of b's own, which b's sweep must remove.
     let orphan = "0123456789abcdef0123456789abcdef";
-    let orphan_dirs = staticlet::host::controller_dirs(&format!("{root_b}/pod{orphan}"), "pids");
+    let orphan_dirs =
+        staticlet::sys::host::controller_dirs(&format!("{root_b}/pod{orphan}"), "pids");
     for d in &orphan_dirs {
         fs::create_dir_all(d).unwrap();
     }

@@ -246,7 +246,7 @@ fn sigkill_during_churn_converges_with_no_duplicates_and_no_orphans() {
                 return Err(format!("orphaned mount {m}"));
             }
         }
-        for cg in staticlet::host::cgroup_dirs(&a.cgroup_root()) {
+        for cg in staticlet::sys::host::cgroup_dirs(&a.cgroup_root()) {
             for e in fs::read_dir(&cg).into_iter().flatten().flatten() {
                 let n = e.file_name().to_string_lossy().to_string();
                 // Other test agents run beside this one: only this agent's pods matter.
@@ -421,7 +421,7 @@ fn cgroup_file(a: &Agent, pod: &str, controller: &str, file: &str) -> Option<Str
         .to_string();
     let attempt = id.rsplit('-').next()?;
     let rel = format!("{}/pod{uid}/main-{attempt}", a.cgroup_root());
-    staticlet::host::controller_dirs(&rel, controller)
+    staticlet::sys::host::controller_dirs(&rel, controller)
         .into_iter()
         .find_map(|d| fs::read_to_string(d.join(file)).ok())
 }

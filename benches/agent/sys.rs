@@ -149,7 +149,7 @@ pub fn monitors(root: &Path) -> Vec<i32> {
 
 /// Mount points at or below `prefix`, deepest first.
 pub fn mounts_below(prefix: &Path) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = staticlet::fsutil::mounts()
+    let mut out: Vec<PathBuf> = staticlet::sys::fsutil::mounts()
         .into_iter()
         .map(|(target, _)| target)
         .filter(|m| m.starts_with(prefix))
@@ -323,7 +323,7 @@ pub fn crun_delete(state_root: &Path, id: &str) {
 
 /// Removes a cgroup directory in every hierarchy, leaves first.
 pub fn remove_cgroup_tree(relative: &str) {
-    for dir in staticlet::host::cgroup_dirs(relative) {
+    for dir in staticlet::sys::host::cgroup_dirs(relative) {
         remove_dir_tree_bottom_up(&dir);
     }
 }

@@ -15,9 +15,6 @@ mod perform;
 pub mod shell;
 mod signals;
 
-/// The pool moved to `sys`; this path stays for code written against it.
-#[allow(unused_imports)]
-pub(crate) use crate::sys::blocking;
 pub use error::AgentError;
 pub use perform::perform;
 pub use signals::block_termination_signals;

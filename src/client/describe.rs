@@ -65,9 +65,9 @@ fn map_lines(v: &Value, sep: &str, indent: usize) -> String {
 }
 
 fn age(t: &str, now: SystemTime) -> String {
-    crate::timefmt::parse_rfc3339(t)
+    crate::sys::timefmt::parse_rfc3339(t)
         .and_then(|t| now.duration_since(t).ok())
-        .map_or_else(|| "<unknown>".into(), crate::timefmt::short_age)
+        .map_or_else(|| "<unknown>".into(), crate::sys::timefmt::short_age)
 }
 
 /// kubectl's state block: `Running` with its start, `Waiting` with its reason, or
@@ -357,7 +357,7 @@ mod tests {
             {"involvedObject": {"name": "web-node1", "namespace": "default", "uid": "old"}, "type": "Normal",
              "reason": "Started", "count": 1, "lastTimestamp": "2023-11-14T22:13:00Z", "message": "of the old version"},
         ], "metadata": {"dropped": 0}});
-        let now = crate::timefmt::parse_rfc3339("2023-11-14T22:15:20Z").unwrap();
+        let now = crate::sys::timefmt::parse_rfc3339("2023-11-14T22:15:20Z").unwrap();
         let text = render(&pod, &events, now);
         for want in [
             "Name:         web-node1",

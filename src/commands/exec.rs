@@ -108,7 +108,7 @@ fn exec(cmd: &ExecCmd) -> Result<i32, Failure> {
         .map_err(super::client::failure)?;
     let container = choose_container(&pod, cmd.container.as_deref())?;
     let id = container_id(&pod, &container)?;
-    let runtime = crate::host::which(&config.runtime_path).ok_or_else(|| {
+    let runtime = crate::sys::host::which(&config.runtime_path).ok_or_else(|| {
         Failure::Usage(format!(
             "runtime {} not found on PATH; install crun or set --config",
             config.runtime_path.display()

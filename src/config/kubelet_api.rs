@@ -5,7 +5,7 @@
 
 use crate::manifest::pod::QuantityValue;
 use crate::manifest::quantity::Quantity;
-use crate::timefmt::parse_duration;
+use crate::sys::timefmt::parse_duration;
 use serde::Deserialize;
 use std::net::IpAddr;
 use std::path::PathBuf;

@@ -217,7 +217,7 @@ impl Recorder {
         }
         let result = if pending {
             let text = serde_json::to_vec(&saved).unwrap_or_default();
-            crate::fsutil::write_atomic(path, &text)
+            crate::sys::fsutil::write_atomic(path, &text)
         } else {
             match std::fs::remove_file(path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),

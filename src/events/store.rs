@@ -224,7 +224,7 @@ impl Store {
 
     /// Records one event; returns the number of pending events this dropped (0 mostly).
     pub fn record(&mut self, event: Event) -> u64 {
-        let at = crate::timefmt::rfc3339(event.at);
+        let at = crate::sys::timefmt::rfc3339(event.at);
         let (key, message) = self.aggregate(&event);
         let found = self.entries.iter().position(|e| e.key == key);
         let entry = match found.and_then(|i| self.remove(i)) {
@@ -346,7 +346,7 @@ impl Store {
             .iter()
             .position(|e| e.reason == DROPPED_REASON)
             .and_then(|i| self.remove(i));
-        let stamp = crate::timefmt::rfc3339(at);
+        let stamp = crate::sys::timefmt::rfc3339(at);
         let mut entry = match old {
             Some(mut e) => {
                 e.last = stamp;

@@ -233,7 +233,7 @@ impl<A: Api> Auth<A> {
     ) -> Result<serde_json::Value, String> {
         let _slot = self.reviews.acquire().await;
         let api = self.api.clone();
-        let r = crate::agent::blocking::run_long(move || api.call(Method::Post, path, Some(&body)))
+        let r = crate::sys::blocking::run_long(move || api.call(Method::Post, path, Some(&body)))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;

@@ -121,7 +121,7 @@ pub fn self_signed(dir: &Path, names: &[String]) -> Result<(PathBuf, PathBuf), T
     let mut params =
         rcgen::CertificateParams::new(names.to_vec()).map_err(|e| fail(e.to_string()))?;
     let now = std::time::SystemTime::now();
-    let today = crate::timefmt::rfc3339(now);
+    let today = crate::sys::timefmt::rfc3339(now);
     let ymd = |s: &str| -> Option<(i32, u8, u8)> {
         Some((
             s.get(0..4)?.parse().ok()?,
@@ -146,9 +146,9 @@ pub fn self_signed(dir: &Path, names: &[String]) -> Result<(PathBuf, PathBuf), T
         .map_err(|e| fail(e.to_string()))?;
     std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
     // The key first: a certificate without its key would be taken as complete next time.
-    crate::fsutil::write_atomic(&key, key_pair.serialize_pem().as_bytes())
+    crate::sys::fsutil::write_atomic(&key, key_pair.serialize_pem().as_bytes())
         .map_err(|e| fail(format!("{}: {e}", key.display())))?;
-    crate::fsutil::write_atomic(&cert, made.pem().as_bytes())
+    crate::sys::fsutil::write_atomic(&cert, made.pem().as_bytes())
         .map_err(|e| fail(format!("{}: {e}", cert.display())))?;
     log::info!(
         "kubelet API: made a self-signed serving certificate {} for {}",
@@ -162,7 +162,7 @@ pub fn self_signed(dir: &Path, names: &[String]) -> Result<(PathBuf, PathBuf), T
 pub fn serving_names(node: &str, node_ip: Option<IpAddr>) -> Vec<String> {
     let mut names = vec![node.to_string()];
     let host = crate::config::default_node_name();
-    let ip = node_ip.map_or_else(crate::runtime::podsetup::host_ip, |i| i.to_string());
+    let ip = node_ip.map_or_else(crate::network::host_ip, |i| i.to_string());
     for n in [host, "localhost".to_string(), ip, "127.0.0.1".to_string()] {
         if !names.contains(&n) {
             names.push(n);

@@ -33,7 +33,7 @@ impl HostFacts {
                 .to_string()
         };
         HostFacts {
-            internal_ip: crate::runtime::podsetup::host_ip(),
+            internal_ip: crate::network::host_ip(),
             hostname: crate::config::default_node_name(),
             cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u64),
             memory_kib: mem_total_kib(&read("/proc/meminfo")),
@@ -49,7 +49,7 @@ impl HostFacts {
 
 /// `crun://<version>` (runs `crun --version`, so once per start).
 pub fn runtime_version(runtime: &Path) -> String {
-    crate::host::runtime_version(runtime)
+    crate::sys::host::runtime_version(runtime)
         .map_or_else(|| "crun://unknown".into(), |v| format!("crun://{v}"))
 }
 

@@ -126,7 +126,7 @@ impl<A: Api> Syncer<A> {
             p["metadata"]["uid"] == s.uid.as_str() && p["metadata"]["deletionTimestamp"].is_null()
         });
         let coming = published && !self.holds.contains_key(&key);
-        let young = crate::timefmt::parse_rfc3339(&entry.last)
+        let young = crate::sys::timefmt::parse_rfc3339(&entry.last)
             .and_then(|t| SystemTime::now().duration_since(t).ok())
             .is_some_and(|age| age < UNPUBLISHED_WAIT);
         if coming || (!published && young) {

@@ -108,7 +108,7 @@ impl<A: super::api::Api> Syncer<A> {
         if let Some(ip) = &self.s.node_ip {
             self.facts.internal_ip = ip.clone();
         }
-        let wall = crate::timefmt::now_rfc3339();
+        let wall = crate::sys::timefmt::now_rfc3339();
         let status = node::node_status(
             &self.facts,
             &self.s.system_reserved,

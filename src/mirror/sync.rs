@@ -154,7 +154,7 @@ impl<A: Api> Syncer<A> {
             facts,
             link,
             node_uid: None,
-            ready_since: crate::timefmt::now_rfc3339(),
+            ready_since: crate::sys::timefmt::now_rfc3339(),
             labels_refused: false,
             lease_rv: None,
             next_lease: now,

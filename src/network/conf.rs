@@ -222,7 +222,7 @@ fn write_default(dir: &Path, pod_cidr: &str) -> Result<NetList, NetworkError> {
     };
     fs::create_dir_all(dir).map_err(io)?;
     let body = serde_json::to_vec_pretty(&default_json(pod_cidr)).unwrap_or_default();
-    crate::fsutil::write_atomic(&file, &body).map_err(io)?;
+    crate::sys::fsutil::write_atomic(&file, &body).map_err(io)?;
     use std::os::unix::fs::PermissionsExt;
     let _ = fs::set_permissions(&file, fs::Permissions::from_mode(0o644));
     log::info!(

@@ -104,7 +104,7 @@ pub fn save(pod_dir: &Path, rec: &Record) -> Result<(), RecordError> {
     let body = serde_json::to_vec_pretty(rec).unwrap_or_default();
     let dir = path.parent().unwrap_or(Path::new("/"));
     std::fs::create_dir_all(dir)
-        .and_then(|_| crate::fsutil::write_atomic(&path, &body))
+        .and_then(|_| crate::sys::fsutil::write_atomic(&path, &body))
         .map_err(|source| RecordError::Io { path, source })
 }
 

@@ -6,8 +6,10 @@
 //! read-only paths, and device rules, so a pod behaves as it would on a kubelet node.
 
 mod env;
+mod mounts;
 
 pub use env::{environment, field_value, resource_field_value, Allocatable};
+pub use mounts::{propagation, Propagation};
 
 use super::security::Security;
 use crate::manifest::pod::Container;
@@ -17,8 +19,7 @@ use oci_spec::runtime::{
     Capabilities, Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder,
     LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder,
     LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResources,
-    LinuxResourcesBuilder, Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
-    UserBuilder,
+    LinuxResourcesBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 use std::collections::BTreeMap;
 use std::collections::HashMap;
@@ -108,50 +109,6 @@ pub fn process_args(c: &Container, image: &ImageDefaults) -> Vec<String> {
 
 fn oci<T>(r: Result<T, oci_spec::OciSpecError>) -> Result<T, String> {
     r.map_err(|e| format!("internal error building the OCI spec: {e}"))
-}
-
-fn mount(
-    destination: &str,
-    kind: &str,
-    source: impl Into<PathBuf>,
-    options: &[&str],
-) -> Result<Mount, String> {
-    oci(MountBuilder::default()
-        .destination(destination)
-        .typ(kind)
-        .source(source.into())
-        .options(options.iter().map(|o| o.to_string()).collect::<Vec<_>>())
-        .build())
-}
-
-/// A volume mount's `mountPropagation`, as containerd maps it: `HostToContainer` is
-/// `rslave` (mounts the host makes below the volume appear in the container),
-/// `Bidirectional` is `rshared` (and the container's mounts appear on the host), `None`
-/// (the default) is `rprivate`. The root filesystem takes the strongest of its volumes', so
-/// that the propagation reaches them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Propagation {
-    Private,
-    Slave,
-    Shared,
-}
-
-pub fn propagation(field: Option<&str>) -> Propagation {
-    match field {
-        Some("HostToContainer") => Propagation::Slave,
-        Some("Bidirectional") => Propagation::Shared,
-        _ => Propagation::Private,
-    }
-}
-
-impl Propagation {
-    fn option(self) -> &'static str {
-        match self {
-            Propagation::Private => "rprivate",
-            Propagation::Slave => "rslave",
-            Propagation::Shared => "rshared",
-        }
-    }
 }
 
 fn namespace(kind: LinuxNamespaceType, path: Option<&PathBuf>) -> Result<LinuxNamespace, String> {
@@ -266,102 +223,7 @@ pub fn generate(input: &BundleInput) -> Result<Spec, String> {
         .clone()
         .or_else(|| input.image.working_dir.clone().filter(|w| !w.is_empty()))
         .unwrap_or_else(|| "/".into());
-    let mut mounts = vec![
-        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
-        mount(
-            "/dev",
-            "tmpfs",
-            "tmpfs",
-            &["nosuid", "strictatime", "mode=755", "size=65536k"],
-        )?,
-        mount(
-            "/dev/pts",
-            "devpts",
-            "devpts",
-            &[
-                "nosuid",
-                "noexec",
-                "newinstance",
-                "ptmxmode=0666",
-                "mode=0620",
-                "gid=5",
-            ],
-        )?,
-        mount(
-            "/dev/mqueue",
-            "mqueue",
-            "mqueue",
-            &["nosuid", "noexec", "nodev"],
-        )?,
-        mount(
-            "/sys",
-            "sysfs",
-            "sysfs",
-            &[
-                "nosuid",
-                "noexec",
-                "nodev",
-                if privileged { "rw" } else { "ro" },
-            ],
-        )?,
-        mount(
-            "/sys/fs/cgroup",
-            "cgroup",
-            "cgroup",
-            &["nosuid", "noexec", "nodev", "relatime", "ro"],
-        )?,
-    ];
-    mounts.push(match &input.shm {
-        Some(shm) => mount(
-            "/dev/shm",
-            "bind",
-            shm.clone(),
-            &["rbind", "nosuid", "nodev", "noexec"],
-        )?,
-        None => mount(
-            "/dev/shm",
-            "tmpfs",
-            "shm",
-            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
-        )?,
-    });
-    for (dest, src) in &input.etc_files {
-        mounts.push(mount(
-            dest,
-            "bind",
-            src.clone(),
-            &["rbind", "rprivate", if read_only { "ro" } else { "rw" }],
-        )?);
-    }
-    let mut rootfs_propagation = Propagation::Private;
-    for (i, m) in c.volume_mounts.iter().enumerate() {
-        let Some(host) = input.volumes.get(&m.name) else {
-            return Err(format!("volume {:?} has no host path", m.name));
-        };
-        let source = match &m.sub_path {
-            Some(sp) if !sp.is_empty() => input.sub_paths.get(&i).cloned().ok_or_else(|| {
-                format!("volumeMount {:?}: subPath {sp:?} was not prepared", m.name)
-            })?,
-            _ => host.clone(),
-        };
-        // downwardAPI volumes are always mounted read-only, as the kubelet mounts them.
-        let read_only = m.read_only
-            || input.pod.pod.spec.volumes.iter().any(|v| {
-                v.name == m.name && crate::manifest::downward::DownwardVolume::of(v, "").is_some()
-            });
-        let propagation = propagation(m.mount_propagation.as_deref());
-        rootfs_propagation = rootfs_propagation.max(propagation);
-        mounts.push(mount(
-            &m.mount_path,
-            "bind",
-            source,
-            &[
-                "rbind",
-                propagation.option(),
-                if read_only { "ro" } else { "rw" },
-            ],
-        )?);
-    }
+    let (mounts, rootfs_propagation) = mounts::mounts(input, privileged, read_only)?;
     let mut namespaces = vec![namespace(LinuxNamespaceType::Mount, None)?];
     // `hostPID`: the host's PID namespace (the container sees and may signal host processes,
     // as on a kubelet); otherwise one of its own.

@@ -4,12 +4,11 @@
 //! `/etc/resolv.conf`, `/etc/hostname`, a shared `/dev/shm`, and volumes.
 //! Also each container instance's writable rootfs (overlayfs, or a copy without it).
 
-pub use super::instance::{prepare_rootfs, release_instance, resolve_user};
-pub use crate::sys::mount::{mount, remove_unmounted, unmount};
+use crate::sys::mount::{mount, remove_unmounted, unmount};
 
 mod downward;
 mod namespaces;
-pub use crate::network::host_ip;
+use crate::network::host_ip;
 use namespaces::create_namespaces;
 
 use super::bundle::PodNamespaces;
@@ -115,7 +114,7 @@ pub fn setup(
     let own_ipc = !spec.host_ipc;
     let existing = |kind: &str| {
         let p = ns_dir.join(kind);
-        crate::fsutil::mounts()
+        crate::sys::fsutil::mounts()
             .iter()
             .any(|(t, _)| *t == p)
             .then_some(p)
@@ -143,7 +142,7 @@ pub fn setup(
     if own_ipc {
         let shm = pod_dir.join("shm");
         fs::create_dir_all(&shm).map_err(io_err("creating", &shm))?;
-        if !crate::fsutil::mounts().iter().any(|(t, _)| *t == shm) {
+        if !crate::sys::fsutil::mounts().iter().any(|(t, _)| *t == shm) {
             mount(
                 "shm",
                 &shm,
@@ -196,7 +195,7 @@ pub fn setup(
         ("/etc/hostname", "hostname", format!("{hostname}\n")),
     ] {
         let p = etc.join(name);
-        crate::fsutil::write_replace(&p, content.as_bytes()).map_err(io_err("writing", &p))?;
+        crate::sys::fsutil::write_replace(&p, content.as_bytes()).map_err(io_err("writing", &p))?;
         sb.etc_files.push((dest.to_string(), p));
     }
     Ok(sb)
@@ -279,7 +278,7 @@ fn volume(
         .as_ref()
         .filter(|e| e.medium.as_deref() == Some("Memory"))
     {
-        if !crate::fsutil::mounts().iter().any(|(t, _)| *t == dir) {
+        if !crate::sys::fsutil::mounts().iter().any(|(t, _)| *t == dir) {
             let size = ed
                 .size_limit
                 .as_ref()

@@ -90,8 +90,8 @@ fn bind_one(base: &Path, sub_path: &Path, staging: &Path) -> io::Result<()> {
         .iter()
         .any(|(t, _)| t == staging)
     {
-        super::podsetup::unmount(staging);
+        crate::sys::mount::unmount(staging);
     }
     let source = format!("/proc/self/fd/{}", fd.as_raw_fd());
-    super::podsetup::mount(&source, staging, "none", libc::MS_BIND, None)
+    crate::sys::mount::mount(&source, staging, "none", libc::MS_BIND, None)
 }

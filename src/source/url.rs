@@ -24,6 +24,10 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod cache;
+mod run;
+pub use run::run;
+
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
@@ -152,54 +156,6 @@ impl UrlSource {
         SourceKey::Url(self.url.clone())
     }
 
-    fn cached_meta(&self) -> Option<CacheMeta> {
-        let meta: CacheMeta =
-            serde_json::from_slice(&std::fs::read(self.cache_dir.join("meta.json")).ok()?).ok()?;
-        (meta.url == self.url).then_some(meta)
-    }
-
-    /// The pods of the cached last good body, for start-up before the first fetch: the
-    /// newest version, or the one before it when the newest is damaged or (with signatures
-    /// required) does not verify.
-    pub fn cached(&self) -> Option<(Snapshot, CacheMeta)> {
-        let newest = self.cached_meta()?;
-        let mut candidate = Some(newest.clone());
-        while let Some(meta) = candidate {
-            match self.cached_version(&meta) {
-                Ok(snap) => {
-                    if meta.sha256 != newest.sha256 {
-                        log::warn!(
-                            "manifest URL {}: using the previous cached version, fetched at {}",
-                            self.url,
-                            meta.fetched_at
-                        );
-                    }
-                    return Some((snap, meta));
-                }
-                Err(e) => log::warn!(
-                    "cached manifest body for {} (fetched at {}) cannot be used: {e}",
-                    self.url,
-                    meta.fetched_at
-                ),
-            }
-            candidate = meta.previous.map(|p| *p);
-        }
-        None
-    }
-
-    fn cached_version(&self, meta: &CacheMeta) -> Result<Snapshot, String> {
-        let body = std::fs::read(self.cache_dir.join(format!("body.{}", meta.sha256)))
-            .map_err(|e| e.to_string())?;
-        if sha_hex(&body) != meta.sha256 {
-            return Err("it is damaged".into());
-        }
-        if let Some(t) = &self.trust {
-            let sig = std::fs::read(self.cache_dir.join(format!("sig.{}", meta.sha256))).ok();
-            t.verify(&body, sig.as_deref(), &self.url)?;
-        }
-        self.parse(&body).map_err(|e| e.to_string())
-    }
-
     /// Splits a body into one entry per pod; a body that is not a Pod or a PodList is an
     /// error. Fields the Pod API does not have are logged.
     pub fn parse(&self, body: &[u8]) -> Result<Snapshot, BodyError> {
@@ -319,37 +275,6 @@ impl UrlSource {
         Poll::Changed(snap)
     }
 
-    /// The body goes to `body.<sha256>`, then `meta.json` (naming it) replaces the old one,
-    /// then older bodies go. Each write is atomic, and a crash at any point leaves a meta.json
-    /// whose body is complete: the old version or the new one, never half of either.
-    fn save_cache(&self, body: &[u8], sig: Option<&[u8]>, meta: &CacheMeta) -> std::io::Result<()> {
-        std::fs::create_dir_all(&self.cache_dir)?;
-        crate::sys::fsutil::write_atomic(
-            &self.cache_dir.join(format!("body.{}", meta.sha256)),
-            body,
-        )?;
-        if let Some(sig) = sig {
-            crate::sys::fsutil::write_atomic(
-                &self.cache_dir.join(format!("sig.{}", meta.sha256)),
-                sig,
-            )?;
-        }
-        let json = serde_json::to_vec_pretty(meta).map_err(std::io::Error::other)?;
-        crate::sys::fsutil::write_atomic(&self.cache_dir.join("meta.json"), &json)?;
-        // Only the newest version and the one before it stay.
-        let keep: Vec<&str> = std::iter::once(meta.sha256.as_str())
-            .chain(meta.previous.as_ref().map(|p| p.sha256.as_str()))
-            .collect();
-        for e in std::fs::read_dir(&self.cache_dir)?.flatten() {
-            let n = e.file_name().to_string_lossy().to_string();
-            let versioned = n.strip_prefix("body.").or_else(|| n.strip_prefix("sig."));
-            if versioned.is_some_and(|sha| !keep.contains(&sha)) || n.starts_with(".tmp-") {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-        Ok(())
-    }
-
     /// `<url>.minisig`: `None` when the server has none (404), an error when it cannot be
     /// asked (the pods stay; the next poll tries again).
     fn fetch_signature(&self) -> Result<Option<Vec<u8>>, String> {
@@ -362,7 +287,7 @@ impl UrlSource {
         }
         let mut resp = req
             .call()
-            .map_err(|e| format!("cannot fetch {url}: {}", crate::net::explain(&e)))?;
+            .map_err(|e| format!("cannot fetch {url}: {}", crate::sys::net::explain(&e)))?;
         match resp.status().as_u16() {
             200 => {}
             404 | 410 => return Ok(None),
@@ -410,82 +335,4 @@ impl UrlSource {
         snap.problem = problem;
         Some(snap)
     }
-}
-
-/// Jitter in [0.8, 1.2) from the clock's low bits: enough to keep a fleet from polling in step.
-fn jitter(d: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|t| t.subsec_nanos())
-        .unwrap_or(0);
-    d.mul_f64(0.8 + (nanos % 400) as f64 / 1000.0)
-}
-
-/// The URL source's thread: the cache first (boot offline), then a poll every `every`, with
-/// backoff after failures. Each new version is sent as a snapshot, and so is each change of
-/// the source's problem (a refused body, then a good one again).
-pub fn run(mut src: UrlSource, every: Duration, send: impl Fn(Snapshot) -> bool) {
-    match src.cached() {
-        Some((snap, meta)) => {
-            log::info!(
-                "manifest URL {}: starting from the cached version fetched at {} ({} pod(s))",
-                src.url,
-                meta.fetched_at,
-                snap.entries.len()
-            );
-            src.last = Some(snap.clone());
-            if !send(snap) {
-                return;
-            }
-        }
-        None => log::info!("manifest URL {}: no cached version yet", src.url),
-    }
-    let mut failures = 0u32;
-    loop {
-        let now = crate::sys::timefmt::now_rfc3339();
-        let (wait, snap) = match src.poll(&now) {
-            Poll::Changed(snap) => {
-                src.report(None);
-                src.problem = None;
-                failures = 0;
-                log::info!(
-                    "manifest URL {}: new version ({} pod(s)), fetched at {now}",
-                    src.url,
-                    snap.entries.len()
-                );
-                src.last = Some(snap.clone());
-                (every, Some(snap))
-            }
-            Poll::Unchanged => {
-                src.report(None);
-                failures = 0;
-                (every, src.problem_changed(None))
-            }
-            Poll::Failed(e) => {
-                src.report(Some(e));
-                failures = failures.saturating_add(1);
-                (backoff(every, failures), None)
-            }
-            Poll::Refused(e) => {
-                src.report(None);
-                failures = failures.saturating_add(1);
-                let problem = format!(
-                    "manifest URL {}: {e}; keeping the current pods and the cached version",
-                    src.url
-                );
-                (backoff(every, failures), src.problem_changed(Some(problem)))
-            }
-        };
-        if let Some(snap) = snap {
-            if !send(snap) {
-                return;
-            }
-        }
-        std::thread::sleep(jitter(wait));
-    }
-}
-
-/// Doubling from `every` after each failure, at most 300 s (or `every`, when it is longer).
-fn backoff(every: Duration, failures: u32) -> Duration {
-    (every * 2u32.saturating_pow(failures.clamp(1, 5) - 1)).min(MAX_BACKOFF.max(every))
 }

@@ -62,7 +62,7 @@ pub fn parse_query(query: &str, now: SystemTime) -> Result<LogQuery, Refusal> {
             "limitBytes" => q.limit_bytes = Some(number(1)?),
             "sinceSeconds" => since_seconds = Some(number(1)?),
             "sinceTime" => {
-                let t = crate::timefmt::parse_rfc3339(&value).ok_or_else(|| {
+                let t = crate::sys::timefmt::parse_rfc3339(&value).ok_or_else(|| {
                     refuse(
                         400,
                         format!("sinceTime={value:?}: must be an RFC 3339 time"),
@@ -201,7 +201,7 @@ impl Convert {
         if let Some(since) = self.since {
             let when = std::str::from_utf8(ts)
                 .ok()
-                .and_then(crate::timefmt::parse_rfc3339);
+                .and_then(crate::sys::timefmt::parse_rfc3339);
             if when.is_some_and(|t| t < since) {
                 return;
             }

@@ -477,7 +477,7 @@ impl Agent {
     }
 
     pub fn pod_cgroups(&self, uid: &str) -> Vec<PathBuf> {
-        staticlet::host::cgroup_dirs(&format!("{}/pod{uid}", self.cgroup_root()))
+        staticlet::sys::host::cgroup_dirs(&format!("{}/pod{uid}", self.cgroup_root()))
             .into_iter()
             .filter(|d| d.exists())
             .collect()
@@ -540,9 +540,9 @@ impl Drop for Agent {
             }
         }
         // The agent's own cgroup parent, with whatever pod cgroups are left in it.
-        for parent in staticlet::host::cgroup_dirs(&self.cgroup_root()) {
+        for parent in staticlet::sys::host::cgroup_dirs(&self.cgroup_root()) {
             for e in fs::read_dir(&parent).into_iter().flatten().flatten() {
-                staticlet::host::remove_cgroup_dir(&e.path());
+                staticlet::sys::host::remove_cgroup_dir(&e.path());
             }
             let _ = fs::remove_dir(&parent);
         }

@@ -128,7 +128,7 @@ fn check_iptables(r: &mut Report, list: &NetList) {
     if !needs {
         return;
     }
-    match crate::host::which(Path::new("iptables")) {
+    match crate::sys::host::which(Path::new("iptables")) {
         Some(p) => r.ok("iptables", &format!("{} (for ipMasq and hostPort rules)", p.display())),
         None => r.fail(
             "iptables",
@@ -138,7 +138,7 @@ fn check_iptables(r: &mut Report, list: &NetList) {
 }
 
 fn check_kernel(r: &mut Report) {
-    let Some(config) = crate::host::kernel_config() else {
+    let Some(config) = crate::sys::host::kernel_config() else {
         return; // said once by the general kernel check
     };
     let set = |k: &str| matches!(config.get(k).map(String::as_str), Some("y" | "m"));

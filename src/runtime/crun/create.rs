@@ -7,7 +7,7 @@ use crate::image::Image;
 use crate::manifest::pod::Container;
 use crate::manifest::StaticPod;
 use crate::runtime::bundle::{self, BundleInput};
-use crate::runtime::podsetup::{self, Sandbox};
+use crate::runtime::podsetup::Sandbox;
 use crate::runtime::records::write_json;
 use crate::runtime::{Created, InstanceSpec, Layout, MonitorSpec, StartError};
 use std::path::PathBuf;
@@ -71,10 +71,10 @@ fn user_of(
         .as_ref()
         .and_then(|c| c.user().clone())
         .unwrap_or_default();
-    let (mut uid, mut gid) = podsetup::resolve_user(rootfs, &image_user)?;
+    let (mut uid, mut gid) = crate::runtime::instance::resolve_user(rootfs, &image_user)?;
     if let Some(u) = sc.run_as_user.or(pod_sc.run_as_user) {
         uid = u as u32;
-        gid = podsetup::resolve_user(rootfs, &u.to_string())
+        gid = crate::runtime::instance::resolve_user(rootfs, &u.to_string())
             .map(|x| x.1)
             .unwrap_or(0);
     }
@@ -111,9 +111,9 @@ fn prepare(
     let c = pod.container(index);
     let instance = ctx.layout.instance(pod.uid(), &c.name, attempt);
     // A leftover from an interrupted start of the same attempt is discarded first.
-    podsetup::release_instance(&instance);
+    crate::runtime::instance::release_instance(&instance);
     std::fs::create_dir_all(&instance).map_err(io("creating", &instance))?;
-    let rootfs = podsetup::prepare_rootfs(&image_rootfs, &instance)
+    let rootfs = crate::runtime::instance::prepare_rootfs(&image_rootfs, &instance)
         .map_err(io("preparing the rootfs of", &instance))?;
     let (uid, gid, additional_gids) = user_of(pod, c, &image, &image_rootfs)?;
     let image_user = image

@@ -6,7 +6,7 @@
 
 use super::inventory::Leftovers;
 use super::Context;
-use crate::runtime::{podsetup, SweepReport, SweepScope};
+use crate::runtime::{SweepReport, SweepScope};
 use std::collections::HashSet;
 use std::fs;
 use std::path::PathBuf;
@@ -76,7 +76,7 @@ fn sweep_files(
     // Before their namespaces are unmounted: DEL while the plugins can still see them.
     crate::network::release_orphans(&layout.root, live);
     for (id, instance) in &leftovers.dead {
-        podsetup::release_instance(instance);
+        crate::runtime::instance::release_instance(instance);
         let _ = fs::remove_file(layout.exit_file(id));
     }
     // The mount table is read once: with many orphans, once per pod dir would be quadratic.
@@ -93,7 +93,7 @@ fn sweep_files(
         .collect();
     mounted.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     for m in &mounted {
-        podsetup::unmount(m);
+        crate::sys::mount::unmount(m);
     }
     let mut dirs = 0;
     for dir in &leftovers.orphan_dirs {

@@ -28,7 +28,7 @@ pub async fn teardown(
             for c in containers.flatten() {
                 if let Ok(instances) = std::fs::read_dir(c.path()) {
                     for i in instances.flatten().filter(|i| i.path().is_dir()) {
-                        podsetup::release_instance(&i.path());
+                        crate::runtime::instance::release_instance(&i.path());
                     }
                 }
             }

@@ -8,6 +8,7 @@ mod adopt;
 mod lifecycle;
 mod races;
 mod rollout;
+mod spec;
 
 use super::{Command, Core, CoreConfig, Input, Now, Output};
 use crate::agent::event::Event;
