@@ -226,7 +226,9 @@ fn pump(
     let mut status: Option<i32> = early;
     let mut finished = SystemTime::now();
     let mut deadline: Option<Instant> = early.map(|_| Instant::now() + DRAIN);
-    let mut buf = vec![0u8; 32 * 1024];
+    // Small: each monitor is a process of its own, and every page it dirties is its alone
+    // (a busy writer just takes more reads; the writer splits lines at 16 KiB anyway).
+    let mut buf = vec![0u8; 4 * 1024];
     loop {
         if status.is_some() && !open[0] && !open[1] {
             break;
