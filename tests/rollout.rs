@@ -34,6 +34,21 @@ fn wait_version(a: &Agent, v: &str, secs: u64) -> serde_json::Value {
     })
 }
 
+/// The container's log once it says `needle` (a container that just started may not have
+/// written it yet).
+fn log_saying(a: &Agent, needle: &str) {
+    wait_until_or_none(Duration::from_secs(30), || {
+        let (ok, log, _) = a.cli(&["logs", "web"]);
+        (ok && log.contains(needle)).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no {needle:?} in the log of web: {:?}",
+            a.cli(&["logs", "web"])
+        )
+    });
+}
+
 fn rolled_back(p: &serde_json::Value) -> Option<String> {
     p["status"]["conditions"]
         .as_array()?
@@ -62,11 +77,7 @@ fn a_crash_looping_candidate_is_rolled_back_and_the_old_version_serves_again() {
     .unwrap_or_else(|| panic!("not rolled back: {:?}\n{}", a.pod("web"), a.agent_log()));
     let message = rolled_back(&back).unwrap();
     assert!(message.contains("restarted (exit code 3"), "{message}");
-    let (ok, log, _) = a.cli(&["logs", "web"]);
-    assert!(
-        ok && log.contains("serving v1"),
-        "the old version serves: {log}"
-    );
+    log_saying(&a, "serving v1");
     let (ok, out, _) = a.cli(&["get", "pods"]);
     assert!(ok && out.contains("Running (rolled back)"), "{out}");
     let metrics = a.http("/metrics").unwrap();
@@ -134,6 +145,5 @@ fn a_trial_survives_kill_9_of_the_agent_and_a_never_ready_candidate_is_rolled_ba
         "{message}\n{back}\n{}",
         a.agent_log()
     );
-    let (ok, log, _) = a.cli(&["logs", "web"]);
-    assert!(ok && log.contains("serving v1"), "{log}");
+    log_saying(&a, "serving v1");
 }
