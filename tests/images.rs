@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::run_ok;
+
 use staticlet::image::{import, ImageError, ImageStore, Reference};
 use std::fs;
 use std::path::Path;
@@ -18,15 +20,6 @@ fn have(tool: &str) -> bool {
 
 fn store(base: &Path) -> ImageStore {
     ImageStore::open(&base.join("root")).unwrap()
-}
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]
@@ -91,7 +84,9 @@ fn real_tools_layout_and_archives_import() {
     );
     let base = common::unique_dir("img-tools");
     let made = base.join("umoci-layout");
-    run(Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/make-image")).arg(&made));
+    run_ok(
+        Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/make-image")).arg(&made),
+    );
     let s = store(&base);
     let refs = import::import(&s, &made, None, "now").unwrap();
     assert_eq!(
@@ -106,13 +101,13 @@ fn real_tools_layout_and_archives_import() {
     assert!(s.rootfs(&image).unwrap().join("bin/busybox").is_file());
 
     let oci_archive = base.join("img.oci.tar");
-    run(Command::new("skopeo").args([
+    run_ok(Command::new("skopeo").args([
         "copy",
         &format!("oci:{}:latest", made.display()),
         &format!("oci-archive:{}:ops/tool:2.0", oci_archive.display()),
     ]));
     let docker_archive = base.join("img.docker.tar");
-    run(Command::new("skopeo").args([
+    run_ok(Command::new("skopeo").args([
         "copy",
         &format!("oci:{}:latest", made.display()),
         &format!(
@@ -159,16 +154,11 @@ fn real_tools_layout_and_archives_import() {
             && listing.contains("localhost/from-oci-archive:1"),
         "{listing}"
     );
-    let out = Command::new(common::bin())
-        .args(["images", "--root-dir"])
-        .arg(&root)
-        .args(["rm", "example.com/ops/tool:3.0"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new(common::bin())
+            .args(["images", "--root-dir"])
+            .arg(&root)
+            .args(["rm", "example.com/ops/tool:3.0"]),
     );
     assert!(s
         .resolve(&Reference::parse("example.com/ops/tool:3.0").unwrap())

@@ -141,15 +141,10 @@ fn removal_releases_the_ip_the_veth_and_the_rules() {
     );
     net.pod_ip("idle");
     net.agent.kill9();
-    let out = Command::new(bin())
-        .args(["drain", "--root-dir"])
-        .arg(&net.agent.root)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new(bin())
+            .args(["drain", "--root-dir"])
+            .arg(&net.agent.root),
     );
     assert!(net.reserved().is_empty() && net.veths().is_empty() && net.rules().is_empty());
     assert_eq!(net.calls("DEL bridge"), 2);

@@ -76,23 +76,18 @@ impl Registry {
     /// Pushes an OCI layout (all its platforms) with skopeo.
     fn push(&self, layout: &Path, name: &str) {
         let certs = self.dir.join("etc/certs.d").join(self.host());
-        let out = Command::new("skopeo")
-            .args([
-                "copy",
-                "--all",
-                "--dest-creds",
-                "gateway:s3cret",
-                "--dest-cert-dir",
-            ])
-            .arg(&certs)
-            .arg(format!("oci:{}:latest", layout.display()))
-            .arg(format!("docker://{}/{name}", self.host()))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "skopeo push: {}",
-            String::from_utf8_lossy(&out.stderr)
+        run_ok(
+            Command::new("skopeo")
+                .args([
+                    "copy",
+                    "--all",
+                    "--dest-creds",
+                    "gateway:s3cret",
+                    "--dest-cert-dir",
+                ])
+                .arg(&certs)
+                .arg(format!("oci:{}:latest", layout.display()))
+                .arg(format!("docker://{}/{name}", self.host())),
         );
     }
 
@@ -419,23 +414,18 @@ fn bearer_token_challenge_flow() {
             .to_string(),
     )
     .unwrap();
-    let out = Command::new(bin())
-        .args(["images", "--config"])
-        .arg(&config)
-        .arg("--root-dir")
-        .arg(base.join("root"))
-        .args([
-            "pull",
-            &format!("127.0.0.1:{port}/ops/app:1"),
-            "--image-credentials",
-        ])
-        .arg(&creds)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new(bin())
+            .args(["images", "--config"])
+            .arg(&config)
+            .arg("--root-dir")
+            .arg(base.join("root"))
+            .args([
+                "pull",
+                &format!("127.0.0.1:{port}/ops/app:1"),
+                "--image-credentials",
+            ])
+            .arg(&creds),
     );
     let requests = token_requests.lock().unwrap().clone();
     assert!(!requests.is_empty(), "the token endpoint was asked");

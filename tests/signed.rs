@@ -43,18 +43,13 @@ impl Keys {
     /// Signs `body` (written to `file`): returns the `.minisig` text the tool made.
     fn sign(&self, file: &Path, body: &str) -> String {
         fs::write(file, body).unwrap();
-        let out = Command::new("minisign")
-            .arg("-S")
-            .arg("-s")
-            .arg(&self.secret)
-            .arg("-m")
-            .arg(file)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        run_ok(
+            Command::new("minisign")
+                .arg("-S")
+                .arg("-s")
+                .arg(&self.secret)
+                .arg("-m")
+                .arg(file),
         );
         fs::read_to_string(format!("{}.minisig", file.display())).unwrap()
     }
@@ -171,18 +166,7 @@ struct Server {
 
 impl Server {
     fn start(ca: &TestCa) -> Server {
-        let (cert, key) = ca.server();
-        let server = Arc::new(
-            tiny_http::Server::https(
-                "127.0.0.1:0",
-                tiny_http::SslConfig {
-                    certificate: cert.into_bytes(),
-                    private_key: key.into_bytes(),
-                },
-            )
-            .unwrap(),
-        );
-        let port = server.server_addr().to_ip().unwrap().port();
+        let (server, port) = ca.https_server();
         let paths: Answers = Default::default();
         let (s, p) = (server.clone(), paths.clone());
         std::thread::spawn(move || {

@@ -24,18 +24,7 @@ struct Server {
 
 impl Server {
     fn start(ca: &TestCa) -> Server {
-        let (cert, key) = ca.server();
-        let server = Arc::new(
-            tiny_http::Server::https(
-                "127.0.0.1:0",
-                tiny_http::SslConfig {
-                    certificate: cert.into_bytes(),
-                    private_key: key.into_bytes(),
-                },
-            )
-            .unwrap(),
-        );
-        let port = server.server_addr().to_ip().unwrap().port();
+        let (server, port) = ca.https_server();
         let state = Arc::new(Mutex::new(Served {
             status: 200,
             ..Default::default()

@@ -177,6 +177,18 @@ pub fn busybox_layout(dir: &Path) -> PathBuf {
     layout
 }
 
+/// Runs a command that must succeed (its stderr in the failure), and returns its output.
+pub fn run_ok(mut cmd: impl std::borrow::BorrowMut<Command>) -> std::process::Output {
+    let cmd = cmd.borrow_mut();
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -242,18 +254,13 @@ impl Agent {
         };
         fs::create_dir_all(&a.manifests).unwrap();
         let layout = busybox_layout(&a.base);
-        let out = Command::new(bin())
-            .args(["images", "--root-dir"])
-            .arg(&a.root)
-            .args(["import"])
-            .arg(&layout)
-            .args(["--name", IMAGE])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "import failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+        run_ok(
+            Command::new(bin())
+                .args(["images", "--root-dir"])
+                .arg(&a.root)
+                .args(["import"])
+                .arg(&layout)
+                .args(["--name", IMAGE]),
         );
         a
     }

@@ -33,6 +33,21 @@ impl TestCa {
         (cert.pem(), key.serialize_pem())
     }
 
+    /// An HTTPS server on a free loopback port with a certificate of this CA, and its port.
+    pub fn https_server(&self) -> (std::sync::Arc<tiny_http::Server>, u16) {
+        let (cert, key) = self.server();
+        let server = tiny_http::Server::https(
+            "127.0.0.1:0",
+            tiny_http::SslConfig {
+                certificate: cert.into_bytes(),
+                private_key: key.into_bytes(),
+            },
+        )
+        .unwrap();
+        let port = server.server_addr().to_ip().unwrap().port();
+        (std::sync::Arc::new(server), port)
+    }
+
     /// A client certificate with subject CN `cn`, O `org`: (certificate PEM, key PEM).
     pub fn client(&self, cn: &str, org: &str) -> (String, String) {
         let key = KeyPair::generate().unwrap();
