@@ -111,6 +111,24 @@ impl State {
         });
     }
 
+    /// A POST of a new object into `map` (picked from the server): 409 when `key` exists.
+    fn create<K: Ord>(
+        &mut self,
+        map: fn(&mut Self) -> &mut BTreeMap<K, Value>,
+        key: K,
+        what: &str,
+        name: &str,
+        mut body: Value,
+    ) -> Reply {
+        if map(self).contains_key(&key) {
+            let message = format!("{what} \"{name}\" already exists");
+            return status(409, "AlreadyExists", message, None);
+        }
+        self.stamp(&mut body);
+        map(self).insert(key, body.clone());
+        ok(201, &body)
+    }
+
     fn stamp(&mut self, obj: &mut Value) {
         self.serial += 1;
         if obj["metadata"]["uid"].is_null() {
@@ -144,18 +162,7 @@ impl State {
                         return status(403, "Forbidden", format!("nodes \"{name}\" is forbidden: node \"{name}\" is not allowed to set the following labels: {l}"), None);
                     }
                 }
-                if self.nodes.contains_key(&name) {
-                    return status(
-                        409,
-                        "AlreadyExists",
-                        format!("nodes \"{name}\" already exists"),
-                        None,
-                    );
-                }
-                let mut n = body;
-                self.stamp(&mut n);
-                self.nodes.insert(name, n.clone());
-                ok(201, &n)
+                self.create(|s| &mut s.nodes, name.clone(), "nodes", &name, body)
             }
             (Method::Patch, ["api", "v1", "nodes", n, rest @ ..]) => match self.nodes.get_mut(*n) {
                 Some(node) if rest.is_empty() || rest == ["status"] => {
@@ -171,18 +178,13 @@ impl State {
             },
             (Method::Post, ["apis", "coordination.k8s.io", "v1", "namespaces", _, "leases"]) => {
                 let name = body["metadata"]["name"].as_str().unwrap_or("").to_string();
-                if self.leases.contains_key(&name) {
-                    return status(
-                        409,
-                        "AlreadyExists",
-                        format!("leases.coordination.k8s.io \"{name}\" already exists"),
-                        None,
-                    );
-                }
-                let mut l = body;
-                self.stamp(&mut l);
-                self.leases.insert(name, l.clone());
-                ok(201, &l)
+                self.create(
+                    |s| &mut s.leases,
+                    name.clone(),
+                    "leases.coordination.k8s.io",
+                    &name,
+                    body,
+                )
             }
             (
                 m @ (Method::Get | Method::Put),
@@ -236,18 +238,7 @@ impl State {
                 }
                 let name = body["metadata"]["name"].as_str().unwrap_or("").to_string();
                 let key = (ns.to_string(), name.clone());
-                if self.events.contains_key(&key) {
-                    return status(
-                        409,
-                        "AlreadyExists",
-                        format!("events \"{name}\" already exists"),
-                        None,
-                    );
-                }
-                let mut e = body;
-                self.stamp(&mut e);
-                self.events.insert(key, e.clone());
-                ok(201, &e)
+                self.create(|s| &mut s.events, key, "events", &name, body)
             }
             (Method::Patch, ["api", "v1", "namespaces", ns, "events", name]) => {
                 match self.events.get_mut(&(ns.to_string(), name.to_string())) {
