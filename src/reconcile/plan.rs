@@ -62,27 +62,13 @@ pub fn plan(s: &PodState, now: Tick) -> Plan {
         if !s.deadline_exceeded {
             p.actions.push(Action::DeadlineExceeded);
         }
-        for (i, c) in s.containers.iter().enumerate() {
-            if c.phase.can_stop() {
-                p.actions.push(Action::Stop {
-                    index: i,
-                    grace: s.grace(),
-                });
-            }
-        }
+        stop_running(&mut p, s, |_| true);
         return p;
     }
     if s.terminating {
         // Sidecars stop once the app and init containers have (the kubelet stops them last).
         let others_busy = s.containers.iter().any(|c| !c.sidecar && c.phase.is_busy());
-        for (i, c) in s.containers.iter().enumerate() {
-            if c.phase.can_stop() && !(c.sidecar && others_busy) {
-                p.actions.push(Action::Stop {
-                    index: i,
-                    grace: s.grace(),
-                });
-            }
-        }
+        stop_running(&mut p, s, |c| !(c.sidecar && others_busy));
         // A sandbox still being set up is torn down only once that job is done: tearing down
         // beside it would leave behind whatever it mounts after the teardown looked.
         if s.all_stopped()
@@ -111,14 +97,7 @@ pub fn plan(s: &PodState, now: Tick) -> Plan {
         // Whatever still runs in a lost sandbox is stopped before it is set up again, so
         // that a pod's containers never end up in two network namespaces.
         SandboxState::Lost { .. } => {
-            for (i, c) in s.containers.iter().enumerate() {
-                if c.phase.can_stop() {
-                    p.actions.push(Action::Stop {
-                        index: i,
-                        grace: s.grace(),
-                    });
-                }
-            }
+            stop_running(&mut p, s, |_| true);
             return p;
         }
         SandboxState::Ready(_) => {}
@@ -131,18 +110,7 @@ pub fn plan(s: &PodState, now: Tick) -> Plan {
     for (i, c) in s.containers.iter().enumerate().filter(|(_, c)| c.init) {
         if c.sidecar {
             if c.phase.can_stop() {
-                if c.stop_reason.is_some() || apps_done {
-                    p.actions.push(Action::Stop {
-                        index: i,
-                        grace: s.grace(),
-                    });
-                } else if c.post_start_pending {
-                    if !c.post_start_in_flight {
-                        p.actions.push(Action::PostStart { index: i });
-                    }
-                } else {
-                    plan_probes(&mut p, s, i, c, now);
-                }
+                plan_running(&mut p, s, (i, c), apps_done, now);
                 if initialized || s.sidecar_started(c) {
                     continue;
                 }
@@ -163,14 +131,7 @@ pub fn plan(s: &PodState, now: Tick) -> Plan {
             continue;
         }
         if c.phase.can_stop() {
-            if c.stop_reason.is_some() {
-                p.actions.push(Action::Stop {
-                    index: i,
-                    grace: s.grace(),
-                });
-            } else if c.post_start_pending && !c.post_start_in_flight {
-                p.actions.push(Action::PostStart { index: i });
-            }
+            plan_running(&mut p, s, (i, c), false, now);
             return p;
         }
         if c.phase.is_busy() {
@@ -183,21 +144,7 @@ pub fn plan(s: &PodState, now: Tick) -> Plan {
     let mut hooked = false;
     for (i, c) in s.containers.iter().enumerate().filter(|(_, c)| !c.init) {
         if c.phase.can_stop() {
-            if c.stop_reason.is_some() {
-                p.actions.push(Action::Stop {
-                    index: i,
-                    grace: s.grace(),
-                });
-                continue;
-            }
-            if c.post_start_pending {
-                if !c.post_start_in_flight {
-                    p.actions.push(Action::PostStart { index: i });
-                }
-                hooked = true;
-                continue;
-            }
-            plan_probes(&mut p, s, i, c, now);
+            hooked |= plan_running(&mut p, s, (i, c), false, now);
             continue;
         }
         let has_hook = s
@@ -213,6 +160,45 @@ pub fn plan(s: &PodState, now: Tick) -> Plan {
         hooked |= has_hook;
     }
     p
+}
+
+/// What a running container needs: its stop (asked for, or `stop`), else its `postStart`
+/// hook until that has succeeded, else its probes (an init container has none). Returns
+/// whether its hook is still pending.
+fn plan_running(
+    p: &mut Plan,
+    s: &PodState,
+    (index, c): (usize, &ContainerState),
+    stop: bool,
+    now: Tick,
+) -> bool {
+    if c.stop_reason.is_some() || stop {
+        p.actions.push(Action::Stop {
+            index,
+            grace: s.grace(),
+        });
+        return false;
+    }
+    if c.post_start_pending {
+        if !c.post_start_in_flight {
+            p.actions.push(Action::PostStart { index });
+        }
+        return true;
+    }
+    plan_probes(p, s, index, c, now);
+    false
+}
+
+/// Stops every running container that `wanted` picks, with the pod's grace period.
+fn stop_running(p: &mut Plan, s: &PodState, wanted: impl Fn(&ContainerState) -> bool) {
+    for (i, c) in s.containers.iter().enumerate() {
+        if c.phase.can_stop() && wanted(c) {
+            p.actions.push(Action::Stop {
+                index: i,
+                grace: s.grace(),
+            });
+        }
+    }
 }
 
 /// A launch past its deadline is abandoned, and a stopped container whose exit record is
