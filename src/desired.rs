@@ -109,6 +109,8 @@ pub struct DesiredSet {
     seen: HashMap<String, String>,
     /// The config's `rollbackAfter`.
     rollback_default: Option<Duration>,
+    /// Counts the changes that may have changed [`DesiredSet::rollouts`].
+    generation: u64,
 }
 
 impl DesiredSet {
@@ -132,18 +134,34 @@ impl DesiredSet {
             .flat_map(|(k, s)| s.origins.iter().map(move |(o, st)| (k, o, st)))
     }
 
+    /// The origin whose current version is `uid`.
+    fn origin_of(&self, uid: &str) -> Option<&OriginState> {
+        self.origins()
+            .map(|(_, _, o)| o)
+            .find(|o| o.good.as_ref().is_some_and(|p| p.uid() == uid))
+    }
+
     fn origin_of_mut(&mut self, uid: &str) -> Option<&mut OriginState> {
+        self.generation += 1;
         self.sources
             .values_mut()
             .flat_map(|s| s.origins.values_mut())
             .find(|o| o.good.as_ref().is_some_and(|p| p.uid() == uid))
     }
 
+    /// Whether any candidate is on trial.
+    pub fn has_trials(&self) -> bool {
+        self.origins().any(|(_, _, o)| o.trial.is_some())
+    }
+
     /// The trial of the candidate `uid`, if it is one.
     pub fn trial_of(&self, uid: &str) -> Option<&Trial> {
-        self.origins()
-            .find(|(_, _, o)| o.good.as_ref().is_some_and(|p| p.uid() == uid))
-            .and_then(|(_, _, o)| o.trial.as_ref())
+        self.origin_of(uid)?.trial.as_ref()
+    }
+
+    /// Changes with every change that may change [`DesiredSet::rollouts`].
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The candidate `uid` passed its trial: it is the last good version now.
@@ -168,9 +186,7 @@ impl DesiredSet {
 
     /// Why the version running as `uid` replaced a candidate, if it did.
     pub fn held_for(&self, uid: &str) -> Option<&Held> {
-        self.origins()
-            .find(|(_, _, o)| o.good.as_ref().is_some_and(|p| p.uid() == uid))
-            .and_then(|(_, _, o)| o.held.as_ref())
+        self.origin_of(uid)?.held.as_ref()
     }
 
     /// Every rollout in progress or rolled back, to keep across a restart.
@@ -205,6 +221,7 @@ impl DesiredSet {
     /// trial goes on if its candidate is what was seeded; a rollback holds its candidate off
     /// and brings the last good version back.
     pub fn restore(&mut self, r: Rollout) {
+        self.generation += 1;
         let state = self.sources.entry(r.key).or_default();
         let o = state.origins.entry(r.origin).or_default();
         match (r.after, r.held) {
@@ -248,6 +265,7 @@ impl DesiredSet {
 
     /// Applies a snapshot.
     pub fn apply(&mut self, snap: Snapshot, now: &str) {
+        self.generation += 1;
         let state = self.sources.entry(snap.key.clone()).or_default();
         state.problem = snap.problem;
         if !snap.complete && !state.complete {

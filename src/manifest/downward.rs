@@ -65,6 +65,15 @@ pub struct DownwardVolume {
 pub const DEFAULT_MODE: i64 = 0o644;
 
 impl DownwardVolume {
+    /// Whether `v` is such a volume (what [`DownwardVolume::of`] reads), without decoding it.
+    pub fn is(v: &Volume) -> bool {
+        v.other.contains_key("downwardAPI")
+            || v.other
+                .get("projected")
+                .and_then(|p| p.get("sources"))
+                .is_some_and(|s| s.is_array())
+    }
+
     /// `Some` for a `downwardAPI` volume or a projected volume with `downwardAPI` sources
     /// (`path` is the volume's field path, `spec.volumes[i]`); `Err` when one does not
     /// decode.

@@ -217,6 +217,8 @@ pub struct Core {
     rollbacks: u64,
     /// The rollouts as last saved.
     saved_rollouts: Vec<crate::desired::Rollout>,
+    /// The desired set's generation when the rollouts were last compared with those saved.
+    rollouts_seen: Option<u64>,
 }
 
 impl Core {
@@ -230,6 +232,7 @@ impl Core {
             visible: true,
             rollbacks: 0,
             saved_rollouts: Vec::new(),
+            rollouts_seen: None,
         }
     }
 

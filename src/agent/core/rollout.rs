@@ -78,12 +78,15 @@ impl Core {
     /// failed (the pod set follows at once), and asks to be woken at the next trial's end.
     pub(super) fn judge_trials(&mut self, now: Now, out: &mut Output) {
         let mut changed = false;
-        let uids: Vec<String> = self
-            .pods
-            .values()
-            .filter(|p| !p.terminating)
-            .map(|p| p.uid().to_string())
-            .collect();
+        let uids: Vec<String> = if self.desired.has_trials() {
+            self.pods
+                .values()
+                .filter(|p| !p.terminating)
+                .map(|p| p.uid().to_string())
+                .collect()
+        } else {
+            Vec::new()
+        };
         for uid in uids {
             let Some(trial) = self.desired.trial_of(&uid).cloned() else {
                 continue;
@@ -147,6 +150,12 @@ impl Core {
         if changed {
             self.sync_desired(now, out);
         }
+        // Only when the desired set changed since the last look: not on every pass.
+        let generation = self.desired.generation();
+        if self.rollouts_seen == Some(generation) {
+            return;
+        }
+        self.rollouts_seen = Some(generation);
         let rollouts = self.desired.rollouts();
         if rollouts != self.saved_rollouts {
             out.commands

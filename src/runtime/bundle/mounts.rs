@@ -93,9 +93,13 @@ pub(super) fn mounts(
         };
         // downwardAPI volumes are always mounted read-only, as the kubelet mounts them.
         let read_only = m.read_only
-            || input.pod.pod.spec.volumes.iter().any(|v| {
-                v.name == m.name && crate::manifest::downward::DownwardVolume::of(v, "").is_some()
-            });
+            || input
+                .pod
+                .pod
+                .spec
+                .volumes
+                .iter()
+                .any(|v| v.name == m.name && crate::manifest::downward::DownwardVolume::is(v));
         let propagation = propagation(m.mount_propagation.as_deref());
         rootfs_propagation = rootfs_propagation.max(propagation);
         mounts.push(mount(
