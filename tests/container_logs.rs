@@ -141,14 +141,15 @@ fn an_idle_follower_wakes_nothing() {
         assert!(n > 0, "the follow stream ended: {seen:?}");
         seen.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
-    // A follower that polls the file (4 times a second) would wake the agent 12 times here.
+    wait_quiet(pid, Duration::from_secs(10));
+    // A follower that polls the file (4 times a second) would wake the agent 20 times here.
     let before = wakeups(pid);
-    std::thread::sleep(Duration::from_secs(3));
+    std::thread::sleep(Duration::from_secs(5));
     let woke = woken_between(&before, &wakeups(pid));
-    eprintln!("agent wake-ups in 3 s with an idle follower: {woke}");
+    eprintln!("agent wake-ups in 5 s with an idle follower: {woke}");
     assert!(
-        woke < 8,
-        "the agent woke {woke} times in 3 s with an idle follower"
+        woke < 5,
+        "the agent woke {woke} times in 5 s with an idle follower"
     );
 }
 

@@ -175,6 +175,23 @@ pub fn wakeups(pid: u32) -> std::collections::HashMap<String, u64> {
         .collect()
 }
 
+/// Waits (at most `bound`) until the process has had a second with at most one wake-up, so
+/// that what a just-started pod still sets off (its start's pool workers, the manifest's
+/// settle recheck) is over before an idle window is measured. A process that never quiets
+/// down is left to the measurement that follows to fail.
+pub fn wait_quiet(pid: u32, bound: std::time::Duration) {
+    let end = std::time::Instant::now() + bound;
+    let mut before = wakeups(pid);
+    while std::time::Instant::now() < end {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let now = wakeups(pid);
+        if woken_between(&before, &now) <= 1 {
+            return;
+        }
+        before = now;
+    }
+}
+
 /// How often the process's threads woke between two [`wakeups`] samples: threads that ended
 /// meanwhile (a pool worker going idle) count nothing, threads that began count whole.
 pub fn woken_between(
