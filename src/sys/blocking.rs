@@ -20,6 +20,13 @@ use std::time::Duration;
 const MAX_WORKERS: usize = 8;
 /// How long a worker waits for more work before it ends.
 const IDLE: Duration = Duration::from_secs(2);
+/// Probes (httpGet, tcpSocket) run on a pool of their own, so a probe that waits out its
+/// timeout never holds up a pod's setup, and one whose workers outlive the usual probe
+/// period (10 s): a probe then costs no thread start and exit. A probe that finds every
+/// worker busy gets a thread of its own, so that probes waiting out their timeouts never
+/// delay the others (the kubelet runs each probe on its own goroutine).
+const PROBE_WORKERS: usize = 2;
+const PROBE_IDLE: Duration = Duration::from_secs(30);
 /// Jobs are short and shallow; the default 2 MiB stacks would only cost address space.
 const STACK: usize = 256 * 1024;
 
@@ -34,6 +41,12 @@ pub enum JobError {
 type Job = Box<dyn FnOnce() + Send>;
 
 struct Pool {
+    name: &'static str,
+    max: usize,
+    idle_for: Duration,
+    /// Whether work that finds all `max` workers busy gets a thread of its own rather
+    /// than waiting in the queue.
+    overflow: bool,
     state: Mutex<PoolState>,
     more: Condvar,
 }
@@ -45,16 +58,31 @@ struct PoolState {
     idle: usize,
 }
 
-static POOL: Pool = Pool {
-    state: Mutex::new(PoolState {
-        queue: VecDeque::new(),
-        workers: 0,
-        idle: 0,
-    }),
-    more: Condvar::new(),
-};
+static POOL: Pool = Pool::new("staticlet-work", MAX_WORKERS, IDLE, false);
+static PROBES: Pool = Pool::new("probe", PROBE_WORKERS, PROBE_IDLE, true);
+
+thread_local! {
+    /// Set by a job that leaves its thread unfit for more work (a namespace it could not
+    /// leave): the worker ends after that job instead of taking the next.
+    static RETIRE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
 
 impl Pool {
+    const fn new(name: &'static str, max: usize, idle_for: Duration, overflow: bool) -> Pool {
+        Pool {
+            name,
+            max,
+            idle_for,
+            overflow,
+            state: Mutex::new(PoolState {
+                queue: VecDeque::new(),
+                workers: 0,
+                idle: 0,
+            }),
+            more: Condvar::new(),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, PoolState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -62,20 +90,27 @@ impl Pool {
     fn submit(&'static self, job: Job) -> Result<(), JobError> {
         let mut st = self.lock();
         st.queue.push_back(job);
-        if st.idle > 0 {
+        // Idle workers are counted until they wake: only as many jobs as there are idle
+        // workers can count on them, the rest need a worker of their own.
+        if st.queue.len() <= st.idle {
             self.more.notify_one();
             return Ok(());
         }
-        if st.workers >= MAX_WORKERS {
+        if st.workers >= self.max {
+            drop(st);
+            if self.overflow {
+                // Takes whatever waits, and ends once nothing does. Should it not start,
+                // the job waits for a worker.
+                let _ = std::thread::Builder::new()
+                    .name(self.name.into())
+                    .stack_size(STACK)
+                    .spawn(move || self.drain());
+            }
             return Ok(());
         }
         st.workers += 1;
         drop(st);
-        let spawned = std::thread::Builder::new()
-            .name("staticlet-work".into())
-            .stack_size(STACK)
-            .spawn(move || self.work());
-        if let Err(e) = spawned {
+        if let Err(e) = self.spawn_worker() {
             let mut st = self.lock();
             st.workers -= 1;
             // Nobody will run it unless another worker exists: take it back.
@@ -87,19 +122,64 @@ impl Pool {
         Ok(())
     }
 
-    fn work(&self) {
+    /// Starts a worker already counted in `workers`.
+    fn spawn_worker(&'static self) -> std::io::Result<()> {
+        std::thread::Builder::new()
+            .name(self.name.into())
+            .stack_size(STACK)
+            .spawn(move || self.work())
+            .map(drop)
+    }
+
+    /// A retired worker's place, when jobs wait and nobody is idle to take them. Should no
+    /// thread start and no other worker remain, the waiting jobs fail (their callers see
+    /// "the job ended without a result") rather than wait for ever.
+    fn replace_worker(&'static self) {
+        if self.spawn_worker().is_err() {
+            let mut st = self.lock();
+            st.workers -= 1;
+            if st.workers == 0 {
+                st.queue.clear();
+            }
+        }
+    }
+
+    /// Runs queued jobs until there are none: an overflow thread's life.
+    fn drain(&self) {
+        loop {
+            let Some(job) = self.lock().queue.pop_front() else {
+                return;
+            };
+            job();
+            if RETIRE.get() {
+                return;
+            }
+        }
+    }
+
+    fn work(&'static self) {
         let mut st = self.lock();
         loop {
             if let Some(job) = st.queue.pop_front() {
                 drop(st);
                 job();
                 st = self.lock();
+                if RETIRE.get() {
+                    // The place passes to a new worker when jobs wait and nobody is idle.
+                    if !st.queue.is_empty() && st.idle == 0 {
+                        drop(st);
+                        self.replace_worker();
+                    } else {
+                        st.workers -= 1;
+                    }
+                    return;
+                }
                 continue;
             }
             st.idle += 1;
             let (guard, timeout) = self
                 .more
-                .wait_timeout(st, IDLE)
+                .wait_timeout(st, self.idle_for)
                 .unwrap_or_else(|e| e.into_inner());
             st = guard;
             st.idle -= 1;
@@ -147,6 +227,62 @@ pub async fn run_long<T: Send + 'static>(
         .spawn(job)
         .map_err(JobError::Spawn)?;
     result(rx).await
+}
+
+/// Runs `f` on the probe pool, on a thread that has joined the network namespace `netns`
+/// (when given) for the time of `f`, so that what `f` connects to is the pod's loopback and
+/// addresses, as its containers see them. The worker returns to the agent's own namespace
+/// afterwards; one that cannot is retired, never reused.
+pub async fn run_in_netns<T: Send + 'static>(
+    netns: Option<std::path::PathBuf>,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<Result<T, String>, JobError> {
+    let (job, rx) = job(move || {
+        let Some(ns) = netns else {
+            return Ok(f());
+        };
+        let home = home_netns().map_err(|e| format!("/proc/self/ns/net: {e}"))?;
+        let pod = std::fs::File::open(&ns).map_err(|e| format!("{}: {e}", ns.display()))?;
+        enter_netns(&pod).map_err(|e| format!("setns {}: {e}", ns.display()))?;
+        // Back home however `f` ends, a panic included.
+        let _home = GoHome(home);
+        Ok(f())
+    });
+    PROBES.submit(job)?;
+    result(rx).await
+}
+
+/// The agent's own network namespace, opened once (the main thread never leaves it).
+fn home_netns() -> std::io::Result<&'static std::fs::File> {
+    static HOME: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::new();
+    if let Some(f) = HOME.get() {
+        return Ok(f);
+    }
+    let f = std::fs::File::open("/proc/self/ns/net")?;
+    Ok(HOME.get_or_init(|| f))
+}
+
+struct GoHome(&'static std::fs::File);
+
+impl Drop for GoHome {
+    fn drop(&mut self) {
+        if let Err(e) = enter_netns(self.0) {
+            log::error!(
+                "a probe thread cannot return to the agent's network namespace ({e}); it is retired"
+            );
+            RETIRE.set(true);
+        }
+    }
+}
+
+fn enter_netns(ns: &std::fs::File) -> std::io::Result<()> {
+    // SAFETY: setns on an open namespace file descriptor; it changes this thread only.
+    let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(ns), libc::CLONE_NEWNET) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// Runs a job whose failure only needs to be logged (cleanup that is retried later anyway).
@@ -201,5 +337,115 @@ mod tests {
         // Idle workers end.
         std::thread::sleep(IDLE + Duration::from_millis(500));
         assert_eq!(POOL.lock().workers, 0);
+    }
+
+    #[test]
+    fn probes_that_hang_do_not_hold_up_the_others() {
+        let (release, hold) = std::sync::mpsc::channel::<()>();
+        let hold = std::sync::Arc::new(std::sync::Mutex::new(hold));
+        // More hanging probes than the pool keeps workers.
+        let mut hung: Vec<_> = (0..PROBE_WORKERS + 3)
+            .map(|_| {
+                let hold = hold.clone();
+                Box::pin(run_in_netns(None, move || {
+                    let _ = hold.lock().unwrap().recv();
+                }))
+            })
+            .collect();
+        // Polled once: each is submitted, in this order, before the quick one.
+        smol::block_on(async {
+            for h in &mut hung {
+                assert!(smol::future::poll_once(h.as_mut()).await.is_none());
+            }
+        });
+        let quick = smol::block_on(smol::future::or(
+            async { Some(run_in_netns(None, || 7).await) },
+            async {
+                smol::Timer::after(Duration::from_secs(20)).await;
+                None
+            },
+        ));
+        assert!(
+            matches!(quick, Some(Ok(Ok(7)))),
+            "a probe waited behind hanging ones: {quick:?}"
+        );
+        for _ in 0..hung.len() {
+            release.send(()).unwrap();
+        }
+        smol::block_on(async {
+            for h in hung {
+                h.await.unwrap().unwrap();
+            }
+        });
+    }
+
+    /// A thread that has a network namespace of its own, for as long as the value lives.
+    struct OtherNetns {
+        path: std::path::PathBuf,
+        _stop: std::sync::mpsc::Sender<()>,
+    }
+
+    fn other_netns() -> Option<OtherNetns> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            // SAFETY: unshare and gettid change or read this thread only.
+            let tid = unsafe {
+                if libc::unshare(libc::CLONE_NEWNET) != 0 {
+                    let _ = tx.send(None);
+                    return;
+                }
+                libc::gettid()
+            };
+            let _ = tx.send(Some(format!(
+                "/proc/{}/task/{tid}/ns/net",
+                std::process::id()
+            )));
+            let _ = stopped.recv();
+        });
+        Some(OtherNetns {
+            path: rx.recv().ok()??.into(),
+            _stop: stop,
+        })
+    }
+
+    fn here() -> (std::thread::ThreadId, std::path::PathBuf) {
+        (
+            std::thread::current().id(),
+            std::fs::read_link("/proc/thread-self/ns/net").unwrap(),
+        )
+    }
+
+    #[test]
+    fn a_probe_worker_goes_back_to_the_agents_network_namespace() {
+        let Some(pod) = other_netns() else {
+            eprintln!("skipped: creating a network namespace needs CAP_SYS_ADMIN");
+            return;
+        };
+        let home = here().1;
+        let (worker, inside) = smol::block_on(run_in_netns(Some(pod.path.clone()), here))
+            .unwrap()
+            .unwrap();
+        assert_ne!(inside, home, "the job did not run in the pod's namespace");
+        // A job that panics leaves its worker at home as well.
+        let broke = smol::block_on(run_in_netns(Some(pod.path.clone()), move || {
+            if std::thread::current().id() == worker {
+                panic!("the probe broke");
+            }
+        }));
+        assert!(matches!(broke, Ok(Ok(())) | Err(JobError::Panicked(_))));
+        // Every later job on that worker (the pool is small: it comes round) runs at home.
+        let mut met = 0;
+        for _ in 0..200 {
+            let (w, ns) = smol::block_on(run_in_netns(None, here)).unwrap().unwrap();
+            assert_eq!(ns, home, "a worker stayed in the pod's namespace");
+            met += usize::from(w == worker);
+        }
+        assert!(
+            met > 0,
+            "the worker that ran in the pod was never seen again"
+        );
+        let missing = smol::block_on(run_in_netns(Some("/nonexistent/ns".into()), here)).unwrap();
+        assert!(missing.unwrap_err().contains("/nonexistent/ns"));
     }
 }

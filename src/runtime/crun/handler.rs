@@ -85,46 +85,15 @@ async fn handle(ctx: &Context, spec: &HandlerSpec) -> (bool, String) {
     (false, "no handler".into())
 }
 
-/// Runs `f` on a fresh thread that has joined the pod's network namespace (when it has one),
-/// so probes reach the pod's loopback exactly as its containers do.
+/// Runs `f` on a probe worker that has joined the pod's network namespace (when it has
+/// one), so probes reach the pod's loopback exactly as its containers do.
 async fn in_netns(
     netns: Option<PathBuf>,
     f: impl FnOnce() -> (bool, String) + Send + 'static,
 ) -> (bool, String) {
-    let (tx, rx) = smol::channel::bounded(1);
-    let spawned = std::thread::Builder::new()
-        .name("probe".into())
-        .spawn(move || {
-            if let Some(ns) = netns {
-                match std::fs::File::open(&ns) {
-                    // SAFETY: setns on an owned, open namespace file descriptor, for this thread only.
-                    Ok(f)
-                        if unsafe {
-                            libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET)
-                        } == 0 => {}
-                    Ok(_) => {
-                        let _ = tx.send_blocking((
-                            false,
-                            format!(
-                                "setns {}: {}",
-                                ns.display(),
-                                std::io::Error::last_os_error()
-                            ),
-                        ));
-                        return;
-                    }
-                    Err(e) => {
-                        let _ = tx.send_blocking((false, format!("{}: {e}", ns.display())));
-                        return;
-                    }
-                }
-            }
-            let _ = tx.send_blocking(f());
-        });
-    if let Err(e) = spawned {
-        return (false, format!("cannot start a probe thread: {e}"));
+    match crate::sys::blocking::run_in_netns(netns, f).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(e)) => (false, e),
+        Err(e) => (false, format!("cannot run the probe: {e}")),
     }
-    rx.recv()
-        .await
-        .unwrap_or((false, "probe thread failed".into()))
 }
