@@ -8,7 +8,7 @@
 mod env;
 mod mounts;
 
-pub use env::{environment, field_value, resource_field_value, Allocatable};
+pub use env::{environment, field_value, resource_field_value, Allocatable, ResourceError};
 pub use mounts::{propagation, Propagation};
 
 use super::security::Security;
@@ -107,11 +107,42 @@ pub fn process_args(c: &Container, image: &ImageDefaults) -> Vec<String> {
     }
 }
 
-fn oci<T>(r: Result<T, oci_spec::OciSpecError>) -> Result<T, String> {
-    r.map_err(|e| format!("internal error building the OCI spec: {e}"))
+/// Why a container's OCI spec could not be made from the pod and the image: each names what
+/// to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("no command: the container sets no command and the image has no Entrypoint or Cmd")]
+    NoCommand,
+    #[error("volume {0:?} has no host path")]
+    NoHostPath(String),
+    #[error("volumeMount {mount:?}: subPath {sub_path:?} was not prepared")]
+    SubPathNotPrepared { mount: String, sub_path: String },
+    #[error("env {env}: resourceFieldRef: {source}")]
+    EnvResource { env: String, source: ResourceError },
+    /// A `mountPropagation` the volume's host path cannot give (containerd's check).
+    #[error(
+        "volumeMount {mount:?}: path {path:?} is mounted on {mount_point:?} but it is not a {kind} mount \
+         (mountPropagation: {wanted}); make it one on the host (mount --make-rshared {mount_point})"
+    )]
+    NotPropagating {
+        mount: String,
+        path: String,
+        mount_point: String,
+        kind: &'static str,
+        wanted: String,
+    },
+    #[error("internal error building the OCI spec: {0}")]
+    Spec(#[from] oci_spec::OciSpecError),
 }
 
-fn namespace(kind: LinuxNamespaceType, path: Option<&PathBuf>) -> Result<LinuxNamespace, String> {
+fn oci<T>(r: Result<T, oci_spec::OciSpecError>) -> Result<T, BundleError> {
+    Ok(r?)
+}
+
+fn namespace(
+    kind: LinuxNamespaceType,
+    path: Option<&PathBuf>,
+) -> Result<LinuxNamespace, BundleError> {
     let b = LinuxNamespaceBuilder::default().typ(kind);
     oci(match path {
         Some(p) => b.path(p.clone()).build(),
@@ -124,7 +155,7 @@ fn device_rule(
     kind: Option<LinuxDeviceType>,
     major: Option<i64>,
     minor: Option<i64>,
-) -> Result<LinuxDeviceCgroup, String> {
+) -> Result<LinuxDeviceCgroup, BundleError> {
     let mut b = LinuxDeviceCgroupBuilder::default()
         .allow(allow)
         .access("rwm");
@@ -146,7 +177,7 @@ pub fn resources(
     c: &Container,
     pids_limit: Option<i64>,
     privileged: bool,
-) -> Result<LinuxResources, String> {
+) -> Result<LinuxResources, BundleError> {
     let get = |m: &BTreeMap<String, crate::manifest::pod::QuantityValue>, k: &str| {
         m.get(k).and_then(|q| Quantity::parse(&q.as_text()))
     };
@@ -204,7 +235,7 @@ fn capability_set(names: &[String]) -> Capabilities {
 
 /// Builds the container's `config.json` with oci-spec's types (serialised only, never parsed
 /// back, which keeps oci-spec's runtime deserializers out of the binary).
-pub fn generate(input: &BundleInput) -> Result<Spec, String> {
+pub fn generate(input: &BundleInput) -> Result<Spec, BundleError> {
     let c = input.container;
     let sc = c.security_context.clone().unwrap_or_default();
     let security = &input.security;
@@ -213,10 +244,7 @@ pub fn generate(input: &BundleInput) -> Result<Spec, String> {
     let caps = &security.caps;
     let args = process_args(c, input.image);
     if args.is_empty() {
-        return Err(
-            "no command: the container sets no command and the image has no Entrypoint or Cmd"
-                .into(),
-        );
+        return Err(BundleError::NoCommand);
     }
     let cwd = c
         .working_dir

@@ -32,7 +32,7 @@ pub enum StartError {
     Security(#[from] super::security::SecurityError),
     /// The OCI spec could not be made from the pod and the image.
     #[error("{0}")]
-    Bundle(String),
+    Bundle(#[from] super::bundle::BundleError),
     #[error("{what} {}: {source}", path.display())]
     Io {
         what: &'static str,

@@ -9,7 +9,7 @@
 //! Where leases are not available (another owner without `CAP_LEASE`, a filesystem without
 //! them), the caller's inotify bookkeeping decides alone.
 
-use super::trust::{self, Trust};
+use super::trust::{self, SignatureError, Trust};
 use super::Entry;
 use crate::manifest::{self, FieldError, ManifestError, Source, MAX_MANIFEST_BYTES};
 use crate::sys::panics;
@@ -146,9 +146,8 @@ pub fn load_file(path: &Path, node: &str, hint: Hint, trust: Option<&Trust>) -> 
                 panics::refused(&work),
                 trust.map(|t| verify_file(t, path, &bytes)),
             ) {
-                (Some(message), _) | (None, Some(Err(message))) => {
-                    (Err(file_error(path, message)), Vec::new())
-                }
+                (Some(message), _) => (Err(file_error(path, message)), Vec::new()),
+                (None, Some(Err(e))) => (Err(file_error(path, e.to_string())), Vec::new()),
                 _ => manifest::load_checked(&bytes, &source, node),
             }
         }
@@ -170,18 +169,19 @@ pub fn signature_path(path: &Path) -> std::path::PathBuf {
     name.into()
 }
 
-fn verify_file(trust: &Trust, path: &Path, body: &[u8]) -> Result<(), String> {
+fn verify_file(trust: &Trust, path: &Path, body: &[u8]) -> Result<(), SignatureError> {
     let sig = match read_file(&signature_path(path), Hint::default()) {
         Ok(Reading::Bytes(b)) => Some(b),
         Ok(Reading::BeingWritten) => {
-            return Err(format!(
-                "{}{} is being written",
-                path.display(),
-                trust::SUFFIX
-            ))
+            return Err(SignatureError::BeingWritten(path.display().to_string()))
         }
         Err(_) if !signature_path(path).exists() => None,
-        Err(e) => return Err(format!("{}{}: {e}", path.display(), trust::SUFFIX)),
+        Err(source) => {
+            return Err(SignatureError::Unreadable {
+                what: path.display().to_string(),
+                source,
+            })
+        }
     };
     let name = path
         .file_name()

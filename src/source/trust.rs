@@ -18,6 +18,31 @@ pub const MAX_SIGNATURE_BYTES: usize = 4096;
 /// The detached signature's name beside a file or a URL.
 pub const SUFFIX: &str = ".minisig";
 
+/// Why a manifest's signature does not let it through; each names the `.minisig` file.
+#[derive(Debug, thiserror::Error)]
+pub enum SignatureError {
+    #[error("not signed: {0}.minisig is missing, and manifestPublicKeys requires a signature (sign it with `minisign -Sm`)")]
+    Missing(String),
+    #[error("{0}.minisig is not a minisign signature (too large)")]
+    TooLarge(String),
+    #[error("{what}.minisig is not a minisign signature: {source}")]
+    Malformed {
+        what: String,
+        source: minisign_verify::Error,
+    },
+    #[error("{0}.minisig was made with a key that is not pinned (manifestPublicKeys)")]
+    KeyNotPinned(String),
+    #[error("the signature {0}.minisig does not match the manifest (tampered with, or signed before its last change)")]
+    Mismatch(String),
+    #[error("{0}.minisig is being written")]
+    BeingWritten(String),
+    #[error("{what}.minisig: {source}")]
+    Unreadable {
+        what: String,
+        source: crate::source::read::ReadError,
+    },
+}
+
 /// Manifests refused for their signature since the agent started (`/metrics`).
 static REFUSED: AtomicU64 = AtomicU64::new(0);
 
@@ -70,7 +95,7 @@ impl Trust {
         body: &[u8],
         signature: Option<&[u8]>,
         what: &str,
-    ) -> Result<&Path, String> {
+    ) -> Result<&Path, SignatureError> {
         let result = self.check(body, signature, what);
         if result.is_err() {
             REFUSED.fetch_add(1, Ordering::Relaxed);
@@ -78,19 +103,25 @@ impl Trust {
         result
     }
 
-    fn check(&self, body: &[u8], signature: Option<&[u8]>, what: &str) -> Result<&Path, String> {
+    fn check(
+        &self,
+        body: &[u8],
+        signature: Option<&[u8]>,
+        what: &str,
+    ) -> Result<&Path, SignatureError> {
+        let what = what.to_string();
         let Some(sig) = signature else {
-            return Err(format!(
-                "not signed: {what}{SUFFIX} is missing, and manifestPublicKeys requires a signature (sign it with `minisign -Sm`)"
-            ));
+            return Err(SignatureError::Missing(what));
         };
         if sig.len() > MAX_SIGNATURE_BYTES {
-            return Err(format!(
-                "{what}{SUFFIX} is not a minisign signature (too large)"
-            ));
+            return Err(SignatureError::TooLarge(what));
         }
-        let sig = Signature::decode(&String::from_utf8_lossy(sig))
-            .map_err(|e| format!("{what}{SUFFIX} is not a minisign signature: {e}"))?;
+        let sig = Signature::decode(&String::from_utf8_lossy(sig)).map_err(|source| {
+            SignatureError::Malformed {
+                what: what.clone(),
+                source,
+            }
+        })?;
         let mut last = None;
         for (path, key) in &self.keys {
             match key.verify(body, &sig, true) {
@@ -99,12 +130,8 @@ impl Trust {
             }
         }
         Err(match last {
-            Some(minisign_verify::Error::UnexpectedKeyId) => format!(
-                "{what}{SUFFIX} was made with a key that is not pinned (manifestPublicKeys)"
-            ),
-            _ => format!(
-                "the signature {what}{SUFFIX} does not match the manifest (tampered with, or signed before its last change)"
-            ),
+            Some(minisign_verify::Error::UnexpectedKeyId) => SignatureError::KeyNotPinned(what),
+            _ => SignatureError::Mismatch(what),
         })
     }
 }

@@ -244,7 +244,7 @@ impl UrlSource {
                     Err(e) => return Poll::Failed(e),
                 };
                 if let Err(e) = t.verify(&body, sig.as_deref(), &self.url) {
-                    return Poll::Refused(e);
+                    return Poll::Refused(e.to_string());
                 }
                 sig
             }

@@ -1,7 +1,7 @@
 //! A container's environment: the image's, the pod's `env` with `$(VAR)` expansion, and the
 //! downward API (`fieldRef`, `resourceFieldRef`) as the kubelet resolves it.
 
-use super::BundleInput;
+use super::{BundleError, BundleInput};
 use crate::config::Config;
 use crate::manifest::pod::{Container, QuantityValue, ResourceFieldRef};
 use crate::manifest::quantity::Quantity;
@@ -67,6 +67,15 @@ impl Allocatable {
     }
 }
 
+/// Why a `resourceFieldRef` names nothing this node can give a value for.
+#[derive(Debug, thiserror::Error)]
+pub enum ResourceError {
+    #[error("no container {0:?} in the pod")]
+    NoSuchContainer(String),
+    #[error("unsupported container resource: {0}")]
+    Unsupported(String),
+}
+
 /// The kubelet's `ExtractContainerResourceValue`: the named container's limit (the node's
 /// allocatable when unset) or request (its limit when unset, as API defaulting sets it; else
 /// 0), divided by `divisor` (default 1) and rounded up. CPU is counted in millicores.
@@ -75,7 +84,7 @@ pub fn resource_field_value(
     current: &Container,
     r: &ResourceFieldRef,
     node: &Allocatable,
-) -> Result<String, String> {
+) -> Result<String, ResourceError> {
     let c = match r.container_name.as_deref().filter(|n| !n.is_empty()) {
         None => current,
         Some(name) => {
@@ -84,7 +93,7 @@ pub fn resource_field_value(
                 .iter()
                 .chain(&spec.init_containers)
                 .find(|c| c.name == name)
-                .ok_or_else(|| format!("no container {name:?} in the pod"))?
+                .ok_or_else(|| ResourceError::NoSuchContainer(name.into()))?
         }
     };
     let get = |m: &BTreeMap<String, QuantityValue>, k: &str| {
@@ -93,7 +102,7 @@ pub fn resource_field_value(
     let (kind, res) = r
         .resource
         .split_once('.')
-        .ok_or_else(|| format!("unsupported container resource: {}", r.resource))?;
+        .ok_or_else(|| ResourceError::Unsupported(r.resource.clone()))?;
     let limit = get(&c.resources.limits, res);
     let cpu = res == "cpu";
     // In milli-units for CPU, whole units otherwise.
@@ -102,12 +111,12 @@ pub fn resource_field_value(
         "cpu" => node.cpu_milli,
         "memory" => node.memory,
         "ephemeral-storage" => node.ephemeral_storage,
-        _ => return Err(format!("unsupported container resource: {}", r.resource)),
+        _ => return Err(ResourceError::Unsupported(r.resource.clone())),
     };
     let value = match kind {
         "limits" => limit.map_or(node_value, amount),
         "requests" => get(&c.resources.requests, res).or(limit).map_or(0, amount),
-        _ => return Err(format!("unsupported container resource: {}", r.resource)),
+        _ => return Err(ResourceError::Unsupported(r.resource.clone())),
     };
     let divisor = r
         .divisor
@@ -174,7 +183,7 @@ impl Vars {
 
 /// Image env first, then the pod's (later entries win, as in Kubernetes), with `$(VAR)`
 /// references to earlier variables expanded.
-pub fn environment(input: &BundleInput) -> Result<Vec<String>, String> {
+pub fn environment(input: &BundleInput) -> Result<Vec<String>, BundleError> {
     let mut vars = Vars::default();
     for kv in &input.image.env {
         if let Some((k, v)) = kv.split_once('=') {
@@ -199,8 +208,12 @@ pub fn environment(input: &BundleInput) -> Result<Vec<String>, String> {
                 field_value(input.pod, &fr.field_path, &input.host_ip, &input.pod_ip)
             }
             (_, None, Some(r)) => {
-                resource_field_value(input.pod, input.container, r, &input.allocatable)
-                    .map_err(|m| format!("env {}: resourceFieldRef: {m}", e.name))?
+                resource_field_value(input.pod, input.container, r, &input.allocatable).map_err(
+                    |source| BundleError::EnvResource {
+                        env: e.name.clone(),
+                        source,
+                    },
+                )?
             }
             (Some(v), None, None) => expand(v, &vars),
             (None, None, None) => String::new(),

@@ -2,7 +2,7 @@
 //! volumes, each volume with its `mountPropagation` and read-only as asked (a downwardAPI
 //! volume always).
 
-use super::{oci, BundleInput};
+use super::{oci, BundleError, BundleInput};
 use oci_spec::runtime::{Mount, MountBuilder};
 use std::path::PathBuf;
 
@@ -11,7 +11,7 @@ pub(super) fn mounts(
     input: &BundleInput,
     privileged: bool,
     read_only: bool,
-) -> Result<(Vec<Mount>, Propagation), String> {
+) -> Result<(Vec<Mount>, Propagation), BundleError> {
     let c = input.container;
     let mut mounts = vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
@@ -83,14 +83,20 @@ pub(super) fn mounts(
     let mut rootfs_propagation = Propagation::Private;
     for (i, m) in c.volume_mounts.iter().enumerate() {
         let Some(host) = input.volumes.get(&m.name) else {
-            return Err(format!("volume {:?} has no host path", m.name));
+            return Err(BundleError::NoHostPath(m.name.clone()));
         };
-        let source = match &m.sub_path {
-            Some(sp) if !sp.is_empty() => input.sub_paths.get(&i).cloned().ok_or_else(|| {
-                format!("volumeMount {:?}: subPath {sp:?} was not prepared", m.name)
-            })?,
-            _ => host.clone(),
-        };
+        let source =
+            match &m.sub_path {
+                Some(sp) if !sp.is_empty() => {
+                    input.sub_paths.get(&i).cloned().ok_or_else(|| {
+                        BundleError::SubPathNotPrepared {
+                            mount: m.name.clone(),
+                            sub_path: sp.clone(),
+                        }
+                    })?
+                }
+                _ => host.clone(),
+            };
         // downwardAPI volumes are always mounted read-only, as the kubelet mounts them.
         let read_only = m.read_only
             || input
@@ -121,7 +127,7 @@ fn mount(
     kind: &str,
     source: impl Into<PathBuf>,
     options: &[&str],
-) -> Result<Mount, String> {
+) -> Result<Mount, BundleError> {
     oci(MountBuilder::default()
         .destination(destination)
         .typ(kind)

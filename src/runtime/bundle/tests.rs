@@ -218,7 +218,7 @@ fn namespaces_hostname_and_mounts() {
     let img = image();
     let mut i = input(&p, &img);
     // Without its staging point, a subPath mount is an error, never `<volume>/<subPath>`.
-    assert!(generate(&i).unwrap_err().contains("subPath"));
+    assert!(generate(&i).unwrap_err().to_string().contains("subPath"));
     i.sub_paths.insert(1, "/r/subpaths/1".into());
     let v = json_of(&generate(&i).unwrap());
     let ns = v["linux"]["namespaces"].as_array().unwrap();
@@ -290,9 +290,10 @@ fn resources_map_to_cgroup_limits() {
 fn no_command_at_all_is_an_error() {
     let p = pod("  - name: c\n    image: busybox\n", "");
     let img = ImageDefaults::default();
-    assert!(generate(&input(&p, &img))
-        .unwrap_err()
-        .contains("no command"));
+    assert!(matches!(
+        generate(&input(&p, &img)),
+        Err(BundleError::NoCommand)
+    ));
 }
 
 /// An image with a huge `Env` merged with a pod's: linear, not a search per variable. The

@@ -6,7 +6,7 @@ use super::Context;
 use crate::image::Image;
 use crate::manifest::pod::Container;
 use crate::manifest::StaticPod;
-use crate::runtime::bundle::{self, BundleInput};
+use crate::runtime::bundle::{self, BundleError, BundleInput};
 use crate::runtime::podsetup::Sandbox;
 use crate::runtime::records::write_json;
 use crate::runtime::{Created, InstanceSpec, Layout, MonitorSpec, StartError};
@@ -152,7 +152,7 @@ fn prepare(
         security,
         allocatable: bundle::Allocatable::for_container(c, &ctx.config),
     };
-    let oci = bundle::generate(&input).map_err(StartError::Bundle)?;
+    let oci = bundle::generate(&input)?;
     write_json(&instance.join("config.json"), &oci, true)?;
     let id = Layout::container_id(pod.uid(), &c.name, attempt);
     let log_path = ctx
@@ -198,14 +198,13 @@ fn check_propagation(c: &Container, sb: &Sandbox) -> Result<(), StartError> {
             _ => (p.shared || p.slave, "shared or slave"),
         };
         if !ok {
-            return Err(StartError::Bundle(format!(
-                "volumeMount {:?}: path {:?} is mounted on {:?} but it is not a {kind} mount                  (mountPropagation: {}); make it one on the host (mount --make-rshared {})",
-                m.name,
-                source.display().to_string(),
-                p.mount_point.display().to_string(),
-                m.mount_propagation.as_deref().unwrap_or_default(),
-                p.mount_point.display()
-            )));
+            return Err(StartError::Bundle(BundleError::NotPropagating {
+                mount: m.name.clone(),
+                path: source.display().to_string(),
+                mount_point: p.mount_point.display().to_string(),
+                kind,
+                wanted: m.mount_propagation.clone().unwrap_or_default(),
+            }));
         }
     }
     Ok(())

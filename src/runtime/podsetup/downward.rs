@@ -5,7 +5,7 @@
 
 use crate::manifest::downward::{format_map, DownwardVolume};
 use crate::manifest::StaticPod;
-use crate::runtime::bundle::{field_value, resource_field_value, Allocatable};
+use crate::runtime::bundle::{field_value, resource_field_value, Allocatable, ResourceError};
 use crate::sys::fsutil::beneath::{self, Scope};
 use std::ffi::CString;
 use std::io::{self, Write};
@@ -18,7 +18,7 @@ fn content(
     pod: &StaticPod,
     file: &crate::manifest::downward::DownwardFile,
     node: &Allocatable,
-) -> Result<String, String> {
+) -> Result<String, ResourceError> {
     let m = &pod.pod.metadata;
     if let Some(fr) = &file.field_ref {
         return Ok(match fr.field_path.as_str() {
@@ -27,8 +27,9 @@ fn content(
             path => field_value(pod, path, "", ""),
         });
     }
+    // Validation lets no file through without one of the two.
     let Some(r) = &file.resource_field_ref else {
-        return Err("neither fieldRef nor resourceFieldRef".into());
+        return Ok(String::new());
     };
     let name = r.container_name.as_deref().unwrap_or("");
     let spec = &pod.pod.spec;
@@ -37,7 +38,7 @@ fn content(
         .iter()
         .chain(&spec.init_containers)
         .find(|c| c.name == name)
-        .ok_or_else(|| format!("no container {name:?} in the pod"))?;
+        .ok_or_else(|| ResourceError::NoSuchContainer(name.into()))?;
     resource_field_value(pod, c, r, node)
 }
 

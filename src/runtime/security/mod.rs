@@ -67,9 +67,12 @@ pub enum SecurityError {
         container: String,
     },
     #[error("forbidden sysctl: {0}")]
-    Sysctl(String),
-    #[error("cannot load seccomp profile {}: {message}", path.display())]
-    Seccomp { path: PathBuf, message: String },
+    Sysctl(#[from] sysctls::SysctlError),
+    #[error("cannot load seccomp profile {}: {source}", path.display())]
+    Seccomp {
+        path: PathBuf,
+        source: seccomp::SeccompError,
+    },
 }
 
 impl SecurityError {
@@ -160,8 +163,7 @@ pub fn decide(
     settings: &Settings,
 ) -> Result<Security, SecurityError> {
     verify_run_as_non_root(pod, c, image_user)?;
-    let sysctls = sysctls::allowed(&pod.pod, &settings.allowed_unsafe_sysctls)
-        .map_err(SecurityError::Sysctl)?;
+    let sysctls = sysctls::allowed(&pod.pod, &settings.allowed_unsafe_sysctls)?;
     let sc = c.security_context.clone().unwrap_or_default();
     let privileged = sc.privileged.unwrap_or(false);
     let caps = capabilities(c, privileged, &settings.host_caps);
@@ -176,16 +178,15 @@ pub fn decide(
         _ if privileged => None,
         seccomp::Choice::Unconfined => None,
         seccomp::Choice::RuntimeDefault => {
-            Some(seccomp::runtime_default(&caps.bounding).map_err(|message| {
+            Some(seccomp::runtime_default(&caps.bounding).map_err(|source| {
                 SecurityError::Seccomp {
                     path: "(built in)".into(),
-                    message,
+                    source,
                 }
             })?)
         }
         seccomp::Choice::Localhost(path) => Some(
-            seccomp::localhost(&path)
-                .map_err(|message| SecurityError::Seccomp { path, message })?,
+            seccomp::localhost(&path).map_err(|source| SecurityError::Seccomp { path, source })?,
         ),
     };
     Ok(Security {

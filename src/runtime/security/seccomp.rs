@@ -134,9 +134,24 @@ fn seccomp_arch() -> String {
     format!("SCMP_ARCH_{name}")
 }
 
+/// Why a seccomp profile cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SeccompError {
+    #[error("the built-in seccomp profile does not parse")]
+    BuiltInUnparsed,
+    #[error("the built-in seccomp profile: {0}")]
+    BuiltIn(serde_json::Error),
+    #[error("{0}")]
+    Read(#[from] std::io::Error),
+    #[error("larger than {MAX_PROFILE_BYTES} bytes")]
+    TooLarge,
+    #[error("not a seccomp profile in the OCI form (defaultAction, syscalls): {0}")]
+    NotOci(serde_json::Error),
+}
+
 /// The `RuntimeDefault` profile in the OCI form for a container with the given bounding set.
-pub fn runtime_default(bounding: &[String]) -> Result<LinuxSeccomp, String> {
-    let profile = default_profile().ok_or("the built-in seccomp profile does not parse")?;
+pub fn runtime_default(bounding: &[String]) -> Result<LinuxSeccomp, SeccompError> {
+    let profile = default_profile().ok_or(SeccompError::BuiltInUnparsed)?;
     let native = seccomp_arch();
     let arch = go_arch();
     let architectures: Vec<String> = profile
@@ -177,23 +192,19 @@ pub fn runtime_default(bounding: &[String]) -> Result<LinuxSeccomp, String> {
     if !architectures.is_empty() {
         oci["architectures"] = json!(architectures);
     }
-    serde_json::from_value(oci).map_err(|e| format!("the built-in seccomp profile: {e}"))
+    serde_json::from_value(oci).map_err(SeccompError::BuiltIn)
 }
 
 /// A `Localhost` profile: a JSON file in the OCI `linux.seccomp` form.
-pub fn localhost(path: &Path) -> Result<LinuxSeccomp, String> {
+pub fn localhost(path: &Path) -> Result<LinuxSeccomp, SeccompError> {
     use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let file = std::fs::File::open(path)?;
     let mut bytes = Vec::new();
-    file.take(MAX_PROFILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| e.to_string())?;
+    file.take(MAX_PROFILE_BYTES + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > MAX_PROFILE_BYTES {
-        return Err(format!("larger than {MAX_PROFILE_BYTES} bytes"));
+        return Err(SeccompError::TooLarge);
     }
-    serde_json::from_slice(&bytes).map_err(|e| {
-        format!("not a seccomp profile in the OCI form (defaultAction, syscalls): {e}")
-    })
+    serde_json::from_slice(&bytes).map_err(SeccompError::NotOci)
 }
 
 #[cfg(test)]
@@ -239,7 +250,7 @@ mod tests {
         );
         let bad = dir.join("bad.json");
         std::fs::write(&bad, r#"{"defaultAction": "SCMP_ACT_PLEASE"}"#).unwrap();
-        assert!(localhost(&bad).unwrap_err().contains("OCI form"));
+        assert!(matches!(localhost(&bad), Err(SeccompError::NotOci(_))));
         assert!(localhost(&dir.join("missing.json")).is_err());
         std::fs::remove_dir_all(dir).unwrap();
     }

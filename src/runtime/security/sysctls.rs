@@ -37,8 +37,23 @@ fn allowlisted(name: &str, unsafe_allowed: &[String]) -> bool {
         })
 }
 
-/// The pod's sysctls by normalized name, or the kubelet's message for the first refused one.
-pub fn allowed(pod: &Pod, unsafe_allowed: &[String]) -> Result<BTreeMap<String, String>, String> {
+/// A sysctl the pod may not set, with the kubelet's message.
+#[derive(Debug, thiserror::Error)]
+pub enum SysctlError {
+    #[error("{0:?} not allowlisted")]
+    NotAllowlisted(String),
+    #[error("{name:?} not allowed with host {namespace} enabled")]
+    HostNamespace {
+        name: String,
+        namespace: &'static str,
+    },
+}
+
+/// The pod's sysctls by normalized name, or the first refused one.
+pub fn allowed(
+    pod: &Pod,
+    unsafe_allowed: &[String],
+) -> Result<BTreeMap<String, String>, SysctlError> {
     let Some(sc) = &pod.spec.security_context else {
         return Ok(BTreeMap::new());
     };
@@ -52,13 +67,13 @@ pub fn allowed(pod: &Pod, unsafe_allowed: &[String]) -> Result<BTreeMap<String, 
             None => false,
         };
         if !allowlisted(&name, unsafe_allowed) || ns.is_none() {
-            return Err(format!("{name:?} not allowlisted"));
+            return Err(SysctlError::NotAllowlisted(name));
         }
         if let Some(ns) = ns.filter(|_| host) {
-            return Err(format!(
-                "{name:?} not allowed with host {} enabled",
-                ns.word()
-            ));
+            return Err(SysctlError::HostNamespace {
+                name,
+                namespace: ns.word(),
+            });
         }
         out.insert(name, s.value.clone());
     }
@@ -99,7 +114,7 @@ mod tests {
         assert!(ok.contains_key("net.ipv4.ip_unprivileged_port_start"));
         let unsafe_one = pod(&["net.core.somaxconn"]);
         assert_eq!(
-            allowed(&unsafe_one, &[]).unwrap_err(),
+            allowed(&unsafe_one, &[]).unwrap_err().to_string(),
             "\"net.core.somaxconn\" not allowlisted"
         );
         assert!(allowed(&unsafe_one, &["net.core.*".into()]).is_ok());
@@ -108,7 +123,7 @@ mod tests {
         let mut host = pod(&["net.ipv4.tcp_syncookies"]);
         host.spec.host_network = true;
         assert_eq!(
-            allowed(&host, &[]).unwrap_err(),
+            allowed(&host, &[]).unwrap_err().to_string(),
             "\"net.ipv4.tcp_syncookies\" not allowed with host net enabled"
         );
     }

@@ -3,6 +3,19 @@
 
 use super::*;
 
+/// Why a cached version of the URL's body cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum CacheError {
+    #[error("{0}")]
+    Read(#[from] std::io::Error),
+    #[error("it is damaged")]
+    Damaged,
+    #[error("{0}")]
+    Signature(#[from] crate::source::trust::SignatureError),
+    #[error("{0}")]
+    Body(#[from] super::BodyError),
+}
+
 impl UrlSource {
     pub(super) fn cached_meta(&self) -> Option<CacheMeta> {
         let meta: CacheMeta =
@@ -39,17 +52,16 @@ impl UrlSource {
         None
     }
 
-    pub(super) fn cached_version(&self, meta: &CacheMeta) -> Result<Snapshot, String> {
-        let body = std::fs::read(self.cache_dir.join(format!("body.{}", meta.sha256)))
-            .map_err(|e| e.to_string())?;
+    pub(super) fn cached_version(&self, meta: &CacheMeta) -> Result<Snapshot, CacheError> {
+        let body = std::fs::read(self.cache_dir.join(format!("body.{}", meta.sha256)))?;
         if sha_hex(&body) != meta.sha256 {
-            return Err("it is damaged".into());
+            return Err(CacheError::Damaged);
         }
         if let Some(t) = &self.trust {
             let sig = std::fs::read(self.cache_dir.join(format!("sig.{}", meta.sha256))).ok();
             t.verify(&body, sig.as_deref(), &self.url)?;
         }
-        self.parse(&body).map_err(|e| e.to_string())
+        Ok(self.parse(&body)?)
     }
 
     /// The body goes to `body.<sha256>`, then `meta.json` (naming it) replaces the old one,
