@@ -483,7 +483,8 @@ fn post_start_hooks_run_and_a_failing_one_restarts_the_container() {
             "hook",
             "",
             "    lifecycle: {postStart: {exec: {command: [sh, -c, 'echo Hello from the postStart handler > /tmp/message']}}}\n",
-            "[sh, -c, 'while [ ! -e /tmp/message ]; do sleep 0.1; done; cat /tmp/message; echo done; sleep 1000']",
+            // `-s`: the hook's shell creates the file before it writes the line.
+            "[sh, -c, 'while [ ! -s /tmp/message ]; do sleep 0.1; done; cat /tmp/message; echo done; sleep 1000']",
         ),
     );
     a.write_manifest(
