@@ -12,14 +12,11 @@ use std::path::{Path, PathBuf};
 pub fn prepare_rootfs(image_rootfs: &Path, instance: &Path) -> io::Result<PathBuf> {
     let rootfs = instance.join("rootfs");
     let (upper, work) = (instance.join("upper"), instance.join("work"));
+    if crate::sys::fsutil::is_mount_point(&rootfs) {
+        return Ok(rootfs);
+    }
     for d in [&rootfs, &upper, &work] {
         fs::create_dir_all(d)?;
-    }
-    if crate::sys::fsutil::mounts()
-        .iter()
-        .any(|(t, _)| *t == rootfs)
-    {
-        return Ok(rootfs);
     }
     let opts = format!(
         "lowerdir={},upperdir={},workdir={}",

@@ -114,10 +114,7 @@ pub fn setup(
     let own_ipc = !spec.host_ipc;
     let existing = |kind: &str| {
         let p = ns_dir.join(kind);
-        crate::sys::fsutil::mounts()
-            .iter()
-            .any(|(t, _)| *t == p)
-            .then_some(p)
+        crate::sys::fsutil::is_mount_point(&p).then_some(p)
     };
     if (own_net && existing("net").is_none()) || (own_ipc && existing("ipc").is_none()) {
         // The old namespace is about to go: detach it while DEL can still see it.
@@ -141,8 +138,9 @@ pub fn setup(
     }
     if own_ipc {
         let shm = pod_dir.join("shm");
+        let mounted = crate::sys::fsutil::is_mount_point(&shm);
         fs::create_dir_all(&shm).map_err(io_err("creating", &shm))?;
-        if !crate::sys::fsutil::mounts().iter().any(|(t, _)| *t == shm) {
+        if !mounted {
             mount(
                 "shm",
                 &shm,
@@ -272,13 +270,14 @@ fn volume(
     let dir = pod_dir.join("volumes").join(&v.name);
     // Set up once, when new, as the kubelet's emptyDir does (never again at adoption).
     let mut fresh = !dir.exists();
+    let mounted = !fresh && crate::sys::fsutil::is_mount_point(&dir);
     fs::create_dir_all(&dir).map_err(io_err("creating emptyDir", &dir))?;
     if let Some(ed) = v
         .empty_dir
         .as_ref()
         .filter(|e| e.medium.as_deref() == Some("Memory"))
     {
-        if !crate::sys::fsutil::mounts().iter().any(|(t, _)| *t == dir) {
+        if !mounted {
             let size = ed
                 .size_limit
                 .as_ref()

@@ -77,6 +77,7 @@ fn bind_one(base: &Path, sub_path: &Path, staging: &Path) -> io::Result<()> {
         }
         r => r?,
     };
+    let mounted = crate::sys::fsutil::is_mount_point(staging);
     if let Some(parent) = staging.parent() {
         fs::create_dir_all(parent)?;
     }
@@ -86,10 +87,7 @@ fn bind_one(base: &Path, sub_path: &Path, staging: &Path) -> io::Result<()> {
     } else if fs::symlink_metadata(staging).is_err() {
         fs::write(staging, b"")?;
     }
-    if crate::sys::fsutil::mounts()
-        .iter()
-        .any(|(t, _)| t == staging)
-    {
+    if mounted {
         crate::sys::mount::unmount(staging);
     }
     let source = format!("/proc/self/fd/{}", fd.as_raw_fd());

@@ -102,6 +102,12 @@ fn unescape_mount(s: &str) -> String {
         .replace("\\134", "\\")
 }
 
+/// True when something is mounted at `path`. A path that does not exist is no mount point,
+/// which spares reading the mount table (a line per mount on the host) for every new pod.
+pub fn is_mount_point(path: &Path) -> bool {
+    fs::symlink_metadata(path).is_ok() && mounts().iter().any(|(target, _)| target == path)
+}
+
 /// True when a mounted filesystem is at `path` or uses it (an overlay lowerdir, say).
 pub fn mounts_mentioning(path: &Path) -> bool {
     let p = path.to_string_lossy();

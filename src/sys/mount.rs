@@ -40,10 +40,18 @@ pub fn mount(
 
 /// Lazily unmounts `target` if something is mounted there.
 pub fn unmount(target: &Path) {
-    if let Ok(t) = cstr(target) {
-        // SAFETY: t is a valid path; EINVAL (not mounted) is ignored.
-        unsafe { libc::umount2(t.as_ptr(), libc::MNT_DETACH) };
-    }
+    let _ = detach(target);
+}
+
+/// Lazily unmounts `target`; true when nothing is mounted there any more (detached now, or
+/// not a mount point: `EINVAL`).
+fn detach(target: &Path) -> bool {
+    let Ok(t) = cstr(target) else {
+        return false;
+    };
+    // SAFETY: t is a valid NUL-terminated path.
+    let r = unsafe { libc::umount2(t.as_ptr(), libc::MNT_DETACH) };
+    r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL)
 }
 
 /// Lazily unmounts everything mounted at or below `dir`, deepest first.
@@ -57,16 +65,17 @@ fn unmount_below(dir: &Path) -> Vec<PathBuf> {
         m.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
         m
     };
-    let found = below();
-    if found.is_empty() {
-        // The mount table is read again only when something was unmounted: it has a line per
-        // mount on the host, and 200 pods going at once read it hundreds of times.
-        return found;
+    // The mount table has a line per mount on the host, and 200 pods going at once would
+    // read it hundreds of times: it is read again only when an unmount did not succeed.
+    let mut all_gone = true;
+    for m in &below() {
+        all_gone &= detach(m);
     }
-    for m in &found {
-        unmount(m);
+    if all_gone {
+        Vec::new()
+    } else {
+        below()
     }
-    below()
 }
 
 /// Removes `dir` once nothing is mounted below it. A bind mount left in place (a volume, a
