@@ -13,12 +13,18 @@ pub async fn teardown(
     keep_logs: bool,
 ) -> Result<(), TeardownError> {
     let uid = pod.uid().to_string();
-    if let Ok(list) = ctx.crun.list().await {
-        let prefix = format!("{}-", &uid[..uid.len().min(12)]);
-        for c in list.into_iter().filter(|c| c.id.starts_with(&prefix)) {
-            let _ = ctx.crun.kill(&c.id, "SIGKILL").await;
-            let _ = ctx.crun.delete(&c.id).await;
+    let prefix = format!("{}-", &uid[..uid.len().min(12)]);
+    let ids = match ctx.crun.ids() {
+        Ok(ids) => ids,
+        Err(e) => {
+            log::debug!("reading crun's state directory: {e}; asking crun");
+            let listed = ctx.crun.list().await.unwrap_or_default();
+            listed.into_iter().map(|c| c.id).collect()
         }
+    };
+    for id in ids.into_iter().filter(|id| id.starts_with(&prefix)) {
+        let _ = ctx.crun.kill(&id, "SIGKILL").await;
+        let _ = ctx.crun.delete(&id).await;
     }
     let dir = ctx.layout.pod(&uid);
     let logs = ctx.layout.pod_logs(pod.namespace(), pod.name(), &uid);
