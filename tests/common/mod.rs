@@ -460,9 +460,12 @@ impl Agent {
     /// This agent's monitors: processes run as `staticlet monitor <dir below the root>`.
     /// An ARM binary under binfmt_misc shows qemu's interpreter and the binary's path
     /// before its own arguments, so the arguments are searched, not taken by position.
+    /// A monitor's child between its fork and its exec (crun, a moment later) still shows
+    /// the monitor's arguments: it is not counted (under qemu-user that moment is long
+    /// enough for a 50 ms poll to see it).
     pub fn monitors(&self) -> Vec<i32> {
         let root = self.root.to_string_lossy().to_string();
-        fs::read_dir("/proc")
+        let all: Vec<i32> = fs::read_dir("/proc")
             .unwrap()
             .flatten()
             .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
@@ -475,6 +478,19 @@ impl Agent {
                 args.windows(2)
                     .any(|w| w[0] == "monitor" && w[1].starts_with(&root))
             })
+            .collect();
+        let parent = |pid: i32| -> Option<i32> {
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            stat.rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        };
+        all.iter()
+            .copied()
+            .filter(|pid| !parent(*pid).is_some_and(|pp| all.contains(&pp)))
             .collect()
     }
 
