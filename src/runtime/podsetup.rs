@@ -270,7 +270,7 @@ fn volume(
     let dir = pod_dir.join("volumes").join(&v.name);
     // Set up once, when new, as the kubelet's emptyDir does (never again at adoption).
     let mut fresh = !dir.exists();
-    let mounted = !fresh && crate::sys::fsutil::is_mount_point(&dir);
+    let mounted = crate::sys::fsutil::is_mount_point(&dir);
     fs::create_dir_all(&dir).map_err(io_err("creating emptyDir", &dir))?;
     if let Some(ed) = v
         .empty_dir

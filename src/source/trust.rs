@@ -21,22 +21,22 @@ pub const SUFFIX: &str = ".minisig";
 /// Why a manifest's signature does not let it through; each names the `.minisig` file.
 #[derive(Debug, thiserror::Error)]
 pub enum SignatureError {
-    #[error("not signed: {0}.minisig is missing, and manifestPublicKeys requires a signature (sign it with `minisign -Sm`)")]
+    #[error("not signed: {0}{SUFFIX} is missing, and manifestPublicKeys requires a signature (sign it with `minisign -Sm`)")]
     Missing(String),
-    #[error("{0}.minisig is not a minisign signature (too large)")]
+    #[error("{0}{SUFFIX} is not a minisign signature (too large)")]
     TooLarge(String),
-    #[error("{what}.minisig is not a minisign signature: {source}")]
+    #[error("{what}{SUFFIX} is not a minisign signature: {source}")]
     Malformed {
         what: String,
         source: minisign_verify::Error,
     },
-    #[error("{0}.minisig was made with a key that is not pinned (manifestPublicKeys)")]
+    #[error("{0}{SUFFIX} was made with a key that is not pinned (manifestPublicKeys)")]
     KeyNotPinned(String),
-    #[error("the signature {0}.minisig does not match the manifest (tampered with, or signed before its last change)")]
+    #[error("the signature {0}{SUFFIX} does not match the manifest (tampered with, or signed before its last change)")]
     Mismatch(String),
-    #[error("{0}.minisig is being written")]
+    #[error("{0}{SUFFIX} is being written")]
     BeingWritten(String),
-    #[error("{what}.minisig: {source}")]
+    #[error("{what}{SUFFIX}: {source}")]
     Unreadable {
         what: String,
         source: crate::source::read::ReadError,

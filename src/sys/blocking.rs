@@ -101,16 +101,13 @@ impl Pool {
             if self.overflow {
                 // Takes whatever waits, and ends once nothing does. Should it not start,
                 // the job waits for a worker.
-                let _ = std::thread::Builder::new()
-                    .name(self.name.into())
-                    .stack_size(STACK)
-                    .spawn(move || self.drain());
+                let _ = self.spawn(Pool::drain);
             }
             return Ok(());
         }
         st.workers += 1;
         drop(st);
-        if let Err(e) = self.spawn_worker() {
+        if let Err(e) = self.spawn(Pool::work) {
             let mut st = self.lock();
             st.workers -= 1;
             // Nobody will run it unless another worker exists: take it back.
@@ -122,12 +119,13 @@ impl Pool {
         Ok(())
     }
 
-    /// Starts a worker already counted in `workers`.
-    fn spawn_worker(&'static self) -> std::io::Result<()> {
+    /// Starts a thread of this pool running `body`: [`Pool::work`] for a worker already
+    /// counted in `workers`, [`Pool::drain`] for an overflow thread.
+    fn spawn(&'static self, body: fn(&'static Pool)) -> std::io::Result<()> {
         std::thread::Builder::new()
             .name(self.name.into())
             .stack_size(STACK)
-            .spawn(move || self.work())
+            .spawn(move || body(self))
             .map(drop)
     }
 
@@ -135,7 +133,7 @@ impl Pool {
     /// thread start and no other worker remain, the waiting jobs fail (their callers see
     /// "the job ended without a result") rather than wait for ever.
     fn replace_worker(&'static self) {
-        if self.spawn_worker().is_err() {
+        if self.spawn(Pool::work).is_err() {
             let mut st = self.lock();
             st.workers -= 1;
             if st.workers == 0 {
@@ -145,7 +143,7 @@ impl Pool {
     }
 
     /// Runs queued jobs until there are none: an overflow thread's life.
-    fn drain(&self) {
+    fn drain(&'static self) {
         loop {
             let Some(job) = self.lock().queue.pop_front() else {
                 return;
