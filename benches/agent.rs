@@ -16,7 +16,9 @@
 //! `--compare-*` adds a second staticlet as one more interleaved side of the start, edit and
 //! cold-start runs (its own root dir), to measure a change under the same noise.
 
+// The tests' helpers (the image, what is on the host); the benchmark uses some of them.
 #[path = "../tests/common/mod.rs"]
+#[allow(dead_code)]
 mod common;
 #[path = "agent/network.rs"]
 mod network;

@@ -2,7 +2,7 @@
 //! by name and in order, read-only commands that change nothing, configuration errors that
 //! name the field, relative paths, condition transition times, one warning per failure.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::Value;

@@ -6,20 +6,15 @@
 //! The API server is checked as an admin over HTTPS, with the requests kubectl makes
 //! (`pods/<name>/log`, `events?fieldSelector=involvedObject.name=...`).
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::Value;
 use std::io::Read;
 use std::time::{Duration, SystemTime};
 
-#[path = "support/apiserver/cluster.rs"]
-mod cluster;
-#[path = "support/apiserver/gateway.rs"]
-mod gateway;
-
-use cluster::Cluster;
-use gateway::*;
+use crate::apiserver::Cluster;
+use crate::gateway::*;
 
 #[test]
 fn events_of_a_started_a_crash_looping_and_an_unpullable_pod() {

@@ -2,7 +2,7 @@
 //! follower as it is written, across rotation, with no polling; the kubelet's query
 //! parameters; a container without logs says why.
 
-mod common;
+use crate::common;
 
 use common::status::*;
 use common::*;

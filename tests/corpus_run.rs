@@ -4,7 +4,7 @@
 //! under the test's directory. What each asks for is checked on the host, in the container's
 //! process (`/proc/<pid>/status`) or in its log.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{json, Value};

@@ -2,7 +2,7 @@
 //! (with the test binary instead of a release build, its own directory and status port).
 //! It shows the status screen only once every example pod runs, and checks what it shows.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::fs::File;

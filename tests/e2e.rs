@@ -1,6 +1,6 @@
 //! End to end on real crun: the agent binary, real containers, real files, real HTTP.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::io::{Read, Write};

@@ -3,7 +3,7 @@
 //! environment, passes stdin (`-i`), a terminal (`-t`) and the exit code through; describe
 //! shows containers, states, restarts, volumes and the pod's events.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::io::Write;

@@ -3,7 +3,7 @@
 //! (`/proc/self/status`, `id`, `/proc/sys`, its environment) and on the host (the volume's
 //! owner and mode); what the kubelet refuses is refused with its reason and message.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::collections::BTreeMap;

@@ -5,7 +5,7 @@
 //! It asserts that nothing panics, that every error explains itself, and that the store stays
 //! consistent: every listed image resolves and has its unpacked rootfs.
 
-mod common;
+use crate::common;
 
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};

@@ -1,6 +1,6 @@
 //! Hostile pods on real crun: what a container plants must never reach the host.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::time::Duration;

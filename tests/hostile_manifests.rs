@@ -2,7 +2,7 @@
 //! built to exhaust the parser, values that try to forge log lines, writers that pause half
 //! way, and typos in field names.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::fs;

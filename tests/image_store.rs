@@ -2,7 +2,7 @@
 //! same time, as an admin does while an agent pulls), garbage collection around a rootfs that
 //! a mounted overlay still uses, a full disk, and malformed images refused at import.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{json, Value};

@@ -1,7 +1,7 @@
 //! Image import: a layout made here from busybox-static, layouts and archives made by real
 //! tools (umoci, skopeo), corrupted blobs, and the extracted rootfs.
 
-mod common;
+use crate::common;
 
 use common::run_ok;
 

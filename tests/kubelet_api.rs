@@ -3,7 +3,7 @@
 //! mirror pod through the API server to the kubelet API, who the kubelet API refuses, and a
 //! quiet gateway's requests counted in the API server's audit log.
 
-mod common;
+use crate::common;
 
 use common::tls::TestCa;
 use common::*;
@@ -11,13 +11,8 @@ use std::io::Read;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
-#[path = "support/apiserver/cluster.rs"]
-mod cluster;
-#[path = "support/apiserver/gateway.rs"]
-mod gateway;
-
-use cluster::Cluster;
-use gateway::*;
+use crate::apiserver::Cluster;
+use crate::gateway::*;
 
 /// A TLS client for the kubelet API: trusting `ca`, with `cert`/`key` if given.
 fn kubelet_client_agent(ca: &Path, identity: Option<(Vec<u8>, Vec<u8>)>) -> ureq::Agent {

@@ -1,6 +1,6 @@
 //! Pod lifecycle races on real crun: slow starts, rapid rewrites.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::fs;

@@ -1,7 +1,7 @@
 //! One agent per root dir, a drain that cannot break a live agent, and cgroups of each
 //! agent's own (issues 11 and 18): real agents, real crun, real cgroups and mounts.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::fs;

@@ -6,17 +6,14 @@
 //! tests/setup-host runs; `pki`, `start`, `stop` per test, each test its own directory and
 //! ports). The cluster is checked as an admin over HTTPS with the admin client certificate.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::json;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-#[path = "support/apiserver/cluster.rs"]
-mod cluster;
-
-use cluster::{script, Cluster};
+use crate::apiserver::{script, Cluster};
 
 /// The static pod (from the agent's `/pods`) and its MirrorSynced condition's reason.
 fn mirror_reason(a: &Agent, pod: &str) -> Option<(String, String)> {

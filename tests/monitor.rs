@@ -2,7 +2,7 @@
 //! refused as a child subreaper (qemu-user 7.2 refuses the prctl, which is how CI runs the ARM
 //! builds; a seccomp filter does the same here).
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::time::Duration;

@@ -4,7 +4,7 @@
 //! (see common/net.rs); traffic goes only to 127.0.0.1 and to the bridge and pod addresses
 //! the test made.
 
-mod common;
+use crate::common;
 
 use common::net::*;
 use common::*;

@@ -3,7 +3,7 @@
 //! named on the pod, which waits in ContainerCreating while everything else runs. Also the
 //! default network written on first use, and `doctor`.
 
-mod common;
+use crate::common;
 
 use common::net::*;
 use common::*;

@@ -4,7 +4,7 @@
 //! (resumed with a Range request at the next try), and a registry that ignores Range.
 //! The idle timeout is made short for the test; the default is 60 s.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::Value;

@@ -1,7 +1,7 @@
 //! Image pulls from a real registry (Debian's docker-registry) on loopback, with TLS from a
 //! test CA and htpasswd basic auth; images pushed with skopeo.
 
-mod common;
+use crate::common;
 
 use common::tls::TestCa;
 use common::*;

@@ -2,7 +2,7 @@
 //! during churn and while it writes its state and the URL cache, a hostile manifest
 //! directory, randomised (fuzz-style) manifests and image layers, and abusive containers.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::collections::BTreeMap;

@@ -2,7 +2,7 @@
 //! never gets Ready is rolled back to the last good version, which serves again; a healthy
 //! one is promoted; a trial survives `kill -9` of the agent.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! Signed manifests on real crun: keys and signatures made with the real `minisign` tool, the
 //! manifest URL served over HTTPS on loopback with a test CA.
 
-mod common;
+use crate::common;
 
 use common::tls::TestCa;
 use common::*;

@@ -2,7 +2,7 @@
 //! real agent (issue 10): bounded request heads, bodies never read, bounded connections and
 //! time per request, and log followers that go with their client.
 
-mod common;
+use crate::common;
 
 use common::status::*;
 use common::*;

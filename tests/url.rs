@@ -1,6 +1,6 @@
 //! The manifest URL against a real HTTPS server on loopback with a test CA.
 
-mod common;
+use crate::common;
 
 use common::tls::TestCa;
 use common::*;

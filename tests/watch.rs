@@ -1,6 +1,6 @@
 //! The manifest directory watch with real files and real inotify.
 
-mod common;
+use crate::common;
 
 use staticlet::desired::DesiredSet;
 use staticlet::source::dir::DirSource;

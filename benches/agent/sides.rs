@@ -164,13 +164,6 @@ pub struct Agent {
     pub log: PathBuf,
 }
 
-fn free_port() -> R<u16> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| format!("no free port: {e}"))
-}
-
 impl Agent {
     /// Starts `staticlet run` (the release binary) on `manifests`; does not wait for it.
     pub fn spawn(b: &Bench, manifests: &Path, tag: &str) -> R<Agent> {
@@ -186,7 +179,7 @@ impl Agent {
         manifests: &Path,
         tag: &str,
     ) -> R<Agent> {
-        let port = free_port()?;
+        let port = crate::common::free_port();
         let log = b.agent_logs.join(format!("agent-{tag}.log"));
         let out = fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
         let err = out.try_clone().map_err(|e| e.to_string())?;

@@ -115,49 +115,7 @@ pub fn mem_kb(pid: i32) -> Option<Mem> {
     })
 }
 
-pub fn cmdline(pid: i32) -> Vec<String> {
-    fs::read(format!("/proc/{pid}/cmdline"))
-        .unwrap_or_default()
-        .split(|b| *b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).to_string())
-        .collect()
-}
-
-pub fn all_pids() -> Vec<i32> {
-    fs::read_dir("/proc")
-        .map(|rd| {
-            rd.flatten()
-                .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// The per-container monitors (`staticlet monitor <instance>`) of the agent rooted at `root`.
-pub fn monitors(root: &Path) -> Vec<i32> {
-    let root = root.to_string_lossy().to_string();
-    all_pids()
-        .into_iter()
-        .filter(|pid| {
-            let c = cmdline(*pid);
-            c.get(1).map(String::as_str) == Some("monitor")
-                && c.get(2).is_some_and(|d| d.starts_with(&root))
-        })
-        .collect()
-}
-
-/// Mount points at or below `prefix`, deepest first.
-pub fn mounts_below(prefix: &Path) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = staticlet::sys::fsutil::mounts()
-        .into_iter()
-        .map(|(target, _)| target)
-        .filter(|m| m.starts_with(prefix))
-        .collect();
-    out.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    out.dedup();
-    out
-}
+pub use crate::common::host::{cmdline, monitors, mounts_below, pids as all_pids};
 
 pub fn umount(target: &Path) {
     if let Ok(t) = std::ffi::CString::new(target.as_os_str().as_encoded_bytes()) {

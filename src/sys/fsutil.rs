@@ -95,6 +95,17 @@ pub fn mounts() -> Vec<(PathBuf, String)> {
         .collect()
 }
 
+/// Mount points at or below `dir`, deepest first (the order to unmount them in).
+pub fn mounts_below(dir: &Path) -> Vec<PathBuf> {
+    let mut m: Vec<PathBuf> = mounts()
+        .into_iter()
+        .map(|(t, _)| t)
+        .filter(|t| t.starts_with(dir))
+        .collect();
+    m.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    m
+}
+
 fn unescape_mount(s: &str) -> String {
     s.replace("\\040", " ")
         .replace("\\011", "\t")

@@ -56,15 +56,7 @@ fn detach(target: &Path) -> bool {
 
 /// Lazily unmounts everything mounted at or below `dir`, deepest first.
 fn unmount_below(dir: &Path) -> Vec<PathBuf> {
-    let below = || -> Vec<PathBuf> {
-        let mut m: Vec<PathBuf> = crate::sys::fsutil::mounts()
-            .into_iter()
-            .map(|(t, _)| t)
-            .filter(|t| t.starts_with(dir))
-            .collect();
-        m.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-        m
-    };
+    let below = || crate::sys::fsutil::mounts_below(dir);
     // The mount table has a line per mount on the host, and 200 pods going at once would
     // read it hundreds of times: it is read again only when an unmount did not succeed.
     let mut all_gone = true;

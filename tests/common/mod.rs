@@ -1,8 +1,8 @@
 //! Shared test support: an OCI image built from Debian's busybox-static, and a real agent
 //! (the staticlet binary) running with its own root dir, log dir and status port, cleaned up
 //! completely when the test ends.
-#![allow(dead_code)]
 
+pub mod host;
 pub mod net;
 pub mod status;
 pub mod tls;
@@ -189,13 +189,7 @@ pub fn run_ok(mut cmd: impl std::borrow::BorrowMut<Command>) -> std::process::Ou
     out
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use host::free_port;
 
 pub fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let end = Instant::now() + timeout;
@@ -447,51 +441,17 @@ impl Agent {
         )
     }
 
+    /// Mount points at or below the test's directory, deepest first.
     pub fn mounts_below_base(&self) -> Vec<String> {
-        fs::read_to_string("/proc/self/mounts")
-            .unwrap()
-            .lines()
-            .filter_map(|l| l.split(' ').nth(1))
-            .filter(|m| m.starts_with(self.base.to_str().unwrap()))
-            .map(String::from)
+        host::mounts_below(&self.base)
+            .iter()
+            .map(|m| m.display().to_string())
             .collect()
     }
 
-    /// This agent's monitors: processes run as `staticlet monitor <dir below the root>`.
-    /// An ARM binary under binfmt_misc shows qemu's interpreter and the binary's path
-    /// before its own arguments, so the arguments are searched, not taken by position.
-    /// A monitor's child between its fork and its exec (crun, a moment later) still shows
-    /// the monitor's arguments: it is not counted (under qemu-user that moment is long
-    /// enough for a 50 ms poll to see it).
+    /// This agent's monitors (see `host::monitors`).
     pub fn monitors(&self) -> Vec<i32> {
-        let root = self.root.to_string_lossy().to_string();
-        let all: Vec<i32> = fs::read_dir("/proc")
-            .unwrap()
-            .flatten()
-            .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
-            .filter(|pid| {
-                let cmd = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-                let args: Vec<String> = cmd
-                    .split(|b| *b == 0)
-                    .map(|a| String::from_utf8_lossy(a).into_owned())
-                    .collect();
-                args.windows(2)
-                    .any(|w| w[0] == "monitor" && w[1].starts_with(&root))
-            })
-            .collect();
-        let parent = |pid: i32| -> Option<i32> {
-            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            stat.rsplit_once(')')?
-                .1
-                .split_whitespace()
-                .nth(1)?
-                .parse()
-                .ok()
-        };
-        all.iter()
-            .copied()
-            .filter(|pid| !parent(*pid).is_some_and(|pp| all.contains(&pp)))
-            .collect()
+        host::monitors(&self.root)
     }
 
     /// The agent's cgroup parent: the default for its root dir (tests don't set cgroupRoot).

@@ -3,9 +3,7 @@
 //! certificate). Stopped when dropped, also on panic (then the apiserver log's tail is
 //! printed). Included by tests/mirror.rs with `#[path]`.
 
-#![allow(dead_code)]
-
-use super::common::unique_dir;
+use crate::common::unique_dir;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;

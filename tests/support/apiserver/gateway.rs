@@ -2,10 +2,8 @@
 //! certificate, the kubelet API on a port of its own, `--node-ip 127.0.0.1` so the API server
 //! reaches it on loopback) and ways to wait for its Events. Included with `#[path]`.
 
-#![allow(dead_code)]
-
-use super::cluster::Cluster;
-use super::common::*;
+use crate::apiserver::Cluster;
+use crate::common::*;
 use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
