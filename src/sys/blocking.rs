@@ -183,9 +183,26 @@ impl Pool {
             st.idle -= 1;
             if timeout.timed_out() && st.queue.is_empty() {
                 st.workers -= 1;
+                let last = st.workers == 0;
+                drop(st);
+                if last && std::ptr::eq(self, &POOL) {
+                    give_back_free_memory();
+                }
                 return;
             }
         }
+    }
+}
+
+/// Returns the heap's free pages to the kernel once a burst of work is over (the pool's last
+/// worker has ended). glibc's malloc keeps them otherwise: about 200 kB of the agent's
+/// private memory after 20 pods started, measured (`malloc_trim` through gdb). musl's
+/// allocator, the gateway builds', unmaps freed memory by itself.
+fn give_back_free_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim takes the allocator's own locks and touches only free memory.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
