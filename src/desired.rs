@@ -17,8 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// The annotation that opts a pod into the health-gated rollback, with its trial's length.
-pub const ROLLBACK_AFTER: &str = "staticlet.dev/rollback-after";
+pub use crate::manifest::ROLLBACK_AFTER;
 
 /// A candidate on trial: the version it replaced (the last good one), and how long it has.
 #[derive(Debug, Clone)]

@@ -30,6 +30,8 @@ pub enum AgentError {
     #[error(transparent)]
     Mirror(#[from] crate::mirror::MirrorError),
     #[error(transparent)]
+    KubeletApi(#[from] crate::kubelet_api::ServeError),
+    #[error(transparent)]
     ManifestUrl(crate::source::url::UrlError),
     #[error(transparent)]
     Trust(crate::source::trust::TrustError),
@@ -42,7 +44,9 @@ impl AgentError {
             AgentError::Locked(_)
             | AgentError::RuntimeNotFound(_)
             | AgentError::ManifestUrl(_)
-            | AgentError::Trust(_) => true,
+            | AgentError::Trust(_)
+            // Certificate files that cannot be used, a port that is taken.
+            | AgentError::KubeletApi(_) => true,
             // A bad kubeconfig is a usage error; a thread that cannot start is not.
             AgentError::Mirror(e) => !matches!(e, crate::mirror::MirrorError::Thread(_)),
             _ => false,

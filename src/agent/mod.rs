@@ -86,9 +86,17 @@ pub fn run(config: Config, verbose: bool) -> Result<(), AgentError> {
         crate::status::server::start(addr, board.clone(), recorder.clone())
             .map_err(|source| AgentError::StatusEndpoint { addr, source })?;
     }
-    if config.kubeconfig.is_some() {
-        // A bad kubeconfig is a usage error; an unreachable API server is not an error.
-        crate::mirror::start(&config, board.clone(), recorder.clone())?;
+    // A bad kubeconfig is a usage error; an unreachable API server is not an error.
+    if let Some(cluster) = crate::mirror::connect(&config)? {
+        let kubelet_port =
+            crate::kubelet_api::start(&config, cluster.client.clone(), board.clone())?;
+        crate::mirror::start(
+            &config,
+            cluster,
+            kubelet_port,
+            board.clone(),
+            recorder.clone(),
+        )?;
     }
     let trust = trusted_keys(&config)?;
     let url_source = match &config.static_pod_url {

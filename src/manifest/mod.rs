@@ -28,6 +28,8 @@ pub const ANN_HASH: &str = "kubernetes.io/config.hash";
 pub const ANN_SOURCE: &str = "kubernetes.io/config.source";
 pub const ANN_SEEN: &str = "kubernetes.io/config.seen";
 pub const ANN_MIRROR: &str = "kubernetes.io/config.mirror";
+/// The annotation that opts a pod into the health-gated rollback, with its trial's length.
+pub const ROLLBACK_AFTER: &str = "staticlet.dev/rollback-after";
 
 /// One problem in one manifest: the field path (Kubernetes syntax) and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]

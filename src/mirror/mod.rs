@@ -1,7 +1,8 @@
 //! Mirror pods: the last stage of the pipeline, the cluster's view of this gateway. When a
 //! kubeconfig is configured, a thread registers the Node, keeps its Lease, keeps one mirror
 //! pod per static pod in the API server, as a kubelet does for its static pods, and posts the
-//! agent's events; the kubelet API ([`crate::kubelet_api`]) starts with it.
+//! agent's events; the kubelet API ([`crate::kubelet_api`]) starts beside it, with the same
+//! client.
 //!
 //! It only reads the status board, so nothing on the path that starts or stops a container
 //! ever waits for the network; the API server being away for hours changes nothing on the
@@ -45,20 +46,20 @@ pub enum MirrorError {
     Client(#[from] api::ApiError),
     #[error("cannot start the mirror sync thread: {0}")]
     Thread(std::io::Error),
-    #[error(transparent)]
-    KubeletApi(#[from] crate::kubelet_api::ServeError),
 }
 
-/// Reads the kubeconfig and starts the sync thread and the kubelet API. An error is a usage
-/// error (a bad kubeconfig, certificate files that cannot be used, a taken port); an
-/// unreachable server is not one, the thread simply keeps trying.
-pub fn start(
-    config: &Config,
-    board: Arc<StatusBoard>,
-    events: Arc<Recorder>,
-) -> Result<(), MirrorError> {
+/// The API server this agent reports to, from its kubeconfig, and a client for it.
+pub struct Cluster {
+    kubeconfig: kubeconfig::Kubeconfig,
+    pub client: api::HttpApi,
+}
+
+/// Reads the kubeconfig (`None` without one) and makes the client. An error is a usage error
+/// (a bad kubeconfig, certificate files that cannot be used); an unreachable server is not
+/// one: nothing is sent yet.
+pub fn connect(config: &Config) -> Result<Option<Cluster>, MirrorError> {
     let Some(path) = &config.kubeconfig else {
-        return Ok(());
+        return Ok(None);
     };
     let kc = kubeconfig::load(path, config.kubeconfig_context.as_deref())?;
     if kc.insecure {
@@ -69,7 +70,25 @@ pub fn start(
         );
     }
     let client = api::HttpApi::new(&kc, CALL_TIMEOUT)?;
-    let kubelet_port = crate::kubelet_api::start(config, client.clone(), board.clone())?;
+    Ok(Some(Cluster {
+        kubeconfig: kc,
+        client,
+    }))
+}
+
+/// Starts the sync thread; the kubelet API's port (if it listens) goes into the Node's
+/// `daemonEndpoints`. The thread keeps trying while the server is unreachable.
+pub fn start(
+    config: &Config,
+    cluster: Cluster,
+    kubelet_port: Option<u16>,
+    board: Arc<StatusBoard>,
+    events: Arc<Recorder>,
+) -> Result<(), MirrorError> {
+    let Cluster {
+        kubeconfig: kc,
+        client,
+    } = cluster;
     let runtime = config.runtime_path.clone();
     let mut settings = sync::Settings {
         node: config.node_name.clone(),

@@ -9,6 +9,9 @@ use crate::status::pod::{
 };
 use serde_json::Value;
 
+/// The kubelet's message for a pod past its `activeDeadlineSeconds`.
+pub const DEADLINE_MESSAGE: &str = "Pod was active on the node longer than the specified deadline";
+
 fn terminated(t: &Terminated) -> TerminatedState {
     TerminatedState {
         exit_code: t.exit_code,
@@ -239,9 +242,7 @@ pub fn pod_status_with(
         status: Status {
             phase: phase(s),
             reason: s.deadline_exceeded.then(|| "DeadlineExceeded".into()),
-            message: s
-                .deadline_exceeded
-                .then(|| crate::agent::core::DEADLINE_MESSAGE.into()),
+            message: s.deadline_exceeded.then(|| DEADLINE_MESSAGE.into()),
             conditions,
             host_ip,
             pod_ip: pod_ips.first().cloned().unwrap_or_default(),

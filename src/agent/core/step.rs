@@ -9,8 +9,7 @@ use crate::runtime::{HandlerSpec, InstanceSpec, StopSpec};
 use std::collections::HashSet;
 use std::time::Duration;
 
-/// The kubelet's message for a pod past its `activeDeadlineSeconds`.
-pub const DEADLINE_MESSAGE: &str = "Pod was active on the node longer than the specified deadline";
+pub use crate::reconcile::status::DEADLINE_MESSAGE;
 
 pub fn step(core: &mut Core, now: Now, out: &mut Output) {
     // Names whose previous version still has containers running.

@@ -110,7 +110,7 @@ fn validate_metadata(pod: &Pod, node: &str, e: &mut Errors) {
 }
 
 fn validate_spec(pod: &Pod, e: &mut Errors) {
-    let rollback = crate::desired::ROLLBACK_AFTER;
+    let rollback = super::ROLLBACK_AFTER;
     if let Some(v) = pod.metadata.annotations.get(rollback) {
         let v = v.trim();
         if !matches!(v, "0" | "off")
