@@ -211,6 +211,49 @@ fn delete_leaves_nothing_behind() {
     );
 }
 
+/// Deleting a pod runs crun as often as bare crun needs to, plus the kill whose exit the pod
+/// status reports: one `kill` and one `delete` for its container (a record seen twice, or a
+/// teardown that deleted again what the release was deleting, made it five).
+#[test]
+fn deleting_a_pod_kills_and_deletes_its_container_once() {
+    let mut a = Agent::new("delete-calls");
+    let calls = a.base.join("crun-calls.log");
+    let wrapper = a.base.join("crun-counting");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> {}\nexec crun \"$@\"\n",
+            calls.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    a.extra_args = vec!["--runtime".into(), wrapper.display().to_string()];
+    a.start();
+    let body = pod_yaml("once", "", "", "[sleep, '1000']").replace(
+        "terminationGracePeriodSeconds: 1",
+        "terminationGracePeriodSeconds: 0",
+    );
+    a.write_manifest("once.yaml", &body);
+    a.wait_running("once", "main");
+    a.remove_manifest("once.yaml");
+    wait_until("the pod to go", Duration::from_secs(30), || {
+        a.pod("once").is_none().then_some(())
+    });
+    let log = std::fs::read_to_string(&calls).unwrap();
+    let count = |verb: &str| {
+        log.lines()
+            .filter(|l| l.split_whitespace().nth(2) == Some(verb))
+            .count()
+    };
+    assert!(
+        log.contains(" run "),
+        "the wrapper ran the container: {log}"
+    );
+    assert_eq!((count("kill"), count("delete")), (1, 1), "{log}");
+}
+
 #[test]
 fn crashing_container_backs_off() {
     let mut a = Agent::new("crash");

@@ -44,7 +44,11 @@ impl Layout {
     }
     /// crun's container id: short, unique per instance, and traceable to the pod.
     pub fn container_id(uid: &str, name: &str, attempt: u32) -> String {
-        format!("{}-{name}-{attempt}", &uid[..uid.len().min(12)])
+        format!("{}{name}-{attempt}", Layout::pod_id_prefix(uid))
+    }
+    /// What the crun ids of a pod's containers start with.
+    pub fn pod_id_prefix(uid: &str) -> String {
+        format!("{}-", &uid[..uid.len().min(12)])
     }
     pub fn exit_file(&self, id: &str) -> PathBuf {
         self.exits().join(format!("{id}.json"))

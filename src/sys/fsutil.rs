@@ -40,7 +40,12 @@ pub fn write_replace(path: &Path, content: &[u8]) -> io::Result<()> {
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let (tmp, mut f) = temp_file(dir)?;
-    let result = f.write_all(content).and_then(|_| fs::rename(&tmp, path));
+    // Closed before the rename: closing it after would show a watcher of the directory the
+    // file twice under its final name (moved in, then written).
+    let result = f.write_all(content).and_then(|_| {
+        drop(f);
+        fs::rename(&tmp, path)
+    });
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
@@ -58,7 +63,10 @@ pub fn write_atomic(path: &Path, content: &[u8]) -> io::Result<()> {
     let result = f
         .write_all(content)
         .and_then(|_| f.sync_all())
-        .and_then(|_| fs::rename(&tmp, path));
+        .and_then(|_| {
+            drop(f);
+            fs::rename(&tmp, path)
+        });
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
@@ -125,4 +133,35 @@ pub fn mounts_mentioning(path: &Path) -> bool {
     mounts()
         .iter()
         .any(|(target, opts)| target == path || opts.contains(p.as_ref()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use inotify::{Inotify, WatchMask};
+
+    /// A watcher of the directory (the exit records' and the agent's own) sees a replaced
+    /// file once, under its final name: the temporary file is closed before the rename.
+    #[test]
+    fn a_replaced_file_shows_once_under_its_final_name() {
+        let dir = std::env::temp_dir().join(format!("stl-replace-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let mut inotify = Inotify::init().unwrap();
+        inotify
+            .watches()
+            .add(&dir, WatchMask::MOVED_TO | WatchMask::CLOSE_WRITE)
+            .unwrap();
+        write_replace(&dir.join("a.json"), b"{}").unwrap();
+        write_atomic(&dir.join("b.json"), b"{}").unwrap();
+        let mut buffer = [0u8; 4096];
+        let names: Vec<String> = inotify
+            .read_events(&mut buffer)
+            .unwrap()
+            .filter_map(|e| e.name.map(|n| n.to_string_lossy().into_owned()))
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        let _ = fs::remove_dir_all(&dir);
+        assert_eq!(names, ["a.json", "b.json"]);
+    }
 }

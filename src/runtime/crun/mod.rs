@@ -35,7 +35,7 @@ use crate::config::Config;
 use crate::image::{ImageError, ImageStore};
 use crate::manifest::StaticPod;
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,6 +56,10 @@ pub struct CrunRuntime {
     launches: RefCell<HashMap<String, launch::Launch>>,
     /// What the inventory found to remove, for the sweep.
     leftovers: RefCell<inventory::Leftovers>,
+    /// Finished instances being released, by crun id, and a signal when one is done: a
+    /// pod's teardown waits for its own instead of deleting them a second time.
+    releasing: RefCell<HashSet<String>>,
+    released: event_listener::Event,
 }
 
 impl CrunRuntime {
@@ -80,11 +84,24 @@ impl CrunRuntime {
             }),
             launches: RefCell::default(),
             leftovers: RefCell::default(),
+            releasing: RefCell::default(),
+            released: event_listener::Event::new(),
         })
     }
 
     pub fn context(&self) -> &Arc<Context> {
         &self.ctx
+    }
+}
+
+/// Ends a release (also one whose task is dropped): the id leaves the set, teardowns look
+/// again.
+struct Released<'a>(&'a CrunRuntime, &'a str);
+
+impl Drop for Released<'_> {
+    fn drop(&mut self) {
+        self.0.releasing.borrow_mut().remove(self.1);
+        self.0.released.notify(usize::MAX);
     }
 }
 
@@ -123,6 +140,10 @@ impl Runtime for CrunRuntime {
     }
 
     async fn release(&self, exit: &ExitRecord) {
+        if !self.releasing.borrow_mut().insert(exit.id.clone()) {
+            return; // the same record twice: already being released
+        }
+        let _done = Released(self, &exit.id);
         let ctx = &self.ctx;
         let _ = ctx.crun.delete(&exit.id).await;
         let instance = ctx
@@ -138,6 +159,21 @@ impl Runtime for CrunRuntime {
     }
 
     async fn teardown(&self, pod: &Arc<StaticPod>, keep_logs: bool) -> Result<(), TeardownError> {
+        // A pod's last exits and its teardown come together: its instances still being
+        // released are left to that (a crun delete each), then the rest is removed.
+        let prefix = crate::runtime::layout::Layout::pod_id_prefix(pod.uid());
+        loop {
+            let listener = self.released.listen();
+            if !self
+                .releasing
+                .borrow()
+                .iter()
+                .any(|id| id.starts_with(&prefix))
+            {
+                break;
+            }
+            listener.await;
+        }
         teardown::teardown(&self.ctx, pod, keep_logs).await
     }
 

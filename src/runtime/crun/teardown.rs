@@ -13,7 +13,7 @@ pub async fn teardown(
     keep_logs: bool,
 ) -> Result<(), TeardownError> {
     let uid = pod.uid().to_string();
-    let prefix = format!("{}-", &uid[..uid.len().min(12)]);
+    let prefix = crate::runtime::layout::Layout::pod_id_prefix(&uid);
     let ids = match ctx.crun.ids() {
         Ok(ids) => ids,
         Err(e) => {
@@ -22,8 +22,8 @@ pub async fn teardown(
             listed.into_iter().map(|c| c.id).collect()
         }
     };
+    // `delete --force` kills what still runs first: one crun call per container.
     for id in ids.into_iter().filter(|id| id.starts_with(&prefix)) {
-        let _ = ctx.crun.kill(&id, "SIGKILL").await;
         let _ = ctx.crun.delete(&id).await;
     }
     let dir = ctx.layout.pod(&uid);
