@@ -5,7 +5,7 @@
 use super::backoff::Backoff;
 use super::Tick;
 use crate::manifest::pod::{Container, Probe};
-use crate::runtime::{Running, StartError, Terminated};
+use crate::runtime::{ExitRecord, Running, StartError, Terminated};
 
 /// What a container is doing right now.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -161,6 +161,9 @@ pub struct ContainerState {
     pub post_start_pending: bool,
     /// That hook runs now.
     pub post_start_in_flight: bool,
+    /// The exit record of the instance being launched, come before the launch's own report
+    /// (a container that ends at once): applied when the launch is, never dropped.
+    pub early_exit: Option<ExitRecord>,
 }
 
 impl ContainerState {

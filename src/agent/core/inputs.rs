@@ -137,9 +137,21 @@ pub fn apply(core: &mut Core, input: Input, now: Now, out: &mut Output) {
     }
 }
 
-fn exited(core: &mut Core, rec: ExitRecord, now: Now, out: &mut Output) {
+pub fn exited(core: &mut Core, rec: ExitRecord, now: Now, out: &mut Output) {
     if let Some(p) = core.pods.get_mut(&rec.pod_uid) {
         if let Some(index) = p.containers.iter().position(|c| c.name == rec.container) {
+            // The monitor reported the exit before the agent had the launch's report: kept
+            // for the launch's result (the two come by different ways).
+            let phase = &p.containers[index].phase;
+            if matches!(phase, Phase::Launching { attempt, .. } if *attempt == rec.attempt) {
+                log::debug!(
+                    "{}: exit of attempt {} came before its launch's report",
+                    p.container_name(index),
+                    rec.attempt
+                );
+                p.containers[index].early_exit = Some(rec);
+                return;
+            }
             let stopping = matches!(
                 p.containers[index].phase,
                 Phase::Stopping(_) | Phase::Ended { .. }

@@ -119,6 +119,15 @@ pub fn launched(
         }
         Err(e) => start_failed(p, index, &e, now, out),
     }
+    // An exit that came first: applied now that the instance is known to have run, or freed
+    // with the failed launch.
+    if let Some(rec) = p.containers[index].early_exit.take() {
+        if p.containers[index].phase.running().is_some() {
+            super::inputs::exited(core, rec, now, out);
+        } else {
+            out.commands.push(Command::Release(rec));
+        }
+    }
 }
 
 /// A start that did not produce a running container: logged once per state (a retry that

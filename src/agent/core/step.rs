@@ -79,6 +79,9 @@ fn execute(p: &mut PodState, action: Action, timeout: Duration, now: Now, out: &
                 index,
                 attempt,
             }));
+            if let Some(rec) = p.containers[index].early_exit.take() {
+                out.commands.push(Command::Release(rec));
+            }
         }
         Action::Stop { index, grace } => {
             let sandbox = p.sandbox.paths().cloned().unwrap_or_default();

@@ -12,6 +12,13 @@ pub struct CrunError {
     pub message: String,
 }
 
+impl CrunError {
+    /// crun has no such container (deleted, or never made).
+    pub fn is_gone(&self) -> bool {
+        self.message.contains("does not exist") || self.message.contains("No such file")
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Crun {
     pub binary: PathBuf,
@@ -63,13 +70,8 @@ impl Crun {
     /// Removes the container and its cgroup; a container that is already gone is fine.
     pub async fn delete(&self, id: &str) -> Result<(), CrunError> {
         match self.run(&["delete", "--force", id]).await {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.message.contains("does not exist") || e.message.contains("No such file") =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(e),
+            Err(e) if !e.is_gone() => Err(e),
+            _ => Ok(()),
         }
     }
 

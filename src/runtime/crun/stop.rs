@@ -53,8 +53,12 @@ pub async fn stop(ctx: &Arc<Context>, spec: &StopSpec) -> StopOutcome {
     }
     if !outcome.gone {
         outcome.killed = !grace.is_zero();
-        let _ = ctx.crun.kill(&spec.id, "SIGKILL").await;
-        outcome.gone = wait_exit(spec.wait_pid, KILL_WAIT).await;
+        outcome.gone = match ctx.crun.kill(&spec.id, "SIGKILL").await {
+            // crun has no such container: nothing of it is left to wait for (its pid may
+            // already belong to another process). Its exit record comes, or is taken as lost.
+            Err(e) if e.is_gone() => true,
+            _ => wait_exit(spec.wait_pid, KILL_WAIT).await,
+        };
     }
     outcome
 }

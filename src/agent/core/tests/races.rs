@@ -129,3 +129,36 @@ fn a_start_slower_than_the_runtime_timeout_is_abandoned_before_a_retry() {
     );
     assert!(sim.rt.most_at_once.borrow().values().all(|n| *n == 1));
 }
+
+/// A container that ends at once: its monitor's exit record can reach the agent before the
+/// launch's own report. The exit is kept and applied when the launch is, so the container
+/// is restarted (not shown running for ever with a process that is gone).
+#[test]
+fn an_exit_that_comes_before_its_launch_report_is_applied_after_it() {
+    let mut sim = Sim::new();
+    sim.hold = Box::new(|c| matches!(c, Command::Launch(_)));
+    sim.write("web.yaml", &yaml("web", "sh, -c, 'exit 3'", ""));
+    assert_eq!(sim.held.len(), 1, "the launch is in flight");
+    sim.hold = Box::new(|_| false);
+    let launch = sim.held.pop().unwrap();
+    let reported = smol::block_on(perform(&sim.rt, launch)).expect("a launch reports");
+    let id = sim.live().pop().expect("the fake launched it");
+    let rec = sim.rt.exit(&id, 3);
+    sim.input(Input::Exited(rec));
+    assert!(
+        !sim.calls().contains(&Call::Release(id.clone())),
+        "not freed before the launch's report"
+    );
+    sim.input(reported);
+    let c = &sim.pod("web").containers[0];
+    assert_eq!(
+        c.last.as_ref().map(|t| t.exit_code),
+        Some(3),
+        "the exit applied"
+    );
+    assert!(
+        c.running().is_none_or(|r| r.id != id),
+        "the ended instance is not shown running"
+    );
+    assert!(sim.calls().contains(&Call::Release(id)), "and freed");
+}
