@@ -6,17 +6,13 @@
 use super::core::{Command, Core, Input, Now, Output};
 use super::event::EventSink;
 use super::perform::perform;
-use crate::reconcile::Tick;
 use crate::runtime::Runtime;
 use crate::status::StatusBoard;
 use smol::channel::{Receiver, Sender};
 use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
-
-/// How long the agent waits, quiet, after a removal before trimming the heap.
-const TRIM_AFTER: Duration = Duration::from_secs(2);
+use std::time::{Instant, SystemTime};
 
 pub struct Shell<R: Runtime + 'static> {
     pub rt: Rc<R>,
@@ -26,9 +22,6 @@ pub struct Shell<R: Runtime + 'static> {
     pub ex: Rc<smol::LocalExecutor<'static>>,
     pub tx: Sender<Input>,
     epoch: Instant,
-    /// When to give freed memory back to the system: once the agent has been quiet for a
-    /// moment after a pod went (the cleanups that follow a removal free more).
-    trim_at: Option<Tick>,
 }
 
 impl<R: Runtime + 'static> Shell<R> {
@@ -48,7 +41,6 @@ impl<R: Runtime + 'static> Shell<R> {
             ex,
             tx,
             epoch: Instant::now(),
-            trim_at: None,
         }
     }
 
@@ -104,26 +96,17 @@ impl<R: Runtime + 'static> Shell<R> {
         loop {
             let now = self.now();
             self.core.plan(now, &mut out);
-            let mut wake = out.wake;
-            if !out.removed.is_empty() {
-                self.trim_at = Some(now.tick + TRIM_AFTER);
-                for uid in &out.removed {
-                    self.sink.forget_pod(uid);
-                }
+            let wake = out.wake;
+            // What a removed pod used is given back with the blocking pool's last worker
+            // (`sys::blocking`), once the teardown's burst of work is over.
+            for uid in &out.removed {
+                self.sink.forget_pod(uid);
             }
             if self.execute(std::mem::take(&mut out)) {
                 return;
             }
             if self.core.take_visible() {
                 self.publish(now);
-            }
-            if let Some(t) = self.trim_at {
-                if t <= now.tick {
-                    release_free_memory();
-                    self.trim_at = None;
-                } else {
-                    wake = Some(wake.map_or(t, |w| w.min(t)));
-                }
             }
             let input = match wake {
                 Some(at) => {
@@ -139,9 +122,6 @@ impl<R: Runtime + 'static> Shell<R> {
             let now = self.now();
             match input {
                 Some(input) => {
-                    if self.trim_at.is_some() {
-                        self.trim_at = Some(now.tick + TRIM_AFTER);
-                    }
                     self.core.apply(input, now, &mut out);
                     // Take every input already queued before planning again.
                     while let Ok(input) = rx.try_recv() {
@@ -179,16 +159,5 @@ impl<R: Runtime + 'static> Shell<R> {
             rt.log_file(pod, container, attempt)
         });
         self.board.publish(shared);
-    }
-}
-
-/// Gives memory freed by a removed pod back to the system. glibc keeps freed heap for reuse
-/// (a pod with hundreds of containers leaves tens of MB behind otherwise); musl's allocator
-/// returns it by itself.
-fn release_free_memory() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only releases free memory of the allocator.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
