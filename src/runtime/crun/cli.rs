@@ -23,6 +23,9 @@ impl CrunError {
 pub struct Crun {
     pub binary: PathBuf,
     pub root: PathBuf,
+    /// How long a kill, delete, state or list may take (`runtimeRequestTimeout`, as the
+    /// kubelet bounds its runtime calls): a crun that hangs fails the call, it is killed.
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -49,7 +52,18 @@ impl Crun {
         static SLOTS: smol::lock::Semaphore = smol::lock::Semaphore::new(8);
         let _slot = SLOTS.acquire().await;
         let shown = format!("{} {}", self.binary.display(), args.join(" "));
-        let out = self.command(args).output().await.map_err(|e| CrunError {
+        let mut command = self.command(args);
+        command.kill_on_drop(true);
+        let out = smol::future::or(async { Some(command.output().await) }, async {
+            smol::Timer::after(self.timeout).await;
+            None
+        })
+        .await
+        .ok_or_else(|| CrunError {
+            command: shown.clone(),
+            message: format!("timed out after {:?}", self.timeout),
+        })?
+        .map_err(|e| CrunError {
             command: shown.clone(),
             message: e.to_string(),
         })?;
@@ -183,6 +197,7 @@ mod tests {
         let crun = Crun {
             binary: "crun".into(),
             root: root.clone(),
+            timeout: Duration::from_secs(5),
         };
         assert!(
             crun.ids().unwrap().is_empty(),
@@ -195,5 +210,45 @@ mod tests {
         ids.sort();
         assert_eq!(ids, ["abc-main-0", "def-side-1"]);
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// A crun that hangs fails the call after the timeout and is killed, instead of holding
+    /// the pod's stop or teardown for ever.
+    #[test]
+    fn a_hanging_crun_call_times_out_and_is_killed() {
+        let dir = std::env::temp_dir().join(format!("stl-crun-hang-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = dir.join("crun");
+        let pid_file = dir.join("pid");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\necho $$ > {}\nexec sleep 30\n",
+                pid_file.display()
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let crun = Crun {
+            binary: script,
+            root: dir.join("state"),
+            timeout: Duration::from_millis(300),
+        };
+        let began = std::time::Instant::now();
+        let err = smol::block_on(crun.kill("abc-main-0", "SIGKILL")).unwrap_err();
+        assert!(err.to_string().contains("timed out after 300ms"), "{err}");
+        assert!(began.elapsed() < Duration::from_secs(10));
+        let pid: i32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while alive(pid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!alive(pid), "the hanging crun was killed");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

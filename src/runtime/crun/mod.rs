@@ -76,6 +76,7 @@ impl CrunRuntime {
                 crun: Crun {
                     binary: runtime,
                     root: layout.crun_root(),
+                    timeout: config.runtime_request_timeout,
                 },
                 config,
                 layout,
