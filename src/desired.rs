@@ -17,7 +17,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use crate::manifest::ROLLBACK_AFTER;
 pub use rollout::{rollback_after, Held, Rollout, Trial};
 
 mod rollout;

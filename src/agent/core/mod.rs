@@ -20,7 +20,6 @@ mod step;
 mod sync;
 
 pub use adopt::Adoption;
-pub use step::DEADLINE_MESSAGE;
 
 use super::event::{Event, EventKind, PodRef};
 use crate::config::Config;

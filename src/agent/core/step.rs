@@ -9,7 +9,7 @@ use crate::runtime::{HandlerSpec, InstanceSpec, StopSpec};
 use std::collections::HashSet;
 use std::time::Duration;
 
-pub use crate::reconcile::status::DEADLINE_MESSAGE;
+use crate::reconcile::status::DEADLINE_MESSAGE;
 
 pub fn step(core: &mut Core, now: Now, out: &mut Output) {
     // Names whose previous version still has containers running.
